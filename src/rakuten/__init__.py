@@ -1,0 +1,1 @@
+"""Rakuten France multimodal product classification pipeline."""

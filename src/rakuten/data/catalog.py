@@ -1,0 +1,187 @@
+"""Loading and validating the official file layout (DATA.md) into one catalog table.
+
+Everything is checked before anything is written; each violation is a :class:`PipelineError`
+whose single line names the file, the row (original index) or column, and what was expected.
+
+Catalog columns (``data/interim/catalog.parquet``):
+``row_id`` (0..n-1, train rows then official test rows), ``orig_index`` (the CSV's unnamed index),
+``designation``, ``description`` (None when missing), ``productid``, ``imageid``, ``image_path``
+(relative to the repository root), ``image_ok`` (file present with an image signature),
+``prdtypecode`` (nullable Int64, empty for official test rows), ``is_official_test``.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from rakuten.classes import CLASS_CODES
+from rakuten.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+X_TRAIN = "X_train_update.csv"
+Y_TRAIN = "Y_train_CVw08PX.csv"
+X_TEST = "X_test_update.csv"
+IMAGE_DIRS = {False: "images/image_train", True: "images/image_test"}
+X_COLUMNS = ("designation", "description", "productid", "imageid")
+Y_COLUMNS = ("prdtypecode",)
+_IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"RIFF")
+_DELIMITERS = ",;\t|"
+
+
+@dataclass
+class IngestReport:
+    """Row accounting and notes for ``reports/ingest.json``."""
+
+    rows_train: int = 0
+    rows_official_test: int = 0
+    empty_designation: int = 0
+    missing_description: int = 0
+    images_missing: int = 0
+    images_unreadable: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def read_official_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
+    """Read one official CSV: UTF-8 (a BOM is accepted), delimiter sniffed, first column the index.
+
+    Extra columns are accepted and dropped with a note; missing ones are an error.
+    """
+    if not path.is_file():
+        raise PipelineError(f"{path}: file not found; expected the official layout (see DATA.md)")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise PipelineError(f"{path}: line {line}: bytes are not valid UTF-8 (byte {exc.start}); "
+                            "expected a UTF-8 CSV") from None
+    if not text.strip():
+        raise PipelineError(f"{path}: file is empty; expected a header and rows")
+    header = text.split("\n", 1)[0]
+    delimiter = max(_DELIMITERS, key=header.count)
+    try:
+        df = pd.read_csv(io.StringIO(text), sep=delimiter, index_col=0, dtype=str, keep_default_na=False,
+                         na_values=[""], quoting=csv.QUOTE_MINIMAL)
+    except (pd.errors.ParserError, ValueError) as exc:
+        raise PipelineError(f"{path}: cannot parse CSV: {str(exc).splitlines()[0]}") from None
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise PipelineError(f"{path}: missing column '{missing[0]}'; expected columns "
+                            f"<index>, {', '.join(required)} (found: {', '.join(map(str, df.columns))})")
+    if delimiter != ",":
+        log.warning("%s: delimiter %r instead of ','; read anyway", path, delimiter)
+    index = pd.to_numeric(pd.Series(df.index), errors="coerce")
+    if index.isna().any():
+        bad = df.index[int(np.flatnonzero(index.isna().to_numpy())[0])]
+        raise PipelineError(f"{path}: index value {bad!r} is not an integer; expected the unnamed integer index")
+    df.index = index.astype(np.int64).to_numpy()
+    dup = df.index.duplicated()
+    if dup.any():
+        raise PipelineError(f"{path}: index {df.index[dup][0]} appears more than once; expected unique row indices")
+    return df[list(required)]
+
+
+def _integer_column(df: pd.DataFrame, column: str, path: Path) -> np.ndarray:
+    values = pd.to_numeric(df[column], errors="coerce")
+    bad = values.isna() | (values != values.round())
+    if bad.any():
+        row = df.index[int(np.flatnonzero(bad.to_numpy())[0])]
+        raise PipelineError(f"{path}: row {row}, column {column}: {df.loc[row, column]!r} is not an integer")
+    return values.astype(np.int64).to_numpy()
+
+
+def validate_labels(x: pd.DataFrame, y: pd.DataFrame, x_path: Path, y_path: Path) -> np.ndarray:
+    """Labels aligned to ``x``'s index; misaligned indices or unknown codes are errors."""
+    only_x = x.index.difference(y.index)
+    only_y = y.index.difference(x.index)
+    if len(only_x) or len(only_y):
+        where, idx = (x_path, only_x[0]) if len(only_x) else (y_path, only_y[0])
+        raise PipelineError(f"{where}: index {idx} has no matching row in "
+                            f"{y_path.name if where == x_path else x_path.name}; expected X and Y to share one index")
+    codes = _integer_column(y.loc[x.index], "prdtypecode", y_path)
+    unknown = ~np.isin(codes, CLASS_CODES)
+    if unknown.any():
+        i = int(np.flatnonzero(unknown)[0])
+        raise PipelineError(f"{y_path}: row {x.index[i]}, column prdtypecode: {codes[i]} is not one of the 27 codes")
+    return codes
+
+
+def image_status(path: Path) -> str:
+    """``ok``, ``missing`` or ``unreadable`` (empty file or no image signature) from a 16-byte peek."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except FileNotFoundError:
+        return "missing"
+    except OSError:
+        return "unreadable"
+    return "ok" if head.startswith(_IMAGE_SIGNATURES) else "unreadable"
+
+
+def load_catalog(root: str | Path, on_bad_image: str = "error", path_prefix: str | None = None):
+    """Validate the official layout under ``root`` and return ``(catalog, report)``.
+
+    ``on_bad_image``: ``error`` stops at the first missing/unreadable image with one line;
+    ``flag`` keeps the row with ``image_ok = False`` (counted) so the text models still predict it.
+    ``path_prefix`` is how image paths are written (default: ``root`` as given).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise PipelineError(f"{root}: directory not found; expected the official files there (see DATA.md)")
+    report = IngestReport()
+    x_train = read_official_csv(root / X_TRAIN, X_COLUMNS)
+    y_train = read_official_csv(root / Y_TRAIN, Y_COLUMNS)
+    x_test = read_official_csv(root / X_TEST, X_COLUMNS)
+    codes = validate_labels(x_train, y_train, root / X_TRAIN, root / Y_TRAIN)
+    overlap = x_train.index.intersection(x_test.index)
+    if len(overlap):
+        raise PipelineError(f"{root / X_TEST}: index {overlap[0]} also appears in {X_TRAIN}; expected disjoint indices")
+    parts = []
+    for x, path, is_test in ((x_train, root / X_TRAIN, False), (x_test, root / X_TEST, True)):
+        part = pd.DataFrame({
+            "orig_index": x.index.to_numpy(np.int64),
+            "designation": x["designation"].fillna("").astype(str).to_numpy(),
+            "description": x["description"].astype(object).where(x["description"].notna(), None).to_numpy(),
+            "productid": _integer_column(x, "productid", path),
+            "imageid": _integer_column(x, "imageid", path),
+            "is_official_test": is_test,
+        })
+        parts.append(part)
+    catalog = pd.concat(parts, ignore_index=True)
+    catalog.insert(0, "row_id", np.arange(len(catalog), dtype=np.int64))
+    catalog["prdtypecode"] = pd.array(list(codes) + [None] * len(x_test), dtype="Int64")
+    prefix = Path(path_prefix) if path_prefix is not None else root
+    catalog["image_path"] = [
+        (prefix / IMAGE_DIRS[bool(t)] / f"image_{i}_product_{p}.jpg").as_posix()
+        for i, p, t in zip(catalog["imageid"], catalog["productid"], catalog["is_official_test"])]
+    statuses = np.array([image_status(root / IMAGE_DIRS[bool(t)] / f"image_{i}_product_{p}.jpg")
+                         for i, p, t in zip(catalog["imageid"], catalog["productid"], catalog["is_official_test"])])
+    bad = np.flatnonzero(statuses != "ok")
+    if len(bad) and on_bad_image == "error":
+        i = int(bad[0])
+        split_file = X_TEST if catalog.at[i, "is_official_test"] else X_TRAIN
+        raise PipelineError(f"{catalog.at[i, 'image_path']}: image {statuses[i]} for {split_file} row "
+                            f"{catalog.at[i, 'orig_index']}; expected a readable JPEG "
+                            "(set ingest.on_bad_image: flag to keep such rows for text-only prediction)")
+    catalog["image_ok"] = statuses == "ok"
+    report.rows_train = len(x_train)
+    report.rows_official_test = len(x_test)
+    report.images_missing = int((statuses == "missing").sum())
+    report.images_unreadable = int((statuses == "unreadable").sum())
+    report.missing_description = int(catalog["description"].isna().sum())
+    empty = catalog["designation"].str.strip() == ""
+    report.empty_designation = int(empty.sum())
+    if report.empty_designation:
+        rows = catalog.loc[empty, "orig_index"].head(5).tolist()
+        report.notes.append(f"{report.empty_designation} rows with empty designation kept (e.g. index {rows}); "
+                            "text_clean flags them and the image model still predicts them")
+        log.warning(report.notes[-1])
+    return catalog[["row_id", "orig_index", "designation", "description", "productid", "imageid",
+                    "image_path", "image_ok", "prdtypecode", "is_official_test"]], report

@@ -1,0 +1,124 @@
+"""Duplicate-aware, stratified train/val/test split.
+
+Rows that share a normalised text or the same image bytes form one group (union-find), and a
+group never straddles two splits: otherwise a model is scored on copies of its training rows.
+Groups are assigned per class (the group's majority label) in a seeded random order until each
+split's quota for that class is met, which keeps class proportions within a row or two of exact.
+
+Fallback for tiny classes: a class with fewer than 3 groups cannot be in all three splits; all its
+rows go to train and the class is listed in ``reports/split.json`` (``classes_train_only``).
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SPLITS = ("train", "val", "test")
+OFFICIAL_TEST = "official_test"
+_NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
+_TAG = re.compile(r"<[^>]+>")
+
+
+def text_key(designation: str, description: str | None) -> str:
+    """Duplicate key for a product's text: tags dropped, case/accents/punctuation folded."""
+    text = f"{designation} {description or ''}"
+    text = unicodedata.normalize("NFKD", _TAG.sub(" ", text).lower())
+    text = "".join(c for c in text if not unicodedata.combining(c))
+    return _NON_WORD.sub(" ", text).strip()
+
+
+def file_digest(path: str | Path) -> str:
+    """SHA-1 of a file's bytes, or ``""`` when it cannot be read (no grouping by image then)."""
+    try:
+        return hashlib.sha1(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
+def duplicate_groups(text_keys: list[str], image_keys: list[str]) -> np.ndarray:
+    """Union-find over rows sharing a text key or a non-empty image key; returns a group id per row."""
+    parent = list(range(len(text_keys)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for keys in (text_keys, image_keys):
+        first: dict[str, int] = {}
+        for i, key in enumerate(keys):
+            if not key:
+                continue
+            if key in first:
+                a, b = find(i), find(first[key])
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+            else:
+                first[key] = i
+    roots = np.array([find(i) for i in range(len(parent))])
+    _, group_ids = np.unique(roots, return_inverse=True)
+    return group_ids.astype(np.int64)
+
+
+def assign_splits(labels: np.ndarray, groups: np.ndarray, fractions: dict[str, float],
+                  seed: int) -> tuple[np.ndarray, list[int]]:
+    """Split label per row; returns ``(splits, classes_train_only)``."""
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"label": labels, "group": groups})
+    sizes = frame.groupby("group").size()
+    group_label = frame.groupby("group")["label"].agg(lambda s: s.value_counts().index[0])
+    split_of_group: dict[int, str] = {}
+    train_only: list[int] = []
+    for label in sorted(group_label.unique()):
+        members = group_label.index[group_label == label].to_numpy()
+        members = members[rng.permutation(len(members))]
+        if len(members) < 3:
+            train_only.append(int(label))
+            split_of_group.update({int(g): "train" for g in members})
+            continue
+        total = int(sizes.loc[members].sum())
+        quotas = {s: max(1, int(round(fractions[s] * total))) if fractions[s] > 0 else 0 for s in ("val", "test")}
+        filled = {"val": 0, "test": 0}
+        for g in members:
+            target = next((s for s in ("test", "val") if filled[s] < quotas[s]), "train")
+            split_of_group[int(g)] = target
+            if target != "train":
+                filled[target] += int(sizes.loc[g])
+        if fractions["train"] > 0 and all(split_of_group[int(g)] != "train" for g in members):
+            split_of_group[int(members[-1])] = "train"
+    return np.array([split_of_group[int(g)] for g in groups], dtype=object), train_only
+
+
+def split_catalog(catalog: pd.DataFrame, fractions: dict[str, float], seed: int) -> tuple[pd.DataFrame, dict]:
+    """Assign every catalog row a split; official test rows keep their own. Returns ``(table, report)``."""
+    labelled = catalog[~catalog["is_official_test"]].reset_index(drop=True)
+    keys = [text_key(d, s) for d, s in zip(labelled["designation"], labelled["description"])]
+    digests = [file_digest(p) if ok else "" for p, ok in zip(labelled["image_path"], labelled["image_ok"])]
+    groups = duplicate_groups(keys, digests)
+    splits, train_only = assign_splits(labelled["prdtypecode"].to_numpy(np.int64), groups, fractions, seed)
+    official = catalog[catalog["is_official_test"]]
+    table = pd.DataFrame({
+        "row_id": np.concatenate([labelled["row_id"].to_numpy(), official["row_id"].to_numpy()]).astype(np.int64),
+        "split": np.concatenate([splits, np.full(len(official), OFFICIAL_TEST, dtype=object)]),
+        "group_id": np.concatenate([groups, np.full(len(official), -1)]).astype(np.int64),
+    }).sort_values("row_id", ignore_index=True)
+    group_sizes = np.bincount(groups) if len(groups) else np.array([], int)
+    per_class = (pd.crosstab(labelled["prdtypecode"], splits).reindex(columns=list(SPLITS), fill_value=0))
+    report = {
+        "rows": {s: int((table["split"] == s).sum()) for s in (*SPLITS, OFFICIAL_TEST)},
+        "fractions_requested": fractions,
+        "duplicate_groups": {
+            "groups": int(len(group_sizes)),
+            "multi_row_groups": int((group_sizes > 1).sum()),
+            "rows_in_multi_row_groups": int(group_sizes[group_sizes > 1].sum()),
+        },
+        "classes_train_only": train_only,
+        "per_class": {str(code): {s: int(per_class.loc[code, s]) for s in SPLITS} for code in per_class.index},
+    }
+    return table, report

@@ -1,0 +1,26 @@
+"""Entry-point wrapper for stage scripts: logging set-up and one-line errors."""
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Callable
+
+from rakuten.errors import PipelineError
+from rakuten.logs import setup_logging
+
+
+def run_stage(main: Callable[[], None]) -> None:
+    """Run ``main``; expected failures print one line ``error: ...`` and exit 2.
+
+    Unexpected exceptions still show a traceback: they are bugs, not bad input.
+    """
+    setup_logging()
+    try:
+        main()
+    except PipelineError as exc:
+        logging.getLogger("rakuten").debug("pipeline error", exc_info=True)
+        sys.stderr.write(f"error: {exc}\n")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.stderr.write("error: interrupted; no partial output was kept\n")
+        sys.exit(130)

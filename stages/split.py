@@ -1,0 +1,19 @@
+"""DVC stage `split`: duplicate-aware stratified train/val/test + the official test rows."""
+from rakuten import params as P
+from rakuten.data.split import split_catalog
+from rakuten.io import read_parquet, write_json, write_parquet
+from rakuten.stage import run_stage
+
+
+def main() -> None:
+    params = P.load_params()
+    train, val, test = P.fractions(params, ["split.train", "split.val", "split.test"])
+    seed = P.integer(params, "split.seed", 0)
+    catalog = read_parquet("data/interim/catalog.parquet", stage_hint="ingest")
+    table, report = split_catalog(catalog, {"train": train, "val": val, "test": test}, seed)
+    write_parquet(table, "data/interim/split.parquet")
+    write_json(report, "reports/split.json")
+
+
+if __name__ == "__main__":
+    run_stage(main)
