@@ -1,0 +1,92 @@
+"""Resolving pretrained weights: a local path first, then the library cache, then the hub.
+
+Why one resolver: every model that starts from pretrained weights (CamemBERT, MarianMT,
+ResNet50/ImageNet) must behave the same on an offline machine: use what is on disk, never silently
+fall back to random weights, and otherwise stop with ONE line that says what to download, with
+which command on a connected machine, and where to put it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from rakuten.errors import PipelineError
+
+log = logging.getLogger(__name__)
+
+LOCAL_ROOT = Path("models/pretrained")
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+
+
+def hf_download_hint(repo_id: str, target: Path) -> str:
+    return (f"on a connected machine run `hf download {repo_id} --local-dir {target.as_posix()}` "
+            f"and copy {target.as_posix()}/ here (or set HF_HOME to a cache that has it)")
+
+
+def resolve_hf(name_or_path: str, local_dir: str | os.PathLike | None = None,
+               required_files: tuple[str, ...] = ("config.json",)) -> str:
+    """Return a directory holding the Hugging Face model ``name_or_path``.
+
+    Order: ``name_or_path`` if it is an existing directory; ``local_dir`` (default
+    ``models/pretrained/<name>``); the Hugging Face cache (no network); the hub (skipped when
+    ``HF_HUB_OFFLINE=1``). Raises :class:`PipelineError` with one line when none works.
+    """
+    candidates = [Path(name_or_path)]
+    default_local = LOCAL_ROOT / name_or_path.replace("/", "--")
+    candidates.append(Path(local_dir) if local_dir else default_local)
+    for candidate in candidates:
+        if candidate.is_dir() and all((candidate / f).exists() for f in required_files):
+            log.info("pretrained %s: using local directory %s", name_or_path, candidate)
+            return str(candidate)
+    if Path(name_or_path).is_absolute() or name_or_path.startswith((".", "models/")):
+        raise PipelineError(f"pretrained weights: {name_or_path} is not a directory with "
+                            f"{', '.join(required_files)}; expected a saved Hugging Face model there")
+    from huggingface_hub import snapshot_download
+
+    try:
+        path = snapshot_download(name_or_path, local_files_only=True)
+        log.info("pretrained %s: using the Hugging Face cache %s", name_or_path, path)
+        return path
+    except Exception:  # noqa: BLE001 - any cache miss means "try the hub"
+        pass
+    if not _offline():
+        try:
+            path = snapshot_download(name_or_path, etag_timeout=5)
+            log.info("pretrained %s: downloaded to %s", name_or_path, path)
+            return path
+        except Exception as exc:  # noqa: BLE001 - network errors vary by library version
+            log.debug("hub download of %s failed: %s", name_or_path, exc)
+    raise PipelineError(f"pretrained weights for {name_or_path} not found locally and the hub is unreachable; "
+                        + hf_download_hint(name_or_path, candidates[1]))
+
+
+def resolve_file(description: str, local_file: str | os.PathLike | None, cache_name: str, url: str | None) -> Path:
+    """Return a weights file: ``local_file`` if given and present, else the torch hub cache
+    (``$TORCH_HOME/hub/checkpoints/<cache_name>``), else a download from ``url`` unless offline.
+    """
+    if local_file:
+        path = Path(local_file)
+        if path.is_file():
+            return path
+        raise PipelineError(f"pretrained weights: {path} not found; expected the {description} file there")
+    import torch.hub
+
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / cache_name
+    if cached.is_file():
+        log.info("pretrained %s: using torch cache %s", description, cached)
+        return cached
+    if url and not _offline():
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            torch.hub.download_url_to_file(url, str(cached), progress=False)
+            return cached
+        except Exception as exc:  # noqa: BLE001
+            log.debug("download of %s failed: %s", url, exc)
+            cached.unlink(missing_ok=True)
+    raise PipelineError(f"pretrained weights for {description} not found locally and the download failed; "
+                        f"on a connected machine fetch {url or cache_name} and put it at {cached} "
+                        "(or name the file in params)")
