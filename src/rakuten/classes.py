@@ -61,7 +61,8 @@ def codes_to_indices(codes) -> np.ndarray:
         try:
             out[i] = _CODE_TO_INDEX[int(code)]
         except (KeyError, ValueError, TypeError):
-            raise ValueError(f"unknown product-type code {code!r} at position {i}; expected one of the 27 codes") from None
+            shown = code.item() if hasattr(code, "item") else code
+            raise ValueError(f"unknown product-type code {shown!r} at position {i}; expected one of the 27 codes") from None
     return out
 
 

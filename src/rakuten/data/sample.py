@@ -485,7 +485,7 @@ def ground_truth(files, labels, langs, hard, defect, source, text_truth, n_train
              for kind, g in groups.items()}
     as_files = {kind: sorted([files[r] for r in rows] for rows in g.values()) for kind, g in groups.items()}
     return {
-        "config": asdict(cfg),
+        "config": {k: v for k, v in asdict(cfg).items() if k != "n_jobs"},  # n_jobs never changes output
         "image_defects": {
             "exact_duplicates": as_files["exact_duplicates"],
             "near_duplicates": as_files["near_duplicates"],

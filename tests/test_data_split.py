@@ -1,0 +1,75 @@
+"""Split: stratified, duplicate groups never straddle, deterministic, documented fallback for tiny classes."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rakuten.data.split import assign_splits, duplicate_groups, split_catalog, text_key
+from tests.stagerun import error_lines, run_stage_script
+
+FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
+
+
+def test_text_key_folds_case_accents_tags_and_punctuation():
+    assert text_key("Poupée  <b>Rose</b>!", None) == text_key("poupee rose", "") == "poupee rose"
+    assert text_key("a", "b") != text_key("a", "c")
+
+
+def test_duplicate_groups_are_transitive():
+    groups = duplicate_groups(["a", "b", "c", "d"], ["x", "y", "y", ""])
+    assert groups[1] == groups[2] and len({groups[0], groups[1], groups[3]}) == 3
+    groups = duplicate_groups(["a", "a", "b", "c"], ["", "h", "h", ""])
+    assert groups[0] == groups[1] == groups[2] != groups[3]
+
+
+def test_every_row_assigned_and_official_test_kept(tiny_split, tiny_catalog):
+    assert len(tiny_split) == len(tiny_catalog)
+    assert (tiny_split.loc[tiny_split["is_official_test"], "split"] == "official_test").all()
+    assert set(tiny_split.loc[~tiny_split["is_official_test"], "split"]) == {"train", "val", "test"}
+
+
+def test_stratified_proportions(tiny_split):
+    labelled = tiny_split[~tiny_split["is_official_test"]]
+    shares = labelled["split"].value_counts(normalize=True)
+    assert shares["train"] == pytest.approx(0.8, abs=0.04)
+    assert shares["val"] == pytest.approx(0.1, abs=0.03)
+    per_class = pd.crosstab(labelled["prdtypecode"], labelled["split"])
+    big = per_class[per_class.sum(axis=1) >= 20]
+    assert ((big["val"] / big.sum(axis=1)) - 0.1).abs().max() < 0.06
+
+
+def test_no_duplicate_group_straddles_splits(tiny_split):
+    labelled = tiny_split[~tiny_split["is_official_test"]]
+    assert (labelled.groupby("group_id")["split"].nunique() == 1).all()
+    keys = [text_key(d, s) for d, s in zip(labelled["designation"], labelled["description"])]
+    by_text = pd.DataFrame({"key": keys, "split": labelled["split"].to_numpy()})
+    assert (by_text.groupby("key")["split"].nunique() == 1).all()
+    assert (labelled.groupby("group_id").size() > 1).any(), "the tiny sample should contain duplicate groups"
+
+
+def test_deterministic_and_seed_sensitive(tiny_catalog):
+    a, _ = split_catalog(tiny_catalog, FRACTIONS, seed=1)
+    b, _ = split_catalog(tiny_catalog, FRACTIONS, seed=1)
+    c, _ = split_catalog(tiny_catalog, FRACTIONS, seed=2)
+    assert a.equals(b) and not a["split"].equals(c["split"])
+
+
+def test_classes_with_one_or_two_rows_go_to_train():
+    labels = np.array([10] * 40 + [40] * 2 + [50])
+    splits, train_only = assign_splits(labels, np.arange(len(labels)), FRACTIONS, seed=0)
+    assert train_only == [40, 50]
+    assert set(splits[40:]) == {"train"}
+    assert {"train", "val", "test"} <= set(splits[:40])
+
+
+def test_stage_rejects_fractions_not_summing_to_one(tmp_path):
+    result = run_stage_script("split", tmp_path, {"split.val": 0.3})
+    assert result.returncode == 2
+    assert error_lines(result) == ["error: params.yaml: split.train + split.val + split.test = 1.2, "
+                                   "expected them to sum to 1"]
+
+
+def test_stage_rejects_negative_fraction(tmp_path):
+    result = run_stage_script("split", tmp_path, {"split.val": -0.1, "split.train": 1.0})
+    assert error_lines(result) == ["error: params.yaml: split.val = -0.1, expected a number in [0.0, 1.0]"]
