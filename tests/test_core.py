@@ -83,3 +83,10 @@ def test_scores_on_a_known_case():
     result = scores([10, 10, 40, 40], [10, 40, 40, 40])
     assert result["accuracy"] == 0.75
     assert result["macro_f1"] == pytest.approx((2 / 3 + 0.8) / 2, abs=1e-6)
+
+
+def test_stale_temp_from_a_killed_run_is_removed(tmp_path):
+    stale = tmp_path / ".out.json.abc123.tmp"
+    stale.write_text("half-written by a killed run")
+    write_json({"v": 2}, tmp_path / "out.json")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]

@@ -1,0 +1,120 @@
+"""End to end: the whole DVC graph on a tiny catalog, in a temporary copy of the repository.
+
+Checks the promises of the README: `dvc repro` builds everything, a second `dvc repro` does
+nothing, `--force` reruns give identical metrics, and `dvc exp run -S` shows up in
+`dvc metrics diff`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.stagerun import REPO, default_params, with_overrides
+from tests.tiny_profile import TINY_PARAMS
+
+pytestmark = pytest.mark.slow
+ENV = {**os.environ, "DVC_NO_ANALYTICS": "1", "HF_HUB_OFFLINE": "1", "GIT_AUTHOR_NAME": "ci",
+       "GIT_AUTHOR_EMAIL": "ci@example.com", "GIT_COMMITTER_NAME": "ci", "GIT_COMMITTER_EMAIL": "ci@example.com"}
+
+
+def sh(args: list[str], cwd: Path, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
+    # the copy's own src/ and this interpreter's bin/ first: stages run `python`, as a user's shell would
+    env = {**ENV, "PYTHONPATH": str(cwd / "src"),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{ENV.get('PATH', '')}"}
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
+                             f"{result.stderr[-3000:]}")
+    return result
+
+
+def dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    return sh([sys.executable, "-m", "dvc", *args], cwd, check)
+
+
+def copy_repo(dst: Path) -> Path:
+    """Tracked and untracked-but-not-ignored files only: what a fresh clone plus the work tree holds."""
+    listing = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
+                             capture_output=True, text=True, check=True).stdout
+    for rel in filter(None, listing.split("\0")):
+        src = REPO / rel
+        if src.is_file():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / rel)
+    return dst
+
+
+def stage_names(repo: Path) -> list[str]:
+    return list(yaml.safe_load((repo / "dvc.yaml").read_text())["stages"])
+
+
+def metrics_files(repo: Path) -> dict[str, str]:
+    found = sorted((repo / "reports").rglob("*.json"))
+    return {p.relative_to(repo).as_posix(): p.read_text() for p in found if "bench" not in p.parts}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    root = copy_repo(tmp_path_factory.mktemp("e2e") / "repo")
+    params = with_overrides(default_params(), TINY_PARAMS)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (root / "dvc.lock").unlink(missing_ok=True)
+    sh(["git", "init", "-q"], root)
+    sh(["git", "add", "-A"], root)
+    sh(["git", "commit", "-qm", "tiny"], root)
+    dvc("repro", cwd=root)
+    return root
+
+
+def test_repro_builds_every_declared_output(repo):
+    spec = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    for name, stage in spec.items():
+        for out in stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", []):
+            path = next(iter(out)) if isinstance(out, dict) else out
+            assert (repo / path).exists(), f"stage {name} did not produce {path}"
+
+
+def test_second_repro_does_nothing(repo):
+    result = dvc("repro", cwd=repo)
+    assert "Running stage" not in result.stdout
+    assert "Data and pipelines are up to date" in result.stdout
+    status = dvc("status", "--json", cwd=repo)
+    assert json.loads(status.stdout) == {}
+
+
+def test_forced_rerun_gives_identical_metrics(repo):
+    before = metrics_files(repo)
+    assert before
+    dvc("repro", "--force", cwd=repo)
+    assert metrics_files(repo) == before
+
+
+def test_exp_run_with_a_changed_param_shows_in_metrics_diff(repo):
+    sh(["git", "add", "-A"], repo)
+    sh(["git", "commit", "-qm", "baseline", "--allow-empty"], repo)
+    dvc("exp", "run", "-S", "split.seed=7", cwd=repo)
+    diff = json.loads(dvc("metrics", "diff", "--json", cwd=repo).stdout)
+    assert "reports/split.json" in diff and diff["reports/split.json"], diff
+    shown = json.loads(dvc("exp", "show", "--json", cwd=repo).stdout)
+    assert 7 in _values_of(shown, "split", "seed") and 42 in _values_of(shown, "split", "seed")
+
+
+def _values_of(node, section: str, key: str) -> list:
+    """Every ``node[...][section][key]`` value anywhere in `dvc exp show --json` output."""
+    found = []
+    if isinstance(node, dict):
+        if isinstance(node.get(section), dict) and key in node[section]:
+            found.append(node[section][key])
+        for value in node.values():
+            found += _values_of(value, section, key)
+    elif isinstance(node, list):
+        for value in node:
+            found += _values_of(value, section, key)
+    return found

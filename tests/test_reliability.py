@@ -1,0 +1,34 @@
+"""Reliability: a stage killed mid-run leaves nothing DVC could take as valid, and the rerun completes."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from tests.stagerun import REPO, default_params, run_stage_script, with_overrides
+
+
+def test_killed_sample_stage_leaves_no_partial_output(tmp_path):
+    params = with_overrides(default_params(), {"sample.n_train": 8000, "sample.n_test": 0,
+                                               "sample.image_size": 96, "sample.n_jobs": 1})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = subprocess.Popen([sys.executable, str(REPO / "stages" / "sample.py")], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    data = tmp_path / "data"
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(data.glob(".sample.*.tmp/images/image_train/*.jpg")):
+        time.sleep(0.05)
+    time.sleep(0.5)  # mid-way through writing images
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (data / "sample").exists(), "a killed run must not leave data/sample behind"
+    assert list(data.glob(".sample.*.tmp")), "the test should have killed the stage while it was writing"
+    result = run_stage_script("sample", tmp_path, {"sample.n_train": 60, "sample.n_test": 6,
+                                                   "sample.image_size": 32, "sample.n_jobs": 1})
+    assert result.returncode == 0, result.stderr
+    assert (data / "sample" / "defects.json").is_file()
+    assert not list(data.glob(".sample.*.tmp")), "the rerun removes the killed run's temporary directory"
