@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from typing import Callable
 
@@ -15,6 +16,8 @@ def run_stage(main: Callable[[], None]) -> None:
     Unexpected exceptions still show a traceback: they are bugs, not bad input.
     """
     setup_logging()
+    # SIGTERM (dvc, a scheduler, `kill`) unwinds like Ctrl-C, so atomic writes remove their temporaries
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         main()
     except PipelineError as exc:
