@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from rakuten.data.split import assign_splits, duplicate_groups, split_catalog, text_key
+from rakuten.errors import PipelineError
 from tests.stagerun import error_lines, run_stage_script
 
 FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
@@ -73,3 +74,46 @@ def test_stage_rejects_fractions_not_summing_to_one(tmp_path):
 def test_stage_rejects_negative_fraction(tmp_path):
     result = run_stage_script("split", tmp_path, {"split.val": -0.1, "split.train": 1.0})
     assert error_lines(result) == ["error: params.yaml: split.val = -0.1, expected a number in [0.0, 1.0]"]
+
+
+@pytest.fixture(scope="module")
+def tiny_hashes(tiny_catalog):
+    from rakuten.image.hashing import HashConfig, hash_catalog
+
+    return hash_catalog(tiny_catalog, HashConfig(n_jobs=1))
+
+
+def _straddling_near_groups(table: pd.DataFrame, hashes: pd.DataFrame) -> int:
+    merged = table.merge(hashes[["row_id", "near_dup_group"]], on="row_id")
+    near = merged[(merged["split"] != "official_test") & (merged["near_dup_group"] >= 0)]
+    return int((near.groupby("near_dup_group")["split"].nunique() > 1).sum())
+
+
+def test_near_duplicate_images_never_straddle_splits(tiny_catalog, tiny_hashes):
+    table, report = split_catalog(tiny_catalog, FRACTIONS, seed=0, image_groups=tiny_hashes)
+    assert _straddling_near_groups(table, tiny_hashes) == 0
+    assert report["duplicate_groups"]["near_duplicate_groups_unioned"] > 0
+    assert report["duplicate_groups"]["image_groups"] == "image_hash"
+    by_bytes, by_bytes_report = split_catalog(tiny_catalog, FRACTIONS, seed=0)  # file SHA-1 only: leaks
+    assert _straddling_near_groups(by_bytes, tiny_hashes) > 0
+    assert by_bytes_report["duplicate_groups"]["near_duplicate_groups_unioned"] == 0
+
+
+def test_a_near_duplicate_pair_of_different_texts_and_classes_shares_a_split(tiny_catalog):
+    labelled = tiny_catalog[~tiny_catalog["is_official_test"]]
+    a = labelled.iloc[0]
+    b = labelled[labelled["prdtypecode"] != a["prdtypecode"]].iloc[-1]
+    groups = pd.DataFrame({"row_id": tiny_catalog["row_id"], "exact_dup_group": -1, "near_dup_group": -1})
+    groups.loc[groups["row_id"].isin([a["row_id"], b["row_id"]]), "near_dup_group"] = 0
+    for seed in range(6):
+        table, report = split_catalog(tiny_catalog, FRACTIONS, seed=seed, image_groups=groups)
+        split_of = table.set_index("row_id")["split"]
+        assert split_of[a["row_id"]] == split_of[b["row_id"]]
+        assert report["duplicate_groups"]["near_duplicate_groups_unioned"] == 1
+
+
+def test_image_groups_must_cover_every_labelled_row(tiny_catalog, tiny_hashes):
+    with pytest.raises(PipelineError, match="image groups: no row for row_id"):
+        split_catalog(tiny_catalog, FRACTIONS, seed=0, image_groups=tiny_hashes.iloc[1:])
+    with pytest.raises(PipelineError, match="missing column 'near_dup_group'"):
+        split_catalog(tiny_catalog, FRACTIONS, seed=0, image_groups=tiny_hashes.drop(columns="near_dup_group"))

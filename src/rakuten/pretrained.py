@@ -87,6 +87,28 @@ def resolve_file(description: str, local_file: str | os.PathLike | None, cache_n
         except Exception as exc:  # noqa: BLE001
             log.debug("download of %s failed: %s", url, exc)
             cached.unlink(missing_ok=True)
+    fetch = f"run `curl -L -o {cache_name} {url}`" if url else f"fetch {cache_name}"
     raise PipelineError(f"pretrained weights for {description} not found locally and the download failed; "
-                        f"on a connected machine fetch {url or cache_name} and put it at {cached} "
+                        f"on a connected machine {fetch} and put it at {cached} "
                         "(or name the file in params)")
+
+
+def resolve_torchvision(arch: str, weights: str) -> Path | None:
+    """Weights file for torchvision model ``arch``: ``weights`` is ``none`` (random init, returns None),
+    ``imagenet`` (torchvision's default ImageNet weights: torch cache, then download) or a local file.
+
+    The ImageNet file name and URL come from torchvision's weights enum, so the cache location is
+    the one ``torchvision.models.<arch>(weights="DEFAULT")`` itself uses.
+    """
+    if weights == "none":
+        return None
+    if weights != "imagenet":
+        return resolve_file(f"{arch} weights", weights, Path(weights).name, None)
+    from torchvision.models import get_model_weights
+
+    try:
+        default = get_model_weights(arch).DEFAULT
+    except (ValueError, KeyError, AttributeError):
+        raise PipelineError(f"pretrained weights: torchvision has no ImageNet weights for {arch!r}") from None
+    url = default.url
+    return resolve_file(f"{arch} ImageNet ({default.name})", None, url.rsplit("/", 1)[-1], url)

@@ -1,7 +1,9 @@
 """Duplicate-aware, stratified train/val/test split.
 
-Rows that share a normalised text or the same image bytes form one group (union-find), and a
+Rows that share a normalised text, the same image bytes, or near-duplicate images (re-encodes,
+slight crops: the ``image_hash`` stage's ``near_dup_group``) form one group (union-find), and a
 group never straddles two splits: otherwise a model is scored on copies of its training rows.
+Without the image-hash table (``image_groups=None``) images are grouped by file SHA-1 only.
 Groups are assigned per class (the group's majority label) in a seeded random order until each
 split's quota for that class is met, which keeps class proportions within a row or two of exact.
 
@@ -17,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from rakuten.errors import PipelineError
 
 SPLITS = ("train", "val", "test")
 OFFICIAL_TEST = "official_test"
@@ -40,8 +44,9 @@ def file_digest(path: str | Path) -> str:
         return ""
 
 
-def duplicate_groups(text_keys: list[str], image_keys: list[str]) -> np.ndarray:
-    """Union-find over rows sharing a text key or a non-empty image key; returns a group id per row."""
+def duplicate_groups(text_keys: list[str], image_keys: list[str], *more_keys: list[str]) -> np.ndarray:
+    """Union-find over rows sharing a text key or a non-empty key of any other list (image bytes,
+    near-duplicate cluster ...); returns a group id per row."""
     parent = list(range(len(text_keys)))
 
     def find(i: int) -> int:
@@ -50,7 +55,7 @@ def duplicate_groups(text_keys: list[str], image_keys: list[str]) -> np.ndarray:
             i = parent[i]
         return i
 
-    for keys in (text_keys, image_keys):
+    for keys in (text_keys, image_keys, *more_keys):
         first: dict[str, int] = {}
         for i, key in enumerate(keys):
             if not key:
@@ -95,12 +100,51 @@ def assign_splits(labels: np.ndarray, groups: np.ndarray, fractions: dict[str, f
     return np.array([split_of_group[int(g)] for g in groups], dtype=object), train_only
 
 
-def split_catalog(catalog: pd.DataFrame, fractions: dict[str, float], seed: int) -> tuple[pd.DataFrame, dict]:
-    """Assign every catalog row a split; official test rows keep their own. Returns ``(table, report)``."""
+def _group_keys(groups: np.ndarray, prefix: str) -> list[str]:
+    return [f"{prefix}{g}" if g >= 0 else "" for g in groups.tolist()]
+
+
+def image_group_keys(row_ids: np.ndarray, image_groups: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """``(exact_keys, near_keys)`` per row from the ``image_hash`` table (``""`` = no group)."""
+    missing = [c for c in ("row_id", "exact_dup_group", "near_dup_group") if c not in image_groups.columns]
+    if missing:
+        raise PipelineError(f"image groups: missing column '{missing[0]}'; expected row_id, exact_dup_group, "
+                            "near_dup_group (data/interim/image_hashes.parquet)")
+    table = image_groups.drop_duplicates("row_id").set_index("row_id")
+    absent = np.setdiff1d(row_ids, table.index.to_numpy())
+    if len(absent):
+        raise PipelineError(f"image groups: no row for row_id {int(absent[0])} ({len(absent)} catalog rows missing); "
+                            "rerun the image_hash stage")
+    table = table.loc[row_ids]
+    return (_group_keys(table["exact_dup_group"].to_numpy(np.int64), "e"),
+            _group_keys(table["near_dup_group"].to_numpy(np.int64), "n"))
+
+
+def unioned_near_groups(before: np.ndarray, near_keys: list[str]) -> int:
+    """Near-duplicate clusters whose rows were spread over several text/exact-image groups."""
+    frame = pd.DataFrame({"near": near_keys, "group": before})
+    spread = frame[frame["near"] != ""].groupby("near")["group"].nunique()
+    return int((spread > 1).sum())
+
+
+def split_catalog(catalog: pd.DataFrame, fractions: dict[str, float], seed: int,
+                  image_groups: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict]:
+    """Assign every catalog row a split; official test rows keep their own. Returns ``(table, report)``.
+
+    ``image_groups`` is the ``image_hash`` table (row_id, exact_dup_group, near_dup_group): rows
+    of one exact or near-duplicate image group then share a duplicate group. Without it, rows
+    are grouped by the SHA-1 of their image file (exact copies only).
+    """
     labelled = catalog[~catalog["is_official_test"]].reset_index(drop=True)
     keys = [text_key(d, s) for d, s in zip(labelled["designation"], labelled["description"])]
-    digests = [file_digest(p) if ok else "" for p, ok in zip(labelled["image_path"], labelled["image_ok"])]
-    groups = duplicate_groups(keys, digests)
+    unioned = 0
+    if image_groups is None:
+        digests = [file_digest(p) if ok else "" for p, ok in zip(labelled["image_path"], labelled["image_ok"])]
+        groups = duplicate_groups(keys, digests)
+    else:
+        exact_keys, near_keys = image_group_keys(labelled["row_id"].to_numpy(np.int64), image_groups)
+        groups = duplicate_groups(keys, exact_keys, near_keys)
+        unioned = unioned_near_groups(duplicate_groups(keys, exact_keys), near_keys)
     splits, train_only = assign_splits(labelled["prdtypecode"].to_numpy(np.int64), groups, fractions, seed)
     official = catalog[catalog["is_official_test"]]
     table = pd.DataFrame({
@@ -117,6 +161,8 @@ def split_catalog(catalog: pd.DataFrame, fractions: dict[str, float], seed: int)
             "groups": int(len(group_sizes)),
             "multi_row_groups": int((group_sizes > 1).sum()),
             "rows_in_multi_row_groups": int(group_sizes[group_sizes > 1].sum()),
+            "image_groups": "file_sha1" if image_groups is None else "image_hash",
+            "near_duplicate_groups_unioned": unioned,
         },
         "classes_train_only": train_only,
         "per_class": {str(code): {s: int(per_class.loc[code, s]) for s in SPLITS} for code in per_class.index},

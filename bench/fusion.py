@@ -1,0 +1,73 @@
+"""Benchmark of the fusion stage's fitting: time per strategy (out-of-fold CV + final fit) and peak memory.
+
+Constructed probability tables (four models, the study's split sizes by default: 8,492 val rows)
+so it runs before the model stages exist. Prints a table and writes reports/bench/fusion.json.
+
+    python bench/fusion.py                      # real-scale val set (8,492 rows)
+    python bench/fusion.py --val-rows 1000      # reduced, on a busy machine
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from fusion_fakes import ALL, FIRST_HALF, SECOND_HALF, model_proba  # noqa: E402
+
+from rakuten import fusion  # noqa: E402
+from rakuten.classes import N_CLASSES  # noqa: E402
+from rakuten.io import write_json  # noqa: E402
+from rakuten.params import load_params  # noqa: E402
+from rakuten.models import registry  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--val-rows", type=int, default=8492, help="validation rows (study: 8,492)")
+    parser.add_argument("--n-jobs", type=int, default=None, help="override fusion.n_jobs")
+    parser.add_argument("--out", type=Path, default=Path("reports/bench/fusion.json"))
+    args = parser.parse_args()
+
+    cfg = fusion.config_from_params(load_params()["fusion"], list(registry.MODELS))
+    if args.n_jobs:
+        cfg.n_jobs = args.n_jobs
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, N_CLASSES, args.val_rows)
+    knows = {"tfidf_svm": FIRST_HALF, "fasttext": FIRST_HALF, "camembert": ALL, "resnet50": SECOND_HALF}
+    probs = [model_proba(y, knows[m], strength=2.5, seed=i) for i, m in enumerate(cfg.models)]
+    splits = fusion.cv_splits(y, None, cfg.cv_folds, cfg.seed)
+
+    rows = []
+    for name, factory in fusion.strategy_factories(cfg).items():
+        start = time.perf_counter()
+        oof = fusion.cross_val_proba(factory, probs, y, splits)
+        cv_s = time.perf_counter() - start
+        start = time.perf_counter()
+        fitted = factory().fit(probs, y)
+        fit_s = time.perf_counter() - start
+        start = time.perf_counter()
+        fitted.predict_proba(probs)
+        predict_s = time.perf_counter() - start
+        rows.append({"strategy": name, "cv_s": round(cv_s, 2), "fit_s": round(fit_s, 2),
+                     "predict_s": round(predict_s, 3), "val_cv_weighted_f1": round(fusion.weighted_f1(y, oof), 4)})
+        print(f"{name:22s} cv {cv_s:8.2f} s  fit {fit_s:7.2f} s  predict {predict_s:6.3f} s  "
+              f"val CV wF1 {rows[-1]['val_cv_weighted_f1']:.4f}", flush=True)
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    total = sum(r["cv_s"] + r["fit_s"] for r in rows)
+    print(f"total fit time {total:.1f} s, peak RSS {peak_mib:.0f} MiB "
+          f"({args.val_rows} val rows, {len(cfg.models)} models, {cfg.cv_folds} folds, n_jobs {cfg.n_jobs})")
+    write_json({"val_rows": args.val_rows, "models": cfg.models, "cv_folds": cfg.cv_folds, "n_jobs": cfg.n_jobs,
+                "xgboost": cfg.meta_params["xgboost"], "strategies": rows, "total_fit_s": round(total, 1),
+                "peak_rss_mib": round(peak_mib), "machine": f"{platform.machine()} {platform.processor()}".strip(),
+                "note": "constructed probabilities (tests/fusion_fakes.py); timings on a shared 2-core machine"},
+               args.out)
+
+
+if __name__ == "__main__":
+    main()

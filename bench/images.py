@@ -1,0 +1,125 @@
+"""Benchmark of the image stages on generated 500x500 JPEG catalogs (not a test: prints a table).
+
+For each size, on the same files and with the same number of processes:
+* decode-only rate: full-size ``cv2.imdecode`` of every file (the reference);
+* ``image_hash``: ``hash_catalog`` (grey reduced decode, SHA-1, five pHashes per image) and, in it,
+  the near-duplicate search time (target: linear growth, <= 30 s at 84,916);
+* ``image_clean``: ``clean_frame`` given the hashes (decode, measure, correct, write), its rate and
+  ratio to decode-only (target >= 0.5), and the ratio of both stages together;
+* every detector's precision and recall against the catalog's planted ground truth;
+* peak RSS (main process and workers). Each size runs in its own process so peak RSS is per size.
+Writes ``reports/bench/images.json``.
+
+    python bench/images.py --sizes 10000 40000 84916 --n-jobs 2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from rakuten.data.catalog import load_catalog
+from rakuten.data.sample import SampleConfig, write_sample
+from rakuten.image.config import ImageCleanConfig
+from rakuten.image.hashing import HashConfig, hash_catalog
+from rakuten.image.pipeline import clean_frame
+from rakuten.image.scoring import load_defects, score_detectors
+from rakuten.io import write_json
+from rakuten.logs import setup_logging
+
+
+def _decode(path: str) -> int:
+    image = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
+    return image.shape[0]
+
+
+def cpu_s() -> float:
+    """CPU seconds of this process and its finished workers: rates that other users' load on a
+    shared machine does not distort (wall-clock rates do)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def decode_rate(paths: list[str], n_jobs: int) -> float:
+    start = time.perf_counter()
+    with ProcessPoolExecutor(n_jobs) as pool:
+        list(pool.map(_decode, paths, chunksize=64))
+    return len(paths) / (time.perf_counter() - start)
+
+
+def one_size(n: int, root: Path, n_jobs: int) -> dict:
+    sample = root / f"catalog_{n}"
+    if not (sample / "defects.json").exists():
+        write_sample(SampleConfig(n_train=n, n_test=0, image_size=500, seed=1, n_jobs=n_jobs), sample)
+    catalog, _ = load_catalog(sample)
+    paths = catalog["image_path"].tolist()
+    for p in paths:  # warm the page cache: every measurement then reads from memory alike
+        Path(p).read_bytes()
+    cpu = [cpu_s()]
+    decode = decode_rate(paths, n_jobs)
+    cpu.append(cpu_s())
+    start = time.perf_counter()
+    hashes = hash_catalog(catalog, HashConfig(n_jobs=n_jobs))
+    hash_s = time.perf_counter() - start
+    cpu.append(cpu_s())
+    start = time.perf_counter()
+    table = clean_frame(catalog, root / f"out_{n}", ImageCleanConfig(n_jobs=n_jobs), hashes=hashes)
+    clean_s = time.perf_counter() - start
+    cpu.append(cpu_s())
+    decode_cpu, hash_cpu, clean_cpu = np.diff(cpu) * 1000 / n
+    rss = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    scores, _ = score_detectors(table, paths, load_defects(sample / "defects.json"))
+    search = hashes.attrs["search"]
+    return {"n_images": n, "n_jobs": n_jobs, "decode_only_images_per_s": round(decode, 1),
+            "hash_images_per_s": round(n / hash_s, 1), "clean_images_per_s": round(n / clean_s, 1),
+            "ratio": round(n / clean_s / decode, 3), "ratio_hash_and_clean": round(n / (hash_s + clean_s) / decode, 3),
+            "cpu_ms_per_image": {"decode_only": round(decode_cpu, 2), "hash": round(hash_cpu, 2),
+                                 "clean": round(clean_cpu, 2)},
+            "cpu_ratio": round(decode_cpu / clean_cpu, 3),
+            "cpu_ratio_hash_and_clean": round(decode_cpu / (hash_cpu + clean_cpu), 3),
+            "duplicate_search_s": round(hashes.attrs["timing_s"]["search"], 2),
+            "search_chunks": search["n_chunks"], "search_candidates": search["candidates_verified"],
+            "hash_total_s": round(hash_s, 1), "clean_total_s": round(clean_s, 1), "peak_rss_mib": round(rss / 1024, 1),
+            "detection": {k: {m: round(scores[k][m], 3) for m in ("precision", "recall")}
+                          for k in scores}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10000, 40000, 84916])
+    parser.add_argument("--n-jobs", type=int, default=2)
+    parser.add_argument("--root", type=Path, default=Path("/tmp/rakuten_bench_images"))
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, default=Path("reports/bench/images.json"))
+    args = parser.parse_args()
+    setup_logging("WARNING")
+    if args.one:
+        print(json.dumps(one_size(args.one, args.root, args.n_jobs)))
+        return
+    rows = []
+    for n in args.sizes:
+        done = subprocess.run([sys.executable, __file__, "--one", str(n), "--n-jobs", str(args.n_jobs),
+                               "--root", str(args.root)], capture_output=True, text=True, check=True)
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        r = rows[-1]
+        print(f"{r['n_images']:>7} images: decode-only {r['decode_only_images_per_s']:>7.1f}/s  "
+              f"hash {r['hash_images_per_s']:>7.1f}/s  clean {r['clean_images_per_s']:>7.1f}/s  "
+              f"ratio {r['ratio']:.2f} (hash+clean {r['ratio_hash_and_clean']:.2f}; "
+              f"CPU-time ratio {r['cpu_ratio']:.2f}, {r['cpu_ratio_hash_and_clean']:.2f})  "
+              f"dup search {r['duplicate_search_s']:>6.2f} s ({r['search_candidates']} candidates)  "
+              f"near P/R {r['detection']['near_duplicates']['precision']:.3f}/"
+              f"{r['detection']['near_duplicates']['recall']:.3f}  peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
+    write_json({"machine_cpus": os.cpu_count(), "image_size": 500, "results": rows}, args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,198 @@
+"""``hash_catalog``: content and perceptual hashes of every catalog image, and the duplicate groups.
+
+This runs *before* the split (DVC stage ``image_hash``) so that the split can keep near-duplicate
+pictures in one split, and ``image_clean`` reads the groups instead of hashing again.
+
+Per image (process pool, ``n_jobs``), decoded once, as one grey channel at reduced size (libjpeg
+DCT scaling: a 500 px JPEG is decoded at 125 px, several times faster than a full colour decode;
+a pHash only keeps the lowest frequencies anyway):
+
+* **exact duplicates**: SHA-1 of the file bytes (same bytes = same picture, whatever the pixels);
+* **near duplicates**: 256-bit pHashes (``hash_size`` 16) of the picture padded to a square as
+  published, and of the same picture cropped by each ``query_crops`` fraction per side, all in one
+  batch (:mod:`rakuten.image.phash`); a slight crop of a photo lands within ``radius`` of one of
+  its own zoomed variants. Why 256 bits and crop variants: docs/images.md (64-bit pHashes put
+  unrelated look-alike products within 2 bits of each other on the sample);
+* rows whose image is missing, unreadable or smaller than ``min_side`` get empty hashes and no
+  group (``decode_status`` says why; counted in ``reports/image_hash.json``).
+
+Then over all rows: exact groups (shared SHA-1) and near-duplicate clusters (single linkage within
+``radius`` over all crop variants, exact copies always together; :mod:`rakuten.image.neighbours`).
+
+Output (``data/interim/image_hashes.parquet``): row_id, sha1, phash (hex of the un-cropped hash),
+exact_dup_group, near_dup_group (-1 = none), decode_status.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+from threadpoolctl import threadpool_limits
+from tqdm import tqdm
+
+from rakuten import params as P
+from rakuten.errors import PipelineError
+from rakuten.image.decode import decode_image
+from rakuten.image.neighbours import groups_from_keys, near_duplicate_groups
+from rakuten.image.phash import hash_variants
+
+log = logging.getLogger(__name__)
+
+SECTION = "image_hash"
+COLUMNS = ["row_id", "sha1", "phash", "exact_dup_group", "near_dup_group", "decode_status"]
+
+
+@dataclass(frozen=True)
+class HashConfig:
+    """Every knob of the hashing (``params.yaml``, section ``image_hash``)."""
+
+    n_jobs: int = 2
+    min_side: int = 16
+    hash_size: int = 16
+    radius: int = 24
+    query_crops: tuple[float, ...] = (0.0, 0.0125, 0.025, 0.0375, 0.05)
+
+    @property
+    def nbytes(self) -> int:
+        return self.hash_size * self.hash_size // 8
+
+
+def config_from_params(section: Mapping[str, Any]) -> HashConfig:
+    """Validate the ``image_hash`` section; :class:`PipelineError` names the first bad key."""
+    p = {SECTION: section}
+    k = SECTION + "."
+    crops = P.get(p, k + "query_crops")
+    if (not isinstance(crops, list) or not crops
+            or any(isinstance(c, bool) or not isinstance(c, (int, float)) or not 0 <= c < 0.25 for c in crops)):
+        raise PipelineError(f"{P.PARAMS_FILE}: {k}query_crops = {crops!r}, "
+                            "expected a non-empty list of crop fractions in [0, 0.25)")
+    hash_size = P.integer(p, k + "hash_size", 4, 32)
+    if hash_size % 4:
+        raise PipelineError(f"{P.PARAMS_FILE}: {k}hash_size = {hash_size}, expected a multiple of 4 "
+                            "(whole bytes of hash)")
+    return HashConfig(
+        n_jobs=P.integer(p, k + "n_jobs", 1, 256),
+        min_side=P.integer(p, k + "min_side", 2, 512),
+        hash_size=hash_size,
+        radius=P.integer(p, k + "radius", 0, hash_size * hash_size // 4),
+        query_crops=tuple(float(c) for c in sorted(set(crops) | {0.0})),
+    )
+
+
+def _pad_square(grey: np.ndarray) -> np.ndarray:
+    """Centred white padding to a square (as :func:`rakuten.image.correct.to_square`)."""
+    h, w = grey.shape
+    if h == w:
+        return grey
+    side = max(h, w)
+    out = np.full((side, side), 255, np.uint8)
+    top, left = (side - h) // 2, (side - w) // 2
+    out[top:top + h, left:left + w] = grey
+    return out
+
+
+def hash_image(path: str, cfg: HashConfig) -> tuple[str, str, np.ndarray | None]:
+    """``(decode_status, sha1, variants)`` of one file; ``variants`` is (n_crops, nbytes) uint8,
+    and sha1 is empty, when no picture could be decoded."""
+    if not path:
+        return "missing", "", None
+    # decode at >= 6 * hash_size px: the crops then still shrink (area filter) onto the DCT input
+    decoded = decode_image(path, 6 * cfg.hash_size, cfg.min_side, grey=True)
+    if decoded.image is None:
+        return decoded.status, "", None
+    grey = decoded.image if decoded.image.ndim == 2 else decoded.image[..., 0]
+    return decoded.status, decoded.sha1, hash_variants(_pad_square(grey), cfg.hash_size, cfg.query_crops)
+
+
+def _hash_task(task: tuple[str, HashConfig]) -> tuple[str, str, np.ndarray | None]:
+    return hash_image(*task)
+
+
+def _limit_blas() -> None:
+    threadpool_limits(1)  # small matrix products: one thread per worker is ~10x faster than many
+
+
+def hash_files(paths: list[str], cfg: HashConfig) -> list[tuple[str, str, np.ndarray | None]]:
+    """:func:`hash_image` of every path, in a pool of ``cfg.n_jobs`` processes, in input order."""
+    tasks = [(p, cfg) for p in paths]
+    progress = dict(total=len(tasks), desc="image_hash", unit="img", mininterval=2.0)
+    if cfg.n_jobs <= 1 or len(tasks) < 2:
+        with threadpool_limits(1):
+            return [_hash_task(t) for t in tqdm(tasks, **progress)]
+    chunk = max(1, min(256, len(tasks) // (cfg.n_jobs * 8)))
+    with ProcessPoolExecutor(cfg.n_jobs, initializer=_limit_blas) as pool:
+        return list(tqdm(pool.map(_hash_task, tasks, chunksize=chunk), **progress))
+
+
+def hash_catalog(catalog: pd.DataFrame, params: Mapping[str, Any] | HashConfig) -> pd.DataFrame:
+    """Hashes and duplicate groups of every row of ``catalog`` (needs ``row_id``, ``image_path``).
+
+    ``params`` is the ``image_hash`` section (validated here) or a ready config. Returns the
+    :data:`COLUMNS` table in the catalog's row order; ``attrs["timing_s"]`` holds the seconds spent
+    hashing and searching, ``attrs["search"]`` the search statistics (read by the report and the
+    benchmark).
+    """
+    cfg = params if isinstance(params, HashConfig) else config_from_params(params)
+    for column in ("row_id", "image_path"):
+        if column not in catalog.columns:
+            raise PipelineError(f"catalog: missing column '{column}'; expected row_id and image_path")
+    row_ids = catalog["row_id"].to_numpy(np.int64)
+    if len(np.unique(row_ids)) != len(row_ids):
+        raise PipelineError("catalog: row_id values repeat; expected one row per row_id")
+    paths = ["" if p is None or (isinstance(p, float) and np.isnan(p)) else str(p)
+             for p in catalog["image_path"].tolist()]
+    start = time.perf_counter()
+    results = hash_files(paths, cfg)
+    hashing_s = time.perf_counter() - start
+    variants = np.zeros((len(results), len(cfg.query_crops), cfg.nbytes), np.uint8)
+    usable = np.zeros(len(results), bool)
+    for k, (_, _, v) in enumerate(results):
+        if v is not None:
+            variants[k], usable[k] = v, True
+    sha1 = [r[1] for r in results]
+    start = time.perf_counter()
+    exact = groups_from_keys(sha1)
+    stats: dict = {}
+    near = near_duplicate_groups(variants, usable, cfg.radius, exact, stats=stats)
+    search_s = time.perf_counter() - start
+    table = pd.DataFrame({
+        "row_id": row_ids,
+        "sha1": sha1,
+        "phash": [variants[k, 0].tobytes().hex() if ok else "" for k, ok in enumerate(usable)],
+        "exact_dup_group": exact,
+        "near_dup_group": near,
+        "decode_status": [r[0] for r in results],
+    })
+    table.attrs["timing_s"] = {"hashing": hashing_s, "search": search_s}
+    table.attrs["search"] = stats
+    log.info("%d images hashed in %.1f s (%d without a picture); search %.2f s, %d candidates verified: "
+             "%d exact-duplicate groups, %d near-duplicate clusters", int(usable.sum()), hashing_s,
+             int((~usable).sum()), search_s, stats.get("candidates_verified", 0), int(exact.max(initial=-1) + 1),
+             int(near.max(initial=-1) + 1))
+    return table
+
+
+def hash_report(table: pd.DataFrame) -> dict[str, Any]:
+    """``reports/image_hash.json``: row accounting (rows without a hash, by reason) and group counts."""
+    hashed = table["phash"].astype(str).str.len().to_numpy() > 0
+    exact, near = table["exact_dup_group"].to_numpy(), table["near_dup_group"].to_numpy()
+    search = table.attrs.get("search", {})
+    return {
+        "rows": int(len(table)),
+        "hashed": int(hashed.sum()),
+        "not_hashed": int((~hashed).sum()),
+        "decode_status": {str(k): int(v) for k, v in table["decode_status"].value_counts().sort_index().items()},
+        "exact_duplicate_groups": int(exact.max(initial=-1) + 1),
+        "exact_duplicate_rows": int((exact >= 0).sum()),
+        "near_duplicate_clusters": int(near.max(initial=-1) + 1),
+        "near_duplicate_rows": int((near >= 0).sum()),
+        # single linkage can chain look-alike products into one big cluster: watch this number
+        "largest_near_duplicate_cluster": int(np.bincount(near[near >= 0]).max()) if (near >= 0).any() else 0,
+        "search": {k: search[k] for k in ("n_chunks", "flips_per_chunk", "candidates_verified") if k in search},
+    }
+

@@ -1,0 +1,20 @@
+"""DVC stage `image_hash`: file SHA-1 + crop-tolerant pHashes of every image, exact and near-duplicate groups.
+
+Runs before `split` (which keeps each group in one split) and `image_clean` (which reads the groups).
+"""
+from rakuten import params as P
+from rakuten.image.hashing import config_from_params, hash_catalog, hash_report
+from rakuten.io import read_parquet, write_json, write_parquet
+from rakuten.stage import run_stage
+
+
+def main() -> None:
+    cfg = config_from_params(P.get(P.load_params(), "image_hash"))
+    catalog = read_parquet("data/interim/catalog.parquet", stage_hint="ingest")
+    table = hash_catalog(catalog, cfg)
+    write_parquet(table, "data/interim/image_hashes.parquet")
+    write_json(hash_report(table), "reports/image_hash.json")
+
+
+if __name__ == "__main__":
+    run_stage(main)

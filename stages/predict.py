@@ -1,0 +1,22 @@
+"""DVC stage `predict`: the saved fused model on the official X_test rows -> reports/submission.csv."""
+from rakuten import fusion
+from rakuten.io import read_parquet, write_csv, write_json
+from rakuten.models.contract import read_probs
+from rakuten.predict import official_submission
+from rakuten.stage import run_stage
+
+
+def main() -> None:
+    catalog = read_parquet("data/interim/catalog.parquet", stage_hint="ingest")
+    model = fusion.load("models/fusion")
+    tables = {name: read_probs(name) for name in model.models}
+    text = read_parquet("data/processed/text.parquet", stage_hint="text_clean").set_index("row_id")
+    images = read_parquet("data/processed/image_quality.parquet", stage_hint="image_clean").set_index("row_id")
+    submission, report = official_submission(catalog, model, tables, text_ok=~text["text_empty"].astype(bool),
+                                             image_ok=images["readable"].astype(bool))
+    write_csv(submission, "reports/submission.csv", index=True)
+    write_json(report, "reports/predict.json")
+
+
+if __name__ == "__main__":
+    run_stage(main)

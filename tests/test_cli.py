@@ -1,0 +1,134 @@
+"""The `rakuten predict` command, with small fake model modules and cleaners registered in the test
+(the real text/image/model modules get their own integration test once they land)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rakuten import cli, fusion
+from rakuten import predict as predict_mod
+from rakuten.classes import CLASS_CODES, N_CLASSES
+from rakuten.models import registry
+
+IMAGE_CLASS = 5
+
+
+def _peaked(n: int, classes: np.ndarray, mass: float) -> np.ndarray:
+    p = np.full((n, N_CLASSES), (1 - mass) / (N_CLASSES - 1))
+    p[np.arange(n), classes] = mass
+    return p
+
+
+def _fake_modules() -> dict[str, types.ModuleType]:
+    text = types.ModuleType("fake_text_model")
+    text.load = lambda d: {"dir": str(d)}
+    # the text model "reads" the cleaned text: class = its length mod 27, probability 0.8
+    text.predict_proba = lambda model, frame: _peaked(
+        len(frame), frame["text_light"].str.len().to_numpy() % N_CLASSES, 0.8)
+    image = types.ModuleType("fake_image_model")
+    image.load = lambda d: {"dir": str(d)}
+    image.predict_proba = lambda model, frame: _peaked(len(frame), np.full(len(frame), IMAGE_CLASS), 0.7)
+    return {"fake_text_model": text, "fake_image_model": image}
+
+
+def _fake_cleaners() -> predict_mod.Cleaners:
+    def clean_text(rows: pd.DataFrame, params: dict) -> pd.DataFrame:
+        text = (rows["designation"].fillna("") + " " + rows["description"].fillna("")).str.strip()
+        return pd.DataFrame({"row_id": rows["row_id"], "text_light": text, "text_empty": text == ""})
+
+    def clean_images(rows: pd.DataFrame, out_dir: Path, params: dict, labels_split=None) -> pd.DataFrame:
+        return pd.DataFrame({"row_id": rows["row_id"], "clean_path": [f"{out_dir}/{i}.jpg" for i in rows["row_id"]],
+                             "readable": rows["image_ok"].to_numpy()})
+
+    return predict_mod.Cleaners(text=clean_text, image=clean_images)
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch):
+    """Trained artifacts of two fake models + their fusion, an X_test-layout CSV and an image folder."""
+    for name, module in _fake_modules().items():
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setitem(registry.MODELS, "fake_text", registry.ModelSpec("fake_text", "fake_text_model", "text"))
+    monkeypatch.setitem(registry.MODELS, "fake_image", registry.ModelSpec("fake_image", "fake_image_model", "image"))
+    monkeypatch.setattr(predict_mod, "default_cleaners", _fake_cleaners)
+    models = tmp_path / "models"
+    for name in ("fake_text", "fake_image"):
+        (models / name).mkdir(parents=True)
+    fusion.save(fusion.FusedModel("soft_vote", ["fake_text", "fake_image"], ["text", "image"],
+                                  fusion.SoftVote([0.6, 0.4]), np.array([0.6, 0.4])), models / "fusion")
+    images = tmp_path / "images"
+    images.mkdir()
+    for imageid, productid in ((1, 11), (3, 33)):
+        (images / f"image_{imageid}_product_{productid}.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"0" * 32)
+    x = pd.DataFrame({"designation": ["abc", "abcd", "", ""], "description": ["", "", "", ""],
+                      "productid": [11, 22, 33, 44], "imageid": [1, 2, 3, 4]}, index=[90000, 90001, 90002, 90003])
+    x.to_csv(tmp_path / "X_new.csv")
+    (tmp_path / "params.yaml").write_text("text_clean: {}\nimage_clean: {}\n")
+    return tmp_path
+
+
+def _run(ws: Path, *extra: str) -> int:
+    return cli.main(["predict", "--input", str(ws / "X_new.csv"), "--images", str(ws / "images"),
+                     "--output", str(ws / "out.csv"), "--models", str(ws / "models"),
+                     "--params", str(ws / "params.yaml"), *extra])
+
+
+def test_predict_help_lists_the_options(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["predict", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("--input", "--images", "--output", "--models", "--params", "X_test layout"):
+        assert option in out
+
+
+def test_console_script_is_installed():
+    exe = Path(sys.executable).parent / "rakuten"
+    result = subprocess.run([str(exe), "predict", "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "--images" in result.stdout
+
+
+def test_predicts_every_row_and_degrades_to_the_available_modality(workspace):
+    assert _run(workspace) == 0
+    out = pd.read_csv(workspace / "out.csv", index_col=0)
+    assert list(out.index) == [90000, 90001, 90002, 90003]
+    assert list(out.columns) == ["prdtypecode", "label", "top1_code", "top1_proba", "top2_code", "top2_proba",
+                                 "top3_code", "top3_proba", "inputs_used"]
+    # both inputs: soft vote 0.6 text (class len("abc") = 3) + 0.4 image (class 5)
+    assert out.loc[90000, "prdtypecode"] == CLASS_CODES[3] and out.loc[90000, "inputs_used"] == "text+image"
+    assert out.loc[90000, "top2_code"] == CLASS_CODES[IMAGE_CLASS]
+    # image file missing: the text model alone (renormalised), and the column says so
+    assert out.loc[90001, "prdtypecode"] == CLASS_CODES[4]
+    assert out.loc[90001, "top1_proba"] == pytest.approx(0.8)
+    assert out.loc[90001, "inputs_used"] == "text only (image missing)"
+    # empty text: the image model alone
+    assert out.loc[90002, "prdtypecode"] == CLASS_CODES[IMAGE_CLASS]
+    assert out.loc[90002, "top1_proba"] == pytest.approx(0.7)
+    assert out.loc[90002, "inputs_used"] == "image only (text empty)"
+    # neither: still a prediction, flagged
+    assert out.loc[90003, "inputs_used"].startswith("none (text empty, image missing)")
+    assert out["prdtypecode"].isin(CLASS_CODES).all()
+
+
+def test_missing_artifacts_are_one_error_line(workspace, capsys):
+    import shutil
+
+    shutil.rmtree(workspace / "models" / "fake_image")
+    assert _run(workspace) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"error: {workspace / 'models' / 'fake_image'}: trained model not found; run `dvc repro fake_image`"
+    assert not (workspace / "out.csv").exists()
+
+
+def test_bad_input_csv_is_one_error_line(workspace, capsys):
+    (workspace / "X_new.csv").write_text(",designation,productid,imageid\n1,a,2,3\n")
+    assert _run(workspace) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len([line for line in err if line.startswith("error:")]) == 1
+    assert "missing column 'description'" in err[-1]

@@ -1,0 +1,158 @@
+"""pHash batch, radius search (exact against brute force), clusters, hash_catalog, the duplicate policy."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import imagehash
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from stagerun import error_lines, run_stage_script
+from test_image_detectors import scene
+
+from rakuten.image.hashing import COLUMNS, HashConfig, config_from_params, hash_catalog, hash_report
+from rakuten.image.neighbours import (components, entropy_balanced_chunks, groups_from_keys, hamming,
+                                      chunk_options, near_duplicate_groups, radius_pairs)
+from rakuten.image.phash import hash_variants
+from rakuten.image.policy import duplicate_policy
+
+
+def brute_force(index, queries, radius):
+    n = len(index)
+    out = set()
+    for i in range(n):
+        for j in range(n):
+            if i != j and min(int(hamming(queries[i, v], index[j])) for v in range(queries.shape[1])) <= radius:
+                out.add((min(i, j), max(i, j)))
+    return out
+
+
+def flip_random_bits(rows, n_bits, max_flips, rng):
+    out = rows.copy()
+    for row in out:
+        for bit in rng.choice(n_bits, int(rng.integers(0, max_flips + 1)), replace=False):
+            row[bit // 8] ^= np.uint8(1 << (bit % 8))
+    return out
+
+
+def test_multi_index_search_equals_brute_force():
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (60, 8), dtype=np.uint8)  # 64-bit hashes
+    index = np.concatenate([base, flip_random_bits(base[:20], 64, 8, rng)])
+    queries = np.stack([index, np.roll(index, 1, axis=1)], axis=1)
+    for radius in (0, 3, 8, 12):
+        i, j, dist = radius_pairs(index, queries, radius)
+        assert set(zip(i.tolist(), j.tolist())) == brute_force(index, queries, radius)
+        assert (dist <= radius).all()
+
+
+def test_search_is_exact_on_skewed_256_bit_hashes_whatever_the_block_size():
+    """Look-alike catalog: most bits nearly constant, clusters of copies a few to ~40 bits apart."""
+    rng = np.random.default_rng(1)
+    bits = rng.random((150, 256)) < np.where(rng.random(256) < 0.7, 0.03, 0.5)  # 70% of bits nearly constant
+    base = np.packbits(bits, axis=1)
+    index = np.concatenate([base, flip_random_bits(base[:60], 256, 40, rng)])
+    queries = np.stack([index, flip_random_bits(index, 256, 6, rng)], axis=1)
+    expected = brute_force(index, queries, 24)
+    assert len(expected) > 20
+    for block in (1 << 21, 7):  # one block, and many tiny blocks
+        stats: dict = {}
+        i, j, _ = radius_pairs(index, queries, 24, block=block, stats=stats)
+        assert set(zip(i.tolist(), j.tolist())) == expected
+        assert sum(stats["chunk_bits"]) == 256 and stats["flips_per_chunk"] == 24 // stats["n_chunks"]
+
+
+def test_chunking_is_chosen_for_the_catalog_size_and_balanced_by_entropy():
+    assert chunk_options(256, 24) == [25, 13]  # exact 10-bit chunks or 19-20 bit chunks with one flip
+    assert chunk_options(64, 12) == [13, 7, 5, 4, 3]
+    rng = np.random.default_rng(2)
+    bits = np.zeros((500, 64), np.uint8)
+    bits[:, 32:] = rng.integers(0, 2, (500, 32))  # first half constant: zero entropy
+    chunks = entropy_balanced_chunks(bits, 4)
+    assert sorted(np.concatenate(chunks).tolist()) == list(range(64))
+    assert [len(c) for c in chunks] == [16] * 4
+    assert all((c >= 32).sum() == 8 for c in chunks)  # informative bits dealt evenly
+
+
+def test_batched_phash_is_imagehash_phash_and_crops_change_it():
+    grey = cv2.cvtColor(scene(64, seed=3), cv2.COLOR_BGR2GRAY)
+    reference = np.packbits(np.asarray(imagehash.phash(Image.fromarray(grey), hash_size=16).hash).ravel())
+    variants = hash_variants(grey, 16, (0.0, 0.05))
+    assert variants.shape == (2, 32)
+    assert variants[0].tobytes() == reference.tobytes()
+    assert int(hamming(variants[0], variants[1])) > 0
+    with pytest.raises(ValueError, match="square grey"):
+        hash_variants(np.zeros((10, 12), np.uint8), 16, (0.0,))
+
+
+def test_groups_and_components():
+    assert groups_from_keys(["a", "b", "a", "", "", "c", "b"]).tolist() == [0, 1, 0, -1, -1, -1, 1]
+    assert components(6, np.array([4, 1]), np.array([5, 2])).tolist() == [-1, 0, 0, -1, 1, 1]
+
+
+def test_unreadable_rows_never_cluster_and_exact_copies_always_do():
+    variants = np.zeros((5, 1, 32), np.uint8)  # identical hashes everywhere
+    usable = np.array([True, True, False, True, True])
+    variants[3, 0] = 255  # far from the others
+    variants[4, 0, :16] = 255
+    groups = near_duplicate_groups(variants, usable, radius=10, exact_groups=np.array([-1, -1, -1, 0, 0]))
+    assert groups.tolist() == [0, 0, -1, 1, 1]
+
+
+def test_hash_catalog_on_the_tiny_sample(tiny_catalog, tmp_path):
+    rows = tiny_catalog.head(40).copy()
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    rows["image_path"] = [str(bad), str(tmp_path / "absent.jpg")] + rows["image_path"].tolist()[2:]
+    rows.loc[rows.index[2], "image_path"] = rows["image_path"].iloc[3]  # one exact copy
+    serial = hash_catalog(rows, HashConfig(n_jobs=1))
+    assert list(serial.columns) == COLUMNS and serial["row_id"].tolist() == rows["row_id"].tolist()
+    assert serial["decode_status"].tolist()[:2] == ["unreadable", "missing"]
+    assert serial["sha1"].tolist()[:2] == ["", ""] and serial["phash"].tolist()[:2] == ["", ""]
+    assert serial["exact_dup_group"].tolist()[:2] == [-1, -1] and serial["near_dup_group"].tolist()[:2] == [-1, -1]
+    assert serial["exact_dup_group"].iloc[2] == serial["exact_dup_group"].iloc[3] >= 0
+    assert serial["near_dup_group"].iloc[2] == serial["near_dup_group"].iloc[3] >= 0
+    assert serial["phash"].str.len().iloc[2:].eq(64).all()
+    parallel = hash_catalog(rows, HashConfig(n_jobs=2))
+    pd.testing.assert_frame_equal(serial, parallel)
+    report = hash_report(serial)
+    assert report["rows"] == 40 and report["not_hashed"] == 2 and report["decode_status"]["missing"] == 1
+    json.dumps(report)
+
+
+def test_hash_params_validate_and_name_the_key():
+    section = {"n_jobs": 1, "min_side": 16, "hash_size": 16, "radius": 24, "query_crops": [0.05]}
+    assert config_from_params(section).query_crops == (0.0, 0.05)
+    with pytest.raises(Exception, match="image_hash.query_crops"):
+        config_from_params({**section, "query_crops": [0.5]})
+    with pytest.raises(Exception, match="image_hash.hash_size"):
+        config_from_params({**section, "hash_size": 10})
+
+
+def test_hash_stage_writes_its_outputs_and_fails_in_one_line(tiny_catalog, tmp_path):
+    (tmp_path / "data" / "interim").mkdir(parents=True)
+    tiny_catalog.to_parquet(tmp_path / "data" / "interim" / "catalog.parquet")
+    result = run_stage_script("image_hash", tmp_path, {"image_hash.n_jobs": 1})
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = pd.read_parquet(tmp_path / "data" / "interim" / "image_hashes.parquet")
+    assert len(table) == len(tiny_catalog) and (table["near_dup_group"] >= 0).any()
+    report = json.loads((tmp_path / "reports" / "image_hash.json").read_text())
+    assert report["hashed"] == len(tiny_catalog) and report["near_duplicate_clusters"] > 0
+    failed = run_stage_script("image_hash", tmp_path / "bad", {"image_hash.radius": -1})
+    assert failed.returncode == 2
+    assert error_lines(failed) == ["error: params.yaml: image_hash.radius = -1, expected an integer in [0, 64]"]
+
+
+def test_policy_keeps_one_per_class_and_weights_mixed_clusters():
+    groups = np.array([0, 0, 0, 1, 1, 1, -1, 0])
+    labels = np.array([10, 10, 10, 40, 50, 50, 60, 10])
+    train = np.array([True, True, True, True, True, True, True, False])
+    sharp = np.array([5.0, 9.0, 1.0, 3.0, 2.0, 8.0, 1.0, 1.0])
+    readable = np.array([True] * 7 + [True])
+    keep, weight = duplicate_policy(groups, labels, train, sharp, readable, 0.5)
+    assert keep.tolist() == [False, True, False, True, False, True, True, True]
+    assert weight.tolist() == [1, 1, 1, 0.5, 1, 0.5, 1, 1]
+    keep, _ = duplicate_policy(groups, labels, train, sharp, np.array([False] + [True] * 7), 0.5)
+    assert not keep[0]
