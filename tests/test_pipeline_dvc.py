@@ -118,3 +118,31 @@ def _values_of(node, section: str, key: str) -> list:
         for value in node:
             found += _values_of(value, section, key)
     return found
+
+
+def test_row_accounting_stage_by_stage(repo):
+    """Rows in = rows out + rows reported, for every stage's table (nothing disappears)."""
+    import pandas as pd
+
+    def table(rel: str) -> pd.DataFrame:
+        return pd.read_parquet(repo / rel)
+
+    ingest = json.loads((repo / "reports/ingest.json").read_text())
+    catalog = table("data/interim/catalog.parquet")
+    assert ingest["rows_train"] + ingest["rows_official_test"] == ingest["rows_out"] == len(catalog)
+    split = table("data/interim/split.parquet")
+    split_report = json.loads((repo / "reports/split.json").read_text())
+    assert sum(split_report["rows"].values()) == len(split) == len(catalog)
+    for rel in ("data/interim/image_hashes.parquet", "data/processed/text.parquet",
+                "data/processed/image_quality.parquet"):
+        assert sorted(table(rel)["row_id"]) == sorted(catalog["row_id"]), rel
+    predicted = split[split["split"].isin(["val", "test", "official_test"])]
+    for name in ("tfidf_svm", "fasttext", "camembert", "resnet50", "fusion"):
+        probs = table(f"reports/probs/{name}.parquet")
+        assert sorted(probs["row_id"]) == sorted(predicted["row_id"]), name
+    training = json.loads((repo / "reports/training/resnet50.json").read_text())
+    rows = training.get("rows", training)
+    assert rows["train_rows"] == rows["train_rows_used"] + sum(
+        v for k, v in rows.items() if k.startswith("dropped_")), rows
+    submission = pd.read_csv(repo / "reports/submission.csv", index_col=0)
+    assert len(submission) == split_report["rows"]["official_test"]

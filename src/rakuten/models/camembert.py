@@ -258,14 +258,24 @@ def _compute_metrics(eval_pred) -> dict[str, float]:
     return scores(indices_to_codes(labels), indices_to_codes(np.asarray(logits).argmax(axis=1)))
 
 
+_TIMING_SUFFIXES = ("runtime", "samples_per_second", "steps_per_second")
+
+
 def _live_callback(live_dir: str | None):
     if not live_dir:
         return []
     from dvclive import Live
     from transformers.integrations import DVCLiveCallback
 
+    class TimingFreeDVCLiveCallback(DVCLiveCallback):
+        """Curves without wall-clock figures (runtime, samples/s): a rerun writes identical files."""
+
+        def on_log(self, args, state, control, model=None, logs=None, **kwargs):
+            logs = {k: v for k, v in (logs or {}).items() if not k.endswith(_TIMING_SUFFIXES)}
+            super().on_log(args, state, control, model=model, logs=logs, **kwargs)
+
     # inside a DVC stage: no experiment commits and no edits to dvc.yaml from dvclive itself
-    return [DVCLiveCallback(live=Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False))]
+    return [TimingFreeDVCLiveCallback(live=Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False))]
 
 
 def train(train_frame: pd.DataFrame, val_frame: pd.DataFrame, cfg: CamembertConfig) -> CamembertModel:
