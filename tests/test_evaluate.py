@@ -1,12 +1,7 @@
-"""Evaluation of every model and fusion strategy; the evaluate stage; `dvc metrics diff` on a param change."""
+"""Evaluation of every model and fusion strategy; the evaluate stage (the DVC-level `dvc metrics diff` check is in test_pipeline_dvc.py)."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,7 +12,7 @@ from fusion_fakes import ALL, FIRST_HALF, SECOND_HALF, make_tables, small_config
 from rakuten import evaluate as E
 from rakuten import fusion
 from rakuten.classes import CLASS_CODES
-from stagerun import REPO, default_params, run_stage_script, with_overrides
+from stagerun import REPO, run_stage_script
 
 FOUR = {"tfidf_svm": FIRST_HALF, "fasttext": None, "camembert": ALL, "resnet50": SECOND_HALF}
 FAST = {"fusion.cv_folds": 3, "fusion.xgboost.n_estimators": 8, "fusion.n_jobs": 1}
@@ -102,48 +97,3 @@ def test_declared_plots_match_the_files_evaluate_writes():
     for p in stages["evaluate"]["plots"]:
         props = next(iter(p.values()))
         assert props["template"] == "confusion" and {props["x"], props["y"]} == {"actual", "predicted"}
-
-
-def _git(cwd: Path, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", *args], cwd=cwd,
-                   check=True, capture_output=True)
-
-
-@pytest.mark.slow
-def test_dvc_metrics_diff_shows_a_param_change(tmp_path):
-    """The real fusion/evaluate stage declarations, run by DVC in a scratch repo on constructed tables."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    shutil.copytree(REPO / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    (repo / "stages").mkdir()
-    for stage in ("fusion", "evaluate"):
-        shutil.copy(REPO / "stages" / f"{stage}.py", repo / "stages")
-    real = yaml.safe_load((REPO / "dvc.yaml").read_text())
-    (repo / "dvc.yaml").write_text(yaml.safe_dump({
-        "metrics": real["metrics"],
-        "stages": {s: real["stages"][s] for s in ("fusion", "evaluate")}}, sort_keys=False))
-    tables, _ = make_tables(FOUR, per_class=8, strength=2.5)
-    write_stage_inputs(repo, tables)
-    (repo / "params.yaml").write_text(yaml.safe_dump(with_overrides(default_params(), FAST), sort_keys=False))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    dvc = [str(Path(sys.executable).parent / "dvc")]
-
-    def run(*args: str) -> str:
-        out = subprocess.run([*dvc, *args], cwd=repo, env=env, capture_output=True, text=True, timeout=600)
-        assert out.returncode == 0, out.stdout + out.stderr
-        return out.stdout
-
-    _git(repo, "init", "-q")
-    run("init", "-q")
-    run("repro", "-q", "evaluate")
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", "baseline")
-    report = json.loads((repo / "reports/fusion.json").read_text())
-    chosen_f1 = next(s["test_weighted_f1"] for s in report["strategies"] if s["chosen"])
-    other = next(s["strategy"] for s in report["strategies"] if s["test_weighted_f1"] != chosen_f1)
-    (repo / "params.yaml").write_text(yaml.safe_dump(
-        with_overrides(default_params(), {**FAST, "fusion.strategy": other}), sort_keys=False))
-    run("repro", "-q", "evaluate")
-    diff = json.loads(run("metrics", "diff", "--json"))
-    change = diff["reports/metrics.json"]["test.fusion.weighted_f1"]
-    assert change["old"] == pytest.approx(chosen_f1) and change["new"] != change["old"]

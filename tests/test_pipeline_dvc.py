@@ -99,11 +99,14 @@ def test_forced_rerun_gives_identical_metrics(repo):
 def test_exp_run_with_a_changed_param_shows_in_metrics_diff(repo):
     sh(["git", "add", "-A"], repo)
     sh(["git", "commit", "-qm", "baseline", "--allow-empty"], repo)
-    dvc("exp", "run", "-S", "split.seed=7", cwd=repo)
+    result = dvc("exp", "run", "-S", "tfidf_svm.C=0.5", cwd=repo)
+    assert "Running stage 'tfidf_svm'" in result.stdout
+    assert "Running stage 'camembert'" not in result.stdout  # only what depends on the param reruns
     diff = json.loads(dvc("metrics", "diff", "--json", cwd=repo).stdout)
-    assert "reports/split.json" in diff and diff["reports/split.json"], diff
+    assert diff.get("reports/metrics/tfidf_svm.json"), diff
+    assert any("tfidf_svm" in key for key in diff.get("reports/metrics.json", {})), diff
     shown = json.loads(dvc("exp", "show", "--json", cwd=repo).stdout)
-    assert 7 in _values_of(shown, "split", "seed") and 42 in _values_of(shown, "split", "seed")
+    assert 0.5 in _values_of(shown, "tfidf_svm", "C") and 1.0 in _values_of(shown, "tfidf_svm", "C")
 
 
 def _values_of(node, section: str, key: str) -> list:

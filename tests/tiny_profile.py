@@ -14,4 +14,6 @@ TINY_PARAMS: dict = {
     "camembert.demo.epochs": 1,
     "resnet50.demo.epochs": 1,
     "resnet50.demo.max_train_rows": 0,
+    "fusion.cv_folds": 3,
+    "fusion.xgboost.n_estimators": 20,
 }
