@@ -12,7 +12,7 @@ from fusion_fakes import ALL, FIRST_HALF, SECOND_HALF, make_tables, small_config
 from rakuten import evaluate as E
 from rakuten import fusion
 from rakuten.classes import CLASS_CODES
-from stagerun import REPO, run_stage_script
+from stagerun import REPO, default_params, run_stage_script
 
 FOUR = {"tfidf_svm": FIRST_HALF, "fasttext": None, "camembert": ALL, "resnet50": SECOND_HALF}
 FAST = {"fusion.cv_folds": 3, "fusion.xgboost.n_estimators": 8, "fusion.n_jobs": 1}
