@@ -23,7 +23,6 @@ import logging
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np

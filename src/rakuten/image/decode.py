@@ -24,6 +24,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageFile
 
+from rakuten.errors import PipelineError
+
 _JPEG = b"\xff\xd8\xff"
 _EOI = b"\xff\xd9"
 _ALPHA_MODES = ("RGBA", "LA", "PA")
@@ -42,6 +44,22 @@ class Decoded:
 
 _FLAGS = {False: (cv2.IMREAD_COLOR, cv2.IMREAD_REDUCED_COLOR_2, cv2.IMREAD_REDUCED_COLOR_4),
           True: (cv2.IMREAD_GRAYSCALE, cv2.IMREAD_REDUCED_GRAYSCALE_2, cv2.IMREAD_REDUCED_GRAYSCALE_4)}
+
+
+def rows_and_paths(rows, what: str) -> tuple[np.ndarray, list[str]]:
+    """Validated ``row_id`` array and image paths (``""`` where missing) of a catalog slice.
+
+    ``what`` names the input in the one-line error (e.g. ``catalog``, ``catalog rows``).
+    """
+    for column in ("row_id", "image_path"):
+        if column not in rows.columns:
+            raise PipelineError(f"{what}: missing column '{column}'; expected row_id and image_path")
+    row_ids = rows["row_id"].to_numpy(np.int64)
+    if len(np.unique(row_ids)) != len(row_ids):
+        raise PipelineError(f"{what}: row_id values repeat; expected one row per row_id")
+    paths = ["" if p is None or (isinstance(p, float) and np.isnan(p)) else str(p)
+             for p in rows["image_path"].tolist()]
+    return row_ids, paths
 
 
 def reduced_flag(width: int, height: int, target: int, grey: bool = False) -> int:

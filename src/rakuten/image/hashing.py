@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from rakuten import params as P
 from rakuten.errors import PipelineError
-from rakuten.image.decode import decode_image
+from rakuten.image.decode import decode_image, rows_and_paths
 from rakuten.image.neighbours import groups_from_keys, near_duplicate_groups
 from rakuten.image.phash import hash_variants
 
@@ -138,14 +138,7 @@ def hash_catalog(catalog: pd.DataFrame, params: Mapping[str, Any] | HashConfig) 
     benchmark).
     """
     cfg = params if isinstance(params, HashConfig) else config_from_params(params)
-    for column in ("row_id", "image_path"):
-        if column not in catalog.columns:
-            raise PipelineError(f"catalog: missing column '{column}'; expected row_id and image_path")
-    row_ids = catalog["row_id"].to_numpy(np.int64)
-    if len(np.unique(row_ids)) != len(row_ids):
-        raise PipelineError("catalog: row_id values repeat; expected one row per row_id")
-    paths = ["" if p is None or (isinstance(p, float) and np.isnan(p)) else str(p)
-             for p in catalog["image_path"].tolist()]
+    row_ids, paths = rows_and_paths(catalog, "catalog")
     start = time.perf_counter()
     results = hash_files(paths, cfg)
     hashing_s = time.perf_counter() - start

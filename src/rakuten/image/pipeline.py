@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from rakuten.errors import PipelineError
 from rakuten.image.config import ImageCleanConfig, config_from_params
+from rakuten.image.decode import rows_and_paths
 from rakuten.image.hashing import HashConfig, hash_catalog
 from rakuten.image.policy import duplicate_policy
 from rakuten.image.process import clean_task
@@ -86,14 +87,7 @@ def clean_frame(catalog_rows: pd.DataFrame, out_dir: str | os.PathLike, params: 
     holds the seconds spent on the images and on hashing (0 when given; read by the benchmark).
     """
     cfg = params if isinstance(params, ImageCleanConfig) else config_from_params(params)
-    for column in ("row_id", "image_path"):
-        if column not in catalog_rows.columns:
-            raise PipelineError(f"catalog rows: missing column '{column}'; expected row_id and image_path")
-    row_ids = catalog_rows["row_id"].to_numpy(np.int64)
-    if len(np.unique(row_ids)) != len(row_ids):
-        raise PipelineError("catalog rows: row_id values repeat; expected one row per row_id")
-    sources = ["" if p is None or (isinstance(p, float) and np.isnan(p)) else str(p)
-               for p in catalog_rows["image_path"].tolist()]
+    row_ids, sources = rows_and_paths(catalog_rows, "catalog rows")
     out_dir = Path(out_dir)
     start = time.perf_counter()
     if hashes is None:

@@ -13,10 +13,9 @@ Validation weighted F1 is computed every epoch and the best epoch's weights are 
 """
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -30,7 +29,8 @@ from rakuten.errors import PipelineError
 from rakuten.evaluate import scores
 from rakuten.io import atomic_path
 from rakuten.models.torch_utils import (DEVICES, PRECISIONS, Runtime, choose_runtime, class_weights,
-                                        seed_everything, set_threads, softmax_proba, stratified_cap)
+                                        read_meta, seed_everything, set_threads, softmax_proba, stratified_cap,
+                                        write_meta)
 
 log = logging.getLogger(__name__)
 
@@ -372,9 +372,7 @@ def save(model: CamembertModel, directory: str | Path) -> None:
     with atomic_path(directory, is_dir=True) as tmp:
         model.model.save_pretrained(tmp / "hf")
         model.tokenizer.save_pretrained(tmp / "hf")
-        meta = {"config": asdict(model.config), "history": model.history, "rows": model.rows,
-                "class_codes": list(CLASS_CODES)}
-        (tmp / "camembert.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        write_meta(tmp / "camembert.json", model.config, model.history, model.rows)
 
 
 def load(directory: str | Path) -> CamembertModel:
@@ -382,12 +380,7 @@ def load(directory: str | Path) -> CamembertModel:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     directory = Path(directory)
-    meta_path = directory / "camembert.json"
-    if not meta_path.is_file() or not (directory / "hf").is_dir():
-        raise PipelineError(f"{meta_path}: not found; expected a trained CamemBERT (run `dvc repro {NAME}`)")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    if meta.get("class_codes") != list(CLASS_CODES):
-        raise PipelineError(f"{meta_path}: class_codes differ from the 27 canonical codes; retrain the model")
+    meta = read_meta(directory / "camembert.json", directory / "hf", "CamemBERT", NAME)
     raw = dict(meta["config"])
     raw["scratch"] = ScratchArchitecture(**raw["scratch"])
     cfg = CamembertConfig(**raw)

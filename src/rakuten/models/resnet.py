@@ -15,9 +15,8 @@ early stopping on validation weighted F1 with the best epoch's weights kept, dvc
 from __future__ import annotations
 
 import copy
-import json
 import logging
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -28,13 +27,14 @@ from PIL import Image
 from tqdm import tqdm
 
 from rakuten import params as P
-from rakuten.classes import CLASS_CODES, N_CLASSES, indices_to_codes
+from rakuten.classes import N_CLASSES, indices_to_codes
 from rakuten.errors import PipelineError
 from rakuten.evaluate import scores
 from rakuten.io import atomic_path, read_parquet
 from rakuten.models.camembert import frame_labels
 from rakuten.models.torch_utils import (DEVICES, PRECISIONS, Runtime, choose_runtime, class_weights,
-                                        seed_everything, set_threads, softmax_proba, stratified_cap)
+                                        read_meta, seed_everything, set_threads, softmax_proba, stratified_cap,
+                                        write_meta)
 
 log = logging.getLogger(__name__)
 
@@ -402,20 +402,13 @@ def save(model: ResnetModel, directory: str | Path) -> None:
     """``weights.pt`` (state dict) and ``resnet.json`` (config, val history, row accounting); atomic."""
     with atomic_path(directory, is_dir=True) as tmp:
         torch.save({k: v.cpu() for k, v in model.net.state_dict().items()}, tmp / "weights.pt")
-        meta = {"config": asdict(model.config), "history": model.history, "rows": model.rows,
-                "class_codes": list(CLASS_CODES)}
-        (tmp / "resnet.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        write_meta(tmp / "resnet.json", model.config, model.history, model.rows)
 
 
 def load(directory: str | Path) -> ResnetModel:
     """Load a model saved by :func:`save` onto CUDA when present, else CPU."""
     directory = Path(directory)
-    meta_path = directory / "resnet.json"
-    if not meta_path.is_file() or not (directory / "weights.pt").is_file():
-        raise PipelineError(f"{meta_path}: not found; expected a trained ResNet (run `dvc repro {NAME}`)")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    if meta.get("class_codes") != list(CLASS_CODES):
-        raise PipelineError(f"{meta_path}: class_codes differ from the 27 canonical codes; retrain the model")
+    meta = read_meta(directory / "resnet.json", directory / "weights.pt", "ResNet", NAME)
     raw = dict(meta["config"])
     raw["augment"] = Augment(**raw["augment"])
     cfg = ResnetConfig(**raw)

@@ -5,15 +5,17 @@ CPU" must hold identically for CamemBERT and ResNet, and the rules are easy to g
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from rakuten.classes import N_CLASSES
+from rakuten.classes import CLASS_CODES, N_CLASSES
 from rakuten.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -112,3 +114,19 @@ def stratified_cap(labels: np.ndarray, max_rows: int, seed: int) -> np.ndarray:
         idx = np.flatnonzero(labels == cls)
         keep.append(rng.choice(idx, size=min(q, len(idx)), replace=False))
     return np.sort(np.concatenate(keep))
+
+
+def write_meta(path: Path, config, history: list, rows: dict) -> None:
+    """The readable side file of a saved torch model: config, val history, row accounting, class order."""
+    meta = {"config": asdict(config), "history": history, "rows": rows, "class_codes": list(CLASS_CODES)}
+    path.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def read_meta(path: Path, weights: Path, what: str, stage: str) -> dict:
+    """Read :func:`write_meta`'s file; a missing model or another class order is one line."""
+    if not path.is_file() or not weights.exists():
+        raise PipelineError(f"{path}: not found; expected a trained {what} (run `dvc repro {stage}`)")
+    meta = json.loads(path.read_text(encoding="utf-8"))
+    if meta.get("class_codes") != list(CLASS_CODES):
+        raise PipelineError(f"{path}: class_codes differ from the 27 canonical codes; retrain the model")
+    return meta
