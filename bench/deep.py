@@ -28,13 +28,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from rakuten import params as P
+from rakuten.config import parse_section
 from rakuten.errors import PipelineError
 from rakuten.io import write_json
 from rakuten.logs import setup_logging
 from rakuten.models import camembert as C
 from rakuten.models import resnet as R
-from rakuten.models.torch_utils import Runtime, choose_runtime, seed_everything, set_threads
+from rakuten.models.torch_utils import Runtime, choose_runtime, frame_labels, seed_everything, set_threads
+from rakuten.params import load_params
 
 log = logging.getLogger("bench.deep")
 REPO = Path(__file__).resolve().parents[1]
@@ -98,7 +99,7 @@ def bench_camembert(frame: pd.DataFrame, cfg: C.CamembertConfig, runtime: Runtim
 
     seed_everything(cfg.seed)
     reset_peak(runtime)
-    texts, labels = C.frame_texts(frame, cfg.text_column), C.frame_labels(frame)
+    texts, labels = C.frame_texts(frame, cfg.text_column), frame_labels(frame)
     tok_start = time.perf_counter()
     tokenizer, model = C.build_model(cfg, texts[:20000])
     enc = C.encode(tokenizer, texts, cfg.max_length)
@@ -143,7 +144,7 @@ def bench_resnet(frame: pd.DataFrame, cfg: R.ResnetConfig, runtime: Runtime, max
     net = R.build_net(cfg.arch, weights).to(runtime.device)
     if runtime.device == "cuda":
         net = net.to(memory_format=torch.channels_last)
-    labels = C.frame_labels(frame)
+    labels = frame_labels(frame)
     ds = R.ImageRows(R.image_paths(frame), labels, np.ones(len(frame)), R.build_transform(cfg.image_size, cfg.augment),
                      cfg.image_size)
     loader = R._loader(ds, cfg.batch_size, cfg, runtime, shuffle=True)
@@ -180,7 +181,7 @@ def bench_resnet(frame: pd.DataFrame, cfg: R.ResnetConfig, runtime: Runtime, max
 
 def stage_frame() -> pd.DataFrame:
     """Train rows of the default sample with both the text and the image columns (from data/processed)."""
-    from rakuten.models.text_runner import load_text_frame
+    from rakuten.models.runner import load_text_frame
 
     text = load_text_frame()
     images = R.load_image_frame()
@@ -208,14 +209,14 @@ def profile_configs(params: dict, gpu: bool) -> list[tuple[str, str, object]]:
     """(model, profile, config) to benchmark. Full CamemBERT without weights = base-size config, random init."""
     out = []
     for profile in (["full"] if gpu else ["demo", "full"]):
-        ccfg = C.parse_config({**params["camembert"], "profile": profile})
+        ccfg = parse_section(C.CamembertConfig, {**params["camembert"], "profile": profile}, "camembert")
         if ccfg.model != C.SCRATCH:
             try:
                 C.resolve_weights(ccfg)
             except PipelineError:
-                ccfg = replace(ccfg, model=C.SCRATCH, scratch=BASE)  # same architecture, random init
+                ccfg = ccfg.with_active(model=C.SCRATCH, scratch=BASE)  # same architecture, random init
         out.append(("camembert", profile, ccfg))
-        rcfg = R.parse_config({**params["resnet50"], "profile": profile})
+        rcfg = parse_section(R.ResnetConfig, {**params["resnet50"], "profile": profile}, "resnet50")
         out.append(("resnet50", profile, replace(rcfg, num_workers=rcfg.num_workers if not gpu else 0)))
     return out
 
@@ -244,9 +245,9 @@ def smoke_train_on_device(frame: pd.DataFrame, params: dict, rows: int, device: 
             try:
                 R.resolve_weights(cfg)
             except PipelineError:
-                cfg = replace(cfg, weights="none")  # no ImageNet file on this machine: random init
+                cfg = cfg.with_active(weights="none")  # no ImageNet file on this machine: random init
         start = time.perf_counter()
-        model = module.train(train, val, replace(cfg, epochs=1, device=device))
+        model = module.train(train, val, replace(cfg.with_active(epochs=1), device=device))
         proba = module.predict_proba(model, val)
         out[name] = {"rows": rows, "wall_s": round(time.perf_counter() - start, 1),
                      "proba_rows_sum_to_1": bool(np.allclose(proba.sum(axis=1), 1.0, atol=1e-6)),
@@ -274,9 +275,10 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="JSON path (default reports/bench/deep.json or gpu.json)")
     args = parser.parse_args()
     setup_logging()
-    params = P.load_params(REPO / "params.yaml")
+    params = load_params(REPO / "params.yaml")
     runtime = choose_runtime(args.device or ("cuda" if args.gpu else "cpu"), "auto")
-    threads = set_threads(0 if runtime.device == "cuda" else int(params["camembert"]["num_threads"]))
+    threads = set_threads(0 if runtime.device == "cuda" else
+                          parse_section(C.CamembertConfig, params["camembert"], "camembert").num_threads)
     steps = args.steps or (0 if args.gpu else 8)
     budget = args.budget or (150.0 if args.gpu else 120.0)
     n_infer = args.infer or (8192 if args.gpu else 256)

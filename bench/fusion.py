@@ -13,6 +13,7 @@ import platform
 import resource
 import sys
 import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +23,9 @@ from fusion_fakes import ALL, FIRST_HALF, SECOND_HALF, model_proba  # noqa: E402
 
 from rakuten import fusion  # noqa: E402
 from rakuten.classes import N_CLASSES  # noqa: E402
+from rakuten.config import from_params  # noqa: E402
 from rakuten.io import write_json  # noqa: E402
 from rakuten.params import load_params  # noqa: E402
-from rakuten.models import registry  # noqa: E402
 
 
 def main() -> None:
@@ -34,9 +35,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("reports/bench/fusion.json"))
     args = parser.parse_args()
 
-    cfg = fusion.config_from_params(load_params()["fusion"], list(registry.MODELS))
+    cfg = from_params(fusion.FusionConfig, load_params(), "fusion")
     if args.n_jobs:
-        cfg.n_jobs = args.n_jobs
+        cfg = replace(cfg, n_jobs=args.n_jobs)
     rng = np.random.default_rng(0)
     y = rng.integers(0, N_CLASSES, args.val_rows)
     knows = {"tfidf_svm": FIRST_HALF, "fasttext": FIRST_HALF, "camembert": ALL, "resnet50": SECOND_HALF}
@@ -63,7 +64,7 @@ def main() -> None:
     print(f"total fit time {total:.1f} s, peak RSS {peak_mib:.0f} MiB "
           f"({args.val_rows} val rows, {len(cfg.models)} models, {cfg.cv_folds} folds, n_jobs {cfg.n_jobs})")
     write_json({"val_rows": args.val_rows, "models": cfg.models, "cv_folds": cfg.cv_folds, "n_jobs": cfg.n_jobs,
-                "xgboost": cfg.meta_params["xgboost"], "strategies": rows, "total_fit_s": round(total, 1),
+                "xgboost": asdict(cfg.xgboost), "strategies": rows, "total_fit_s": round(total, 1),
                 "peak_rss_mib": round(peak_mib), "machine": f"{platform.machine()} {platform.processor()}".strip(),
                 "note": "constructed probabilities (tests/fusion_fakes.py); timings on a shared 2-core machine"},
                args.out)

@@ -23,15 +23,16 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from rakuten import params as P
 from rakuten.classes import indices_to_codes
+from rakuten.config import from_params
 from rakuten.data.sample import SampleConfig, generate_tables
-from rakuten.evaluate import scores
 from rakuten.io import write_json
+from rakuten.metrics import scores
 from rakuten.logs import setup_logging
 from rakuten.models import fasttext_model, tfidf_svm
+from rakuten.params import load_params
 from rakuten.text.normalise import Normaliser
-from rakuten.text.pipeline import clean_with_report, light_clean, parse_config
+from rakuten.text.pipeline import TextCleanConfig, clean_with_report, light_clean
 
 log = logging.getLogger("bench.text")
 
@@ -65,9 +66,8 @@ def main() -> None:
     parser.add_argument("--out", default="reports/bench/text.json")
     args = parser.parse_args()
     setup_logging()
-    params = P.load_params()
-    section = P.get(params, "text_clean")
-    cfg = parse_config(section)
+    params = load_params()
+    cfg = from_params(TextCleanConfig, params, "text_clean")
     rows, gen_s = timed(catalog_rows, args.rows, 42)
     log.info("generated %d rows in %.1f s", len(rows), gen_s)
     results: dict = {"rows": args.rows, "cpu_count": os.cpu_count(), "python": platform.python_version(),
@@ -77,7 +77,7 @@ def main() -> None:
     designations = rows["designation"].tolist()
     descriptions = rows["description"].tolist()
     _, light_s = timed(light_clean, designations, descriptions, cfg)
-    (frame, _), full_s = timed(clean_with_report, rows, section)
+    (frame, _), full_s = timed(clean_with_report, rows, cfg)
     results["text_clean"].update({
         "without_spacy_seconds": round(light_s, 1), "without_spacy_rows_per_s": round(args.rows / light_s),
         "with_spacy_seconds": round(full_s, 1), "with_spacy_rows_per_s": round(args.rows / full_s),
@@ -96,8 +96,8 @@ def main() -> None:
     train, held = data[part < 0.8].reset_index(drop=True), data[part >= 0.9].reset_index(drop=True)
     y_held = held["prdtypecode"].to_numpy(dtype=np.int64)
     for name, module, config in (
-        ("tfidf_svm", tfidf_svm, tfidf_svm.parse_config(P.get(params, "tfidf_svm"))),
-        ("fasttext", fasttext_model, fasttext_model.parse_config(P.get(params, "fasttext"))),
+        ("tfidf_svm", tfidf_svm, from_params(tfidf_svm.TfidfSvmConfig, params, "tfidf_svm")),
+        ("fasttext", fasttext_model, from_params(fasttext_model.FastTextConfig, params, "fasttext")),
     ):
         if name == "fasttext" and args.fasttext_epoch:
             config = replace(config, epoch=args.fasttext_epoch)

@@ -1,17 +1,17 @@
 """DVC stage `evaluate`: test scores, per-class tables and confusion plots for every model and fusion."""
 from rakuten import evaluate as E
 from rakuten import fusion
-from rakuten import params as P
+from rakuten.config import from_params
+from rakuten.data.source import DataConfig
 from rakuten.io import atomic_path, read_json, read_parquet, write_csv, write_json, write_text
-from rakuten.models import registry
 from rakuten.models.contract import read_probs
+from rakuten.params import load_params
 from rakuten.stage import run_stage
 
 
 def main() -> None:
-    params = P.load_params()
-    source = P.choice(params, "data.source", ["sample", "raw"])
-    cfg = fusion.config_from_params(P.get(params, "fusion"), list(registry.MODELS))
+    params = load_params()
+    data, cfg = from_params(DataConfig, params, "data"), from_params(fusion.FusionConfig, params, "fusion")
     tables = {name: read_probs(name) for name in cfg.models}
     fused = read_probs("fusion")
     preds = E.labelled_predictions(tables, fused, read_parquet("reports/fusion_predictions.parquet", "fusion"))
@@ -23,7 +23,7 @@ def main() -> None:
         write_csv(frame, f"reports/plots/confusion_{name}.csv")
     write_json(E.summary_metrics(table), "reports/metrics.json")
     n_rows = fused["split"].astype(str).value_counts().to_dict()
-    write_text(E.results_markdown(table, source, n_rows, read_json("reports/fusion.json")["chosen"]),
+    write_text(E.results_markdown(table, data.source, n_rows, read_json("reports/fusion.json")["chosen"]),
                "reports/results.md")
 
 

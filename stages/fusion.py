@@ -1,15 +1,15 @@
 """DVC stage `fusion`: fit every fusion strategy on val, compare them, save the chosen fused model."""
 from rakuten import fusion
-from rakuten import params as P
+from rakuten.config import from_params
 from rakuten.io import read_parquet, write_json, write_parquet
 from rakuten.models import registry
 from rakuten.models.contract import read_probs, write_model_outputs
+from rakuten.params import load_params
 from rakuten.stage import run_stage
 
 
 def main() -> None:
-    params = P.load_params()
-    cfg = fusion.config_from_params(P.get(params, "fusion"), list(registry.MODELS))
+    cfg = from_params(fusion.FusionConfig, load_params(), "fusion")
     tables = {name: read_probs(name) for name in cfg.models}
     groups = read_parquet("data/interim/split.parquet", stage_hint="split").set_index("row_id")["group_id"]
     text = read_parquet("data/processed/text.parquet", stage_hint="text_clean").set_index("row_id")

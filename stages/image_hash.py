@@ -2,14 +2,15 @@
 
 Runs before `split` (which keeps each group in one split) and `image_clean` (which reads the groups).
 """
-from rakuten import params as P
-from rakuten.image.hashing import config_from_params, hash_catalog, hash_report
+from rakuten.config import from_params
+from rakuten.image.hashing import HashConfig, hash_catalog, hash_report
 from rakuten.io import read_parquet, write_json, write_parquet
+from rakuten.params import load_params
 from rakuten.stage import run_stage
 
 
 def main() -> None:
-    cfg = config_from_params(P.get(P.load_params(), "image_hash"))
+    cfg = from_params(HashConfig, load_params(), "image_hash")
     catalog = read_parquet("data/interim/catalog.parquet", stage_hint="ingest")
     table = hash_catalog(catalog, cfg)
     write_parquet(table, "data/interim/image_hashes.parquet")

@@ -1,19 +1,21 @@
 """DVC stage `resnet50`: ResNet fine-tuning on the cleaned images (demo: small, from scratch; full: ImageNet)."""
-from dataclasses import replace
-
-from rakuten import params as P
+from rakuten.config import from_params
 from rakuten.io import atomic_path, write_json
 from rakuten.models import resnet
-from rakuten.models.text_runner import fit_and_report
+from rakuten.models.runner import fit_and_report
+from rakuten.params import load_params
+from rakuten.preprocessing import load_records, save_with_model
 from rakuten.stage import run_stage
 
 
 def main() -> None:
-    cfg = resnet.parse_config(P.get(P.load_params(), "resnet50"))  # validated before any work
+    cfg = from_params(resnet.ResnetConfig, load_params(), "resnet50")  # validated before any work
     resnet.resolve_weights(cfg)  # full profile offline without weights: one line, before any work
+    trained_on = load_records(["image_clean"])  # data/processed/image_clean.json
     frame = resnet.load_image_frame()
     with atomic_path("reports/live/resnet50", is_dir=True) as live_dir:
-        model, _ = fit_and_report("resnet50", resnet, replace(cfg, live_dir=str(live_dir)), frame)
+        model, _ = fit_and_report("resnet50", resnet, cfg, frame, live_dir=live_dir)
+    save_with_model("models/resnet50", trained_on)  # read back by `rakuten predict`
     write_json(resnet.training_report(model), "reports/training/resnet50.json")
 
 

@@ -1,31 +1,20 @@
 """DVC stage `sample`: write the synthetic catalog to data/sample/ (official layout + defects.json)."""
-from dataclasses import fields
-
-from rakuten import params as P
+from rakuten.config import from_params
 from rakuten.data.sample import SampleConfig, write_sample
+from rakuten.data.source import SAMPLE_DIR, DataConfig
 from rakuten.io import atomic_path
+from rakuten.params import load_params
 from rakuten.stage import run_stage
-
-OUT_DIR = "data/sample"
 
 
 def main() -> None:
-    params = P.load_params()
-    source = P.choice(params, "data.source", ["sample", "raw"])
-    if source == "raw":  # nothing to generate; keep an explicit, tiny output for DVC
-        with atomic_path(OUT_DIR, is_dir=True) as tmp:
+    params = load_params()
+    data, config = from_params(DataConfig, params, "data"), from_params(SampleConfig, params, "sample")
+    if data.source == "raw":  # nothing to generate; keep an explicit, tiny output for DVC
+        with atomic_path(SAMPLE_DIR, is_dir=True) as tmp:
             (tmp / "NOT_GENERATED.txt").write_text("data.source is raw: the sample catalog was not generated\n")
         return
-    section = P.get(params, "sample")
-    known = {f.name for f in fields(SampleConfig)}
-    unknown = sorted(set(section) - known)
-    if unknown:
-        raise P.PipelineError(f"params.yaml: unknown key sample.{unknown[0]}; expected one of {', '.join(sorted(known))}")
-    try:
-        config = SampleConfig(**section)
-    except (TypeError, ValueError) as exc:
-        raise P.PipelineError(f"params.yaml: {exc}") from None
-    write_sample(config, OUT_DIR)
+    write_sample(config, SAMPLE_DIR)
 
 
 if __name__ == "__main__":

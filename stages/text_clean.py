@@ -1,16 +1,18 @@
 """DVC stage `text_clean`: HTML/encoding cleaning, language, optional translation, spaCy normalisation."""
-from rakuten import params as P
+from rakuten.config import from_params, to_dict
 from rakuten.io import read_parquet, write_json, write_parquet
+from rakuten.params import load_params
+from rakuten.preprocessing import write_record
 from rakuten.stage import run_stage
-from rakuten.text.pipeline import clean_with_report, parse_config, stage_report
+from rakuten.text.pipeline import TextCleanConfig, clean_with_report, stage_report
 
 
 def main() -> None:
-    section = P.get(P.load_params(), "text_clean")
-    cfg = parse_config(section)  # every key validated before any work
+    cfg = from_params(TextCleanConfig, load_params(), "text_clean")  # every key validated before any work
     catalog = read_parquet("data/interim/catalog.parquet", stage_hint="ingest")
-    frame, stats = clean_with_report(catalog, section)
+    frame, stats = clean_with_report(catalog, cfg)
     write_parquet(frame, "data/processed/text.parquet")
+    write_record("text_clean", to_dict(cfg))  # data/processed/text_clean.json: what the text models are trained on
     write_json(stage_report(catalog, frame, stats, cfg), "reports/text_clean.json")
 
 

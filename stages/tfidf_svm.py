@@ -1,15 +1,19 @@
 """DVC stage `tfidf_svm`: TF-IDF + LinearSVC (or RF / SGD / logistic regression, SMOTE options)."""
-from rakuten import params as P
+from rakuten.config import from_params
 from rakuten.io import write_csv
 from rakuten.models import tfidf_svm
-from rakuten.models.text_runner import fit_and_report, load_text_frame
+from rakuten.models.runner import fit_and_report, load_text_frame
+from rakuten.params import load_params
+from rakuten.preprocessing import load_records, save_with_model
 from rakuten.stage import run_stage
 
 
 def main() -> None:
-    cfg = tfidf_svm.parse_config(P.get(P.load_params(), "tfidf_svm"))  # validated before any work
+    cfg = from_params(tfidf_svm.TfidfSvmConfig, load_params(), "tfidf_svm")  # validated before any work
+    trained_on = load_records(["text_clean"])  # data/processed/text_clean.json
     frame = load_text_frame()
     model, _ = fit_and_report("tfidf_svm", tfidf_svm, cfg, frame)
+    save_with_model("models/tfidf_svm", trained_on)  # read back by `rakuten predict`
     train = frame[frame["split"] == "train"]
     write_csv(tfidf_svm.top_terms(model, train), "reports/top_terms/tfidf_svm.csv")
 

@@ -28,7 +28,7 @@ def parts(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame
 
 def majority_weighted_f1(train: pd.DataFrame, rows: pd.DataFrame) -> float:
     """Weighted F1 of always predicting the most frequent train class."""
-    from rakuten.evaluate import scores
+    from rakuten.metrics import scores
 
     majority = int(train["prdtypecode"].astype(int).mode().iloc[0])
     y = rows["prdtypecode"].to_numpy(dtype=np.int64)

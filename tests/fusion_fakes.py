@@ -6,13 +6,14 @@ right on about half the rows, and a good fusion is right on nearly all of them.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from rakuten.classes import CLASS_CODES, N_CLASSES, indices_to_codes
-from rakuten.fusion import FusionConfig
+from rakuten.fusion import FusionConfig, LinearSvmMeta, LogregMeta, XgboostMeta
 from rakuten.models.contract import proba_frame
 
 FIRST_HALF = tuple(range(14))
@@ -62,13 +63,10 @@ def make_tables(spec: dict[str, tuple[int, ...] | None], per_class: int = 12, se
 
 def small_config(models: list[str], **overrides) -> FusionConfig:
     """A fast fusion config (few XGBoost rounds, 3 folds) for tests."""
-    cfg = FusionConfig(models=models, weights=[1.0] * len(models), weight_step=0.1, cv_folds=3, seed=0, n_jobs=1,
-                       meta_params={"logreg": {"C": 1.0, "max_iter": 500}, "linear_svm": {"C": 1.0},
-                                    "xgboost": {"n_estimators": 8, "max_depth": 2, "learning_rate": 0.3,
-                                                "subsample": 1.0}})
-    for key, value in overrides.items():
-        setattr(cfg, key, value)
-    return cfg
+    cfg = FusionConfig(models=tuple(models), weights={m: 1.0 for m in models}, weight_step=0.1, cv_folds=3, seed=0,
+                       n_jobs=1, logreg=LogregMeta(C=1.0, max_iter=500), linear_svm=LinearSvmMeta(C=1.0),
+                       xgboost=XgboostMeta(n_estimators=8, max_depth=2, learning_rate=0.3, subsample=1.0))
+    return replace(cfg, **overrides)
 
 
 def write_stage_inputs(root: Path, tables: dict[str, pd.DataFrame], image_missing: tuple[int, ...] = (),

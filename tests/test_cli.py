@@ -1,7 +1,8 @@
 """The `rakuten predict` command, with small fake model modules and cleaners registered in the test
-(the real text/image/model modules get their own integration test once they land)."""
+(the real cleaning and models: tests/test_pipeline_dvc.py::test_predict_cli_reproduces_the_submission)."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import types
@@ -10,11 +11,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from rakuten import cli, fusion
 from rakuten import predict as predict_mod
 from rakuten.classes import CLASS_CODES, N_CLASSES
 from rakuten.models import registry
+from rakuten.preprocessing import record
+from tests.stagerun import default_params, with_overrides
 
 IMAGE_CLASS = 5
 
@@ -38,15 +42,26 @@ def _fake_modules() -> dict[str, types.ModuleType]:
 
 
 def _fake_cleaners() -> predict_mod.Cleaners:
-    def clean_text(rows: pd.DataFrame, params: dict) -> pd.DataFrame:
+    from rakuten.image.config import ImageCleanConfig
+    from rakuten.text.pipeline import TextCleanConfig
+
+    def clean_text(rows: pd.DataFrame, cfg: TextCleanConfig) -> pd.DataFrame:
         text = (rows["designation"].fillna("") + " " + rows["description"].fillna("")).str.strip()
+        if cfg.normalise.lemmatizer != "lookup":  # another cleaning -> another predicted class
+            text = text.where(text == "", text + "??")
         return pd.DataFrame({"row_id": rows["row_id"], "text_light": text, "text_empty": text == ""})
 
-    def clean_images(rows: pd.DataFrame, out_dir: Path, params: dict, labels_split=None) -> pd.DataFrame:
+    def clean_images(rows: pd.DataFrame, out_dir: Path, cfg: ImageCleanConfig, labels_split=None) -> pd.DataFrame:
         return pd.DataFrame({"row_id": rows["row_id"], "clean_path": [f"{out_dir}/{i}.jpg" for i in rows["row_id"]],
                              "readable": rows["image_ok"].to_numpy()})
 
-    return predict_mod.Cleaners(text=clean_text, image=clean_images)
+    return predict_mod.Cleaners(text=clean_text, image=clean_images,
+                                configs={"text_clean": TextCleanConfig, "image_clean": ImageCleanConfig})
+
+
+def _write_params(path: Path, overrides: dict | None = None) -> None:
+    params = with_overrides(default_params(), overrides or {})
+    path.write_text(yaml.safe_dump({k: params[k] for k in ("text_clean", "image_clean")}, sort_keys=False))
 
 
 @pytest.fixture
@@ -58,8 +73,10 @@ def workspace(tmp_path, monkeypatch):
     monkeypatch.setitem(registry.MODELS, "fake_image", registry.ModelSpec("fake_image", "fake_image_model", "image"))
     monkeypatch.setattr(predict_mod, "default_cleaners", _fake_cleaners)
     models = tmp_path / "models"
-    for name in ("fake_text", "fake_image"):
+    trained = default_params()  # what the models were trained with (lemmatizer: lookup)
+    for name, section in (("fake_text", "text_clean"), ("fake_image", "image_clean")):
         (models / name).mkdir(parents=True)
+        (models / name / "preprocessing.json").write_text(json.dumps({section: record(section, trained[section])}))
     fusion.save(fusion.FusedModel("soft_vote", ["fake_text", "fake_image"], ["text", "image"],
                                   fusion.SoftVote([0.6, 0.4]), np.array([0.6, 0.4])), models / "fusion")
     images = tmp_path / "images"
@@ -69,7 +86,7 @@ def workspace(tmp_path, monkeypatch):
     x = pd.DataFrame({"designation": ["abc", "abcd", "", ""], "description": ["", "", "", ""],
                       "productid": [11, 22, 33, 44], "imageid": [1, 2, 3, 4]}, index=[90000, 90001, 90002, 90003])
     x.to_csv(tmp_path / "X_new.csv")
-    (tmp_path / "params.yaml").write_text("text_clean: {}\nimage_clean: {}\n")
+    _write_params(tmp_path / "params.yaml")
     return tmp_path
 
 
@@ -114,6 +131,43 @@ def test_predicts_every_row_and_degrades_to_the_available_modality(workspace):
     # neither: still a prediction, flagged
     assert out.loc[90003, "inputs_used"].startswith("none (text empty, image missing)")
     assert out["prdtypecode"].isin(CLASS_CODES).all()
+
+
+def test_cleans_as_trained_and_warns_when_params_changed_since(workspace, capsys):
+    """A knob changed in params.yaml after training: one warning naming it, and the trained cleaning."""
+    assert _run(workspace) == 0
+    trained = pd.read_csv(workspace / "out.csv", index_col=0)
+    assert " WARNING " not in capsys.readouterr().err
+    _write_params(workspace / "params.yaml", {"text_clean.normalise.lemmatizer": "none",
+                                              "text_clean.n_jobs": 1})  # n_jobs: speed only, no warning
+    assert _run(workspace) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(workspace / "out.csv", index_col=0), trained)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if " WARNING " in line]
+    assert len(warnings) == 1
+    assert "text_clean.normalise.lemmatizer: trained 'lookup'" in warnings[0] and "now 'none'" in warnings[0]
+    assert "n_jobs" not in warnings[0] and "predicting with the trained values" in warnings[0]
+
+
+def test_models_trained_on_different_preprocessing_are_one_error_line(workspace, capsys, monkeypatch):
+    other = record("text_clean", with_overrides(default_params(), {"text_clean.max_chars": 500})["text_clean"])
+    monkeypatch.setitem(registry.MODELS, "fake_text2", registry.ModelSpec("fake_text2", "fake_text_model", "text"))
+    (workspace / "models" / "fake_text2").mkdir()
+    (workspace / "models" / "fake_text2" / "preprocessing.json").write_text(json.dumps({"text_clean": other}))
+    fusion.save(fusion.FusedModel("soft_vote", ["fake_text", "fake_text2", "fake_image"], ["text", "text", "image"],
+                                  fusion.SoftVote([0.3, 0.3, 0.4]), np.array([0.3, 0.3, 0.4])),
+                workspace / "models" / "fusion")
+    assert _run(workspace) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"error: {workspace / 'models' / 'fake_text2' / 'preprocessing.json'}: text_clean.max_chars = "
+                       f"500 but {workspace / 'models' / 'fake_text' / 'preprocessing.json'} has 10000; expected "
+                       "every model trained on the same preprocessing (rerun `dvc repro`)")
+
+
+def test_model_without_preprocessing_record_is_one_error_line(workspace, capsys):
+    (workspace / "models" / "fake_image" / "preprocessing.json").unlink()
+    assert _run(workspace) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: {workspace / 'models' / 'fake_image' / 'preprocessing.json'}: not found")
 
 
 def test_missing_artifacts_are_one_error_line(workspace, capsys):

@@ -1,4 +1,4 @@
-"""Shared core: class table, params validators, atomic writes, contract helpers, scores."""
+"""Shared core: class table, params loading, atomic writes, contract helpers, scores."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +8,8 @@ import pytest
 from rakuten import params as P
 from rakuten.classes import CLASS_CODES, N_CLASSES, PROBA_COLUMNS, codes_to_indices, indices_to_codes
 from rakuten.errors import PipelineError
-from rakuten.evaluate import scores
 from rakuten.io import atomic_path, write_json
+from rakuten.metrics import scores
 from rakuten.models.contract import check_proba, proba_frame, split_scores
 
 
@@ -19,21 +19,6 @@ def test_class_table():
     assert np.array_equal(indices_to_codes(codes_to_indices([2905, 10])), [2905, 10])
     with pytest.raises(ValueError, match="unknown product-type code 11 at position 1"):
         codes_to_indices([10, 11])
-
-
-def test_params_validators_name_the_key():
-    params = {"a": {"n": 3, "x": 0.5, "s": "svm", "b": True}}
-    assert P.integer(params, "a.n", 1) == 3 and P.choice(params, "a.s", ["svm"]) == "svm"
-    with pytest.raises(PipelineError, match=r"a\.x = 0\.5, expected an integer"):
-        P.integer(params, "a.x")
-    with pytest.raises(PipelineError, match=r"a\.x = 0\.5, expected a number in \(0\.5, inf\]"):
-        P.number(params, "a.x", 0.5, lo_open=True)
-    with pytest.raises(PipelineError, match=r"a\.s = 'svm', expected one of rf, sgd"):
-        P.choice(params, "a.s", ["rf", "sgd"])
-    with pytest.raises(PipelineError, match=r"missing key a\.zz"):
-        P.get(params, "a.zz")
-    with pytest.raises(PipelineError, match=r"a\.n = 3, expected true or false"):
-        P.boolean(params, "a.n")
 
 
 def test_load_params_errors(tmp_path):

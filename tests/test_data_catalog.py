@@ -146,7 +146,7 @@ def test_stage_prints_one_error_line(raw, tmp_path):
     result = run_stage_script("ingest", tmp_path / "work", {"data.source": "raw", "data.raw_dir": str(raw)})
     assert result.returncode == 2
     assert error_lines(result) == [f"error: {raw / 'Y_train_CVw08PX.csv'}: file not found; "
-                                   "expected the official layout (see DATA.md)"]
+                                   "expected the official layout (see docs/data.md)"]
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "work" / "data" / "interim" / "catalog.parquet").exists()
 

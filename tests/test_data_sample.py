@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 
 from rakuten.classes import CLASS_CODES, class_proportions
+from rakuten.config import defaults, parse_section
 from rakuten.data.sample import SampleConfig, proportional_labels, red_ratio, write_sample
+from rakuten.errors import PipelineError
 from tests.conftest import TINY
 
 
@@ -112,5 +114,5 @@ def test_planted_image_defects_exist_as_recorded(tiny_sample):
 
 
 def test_config_rejects_too_small_catalog():
-    with pytest.raises(ValueError, match="n_train"):
-        SampleConfig(n_train=10)
+    with pytest.raises(PipelineError, match=r"sample\.n_train = 10, expected an integer in \[54, inf\]"):
+        parse_section(SampleConfig, {**defaults(SampleConfig), "n_train": 10}, "sample")

@@ -9,8 +9,8 @@ from sklearn.metrics import f1_score
 from fusion_fakes import ALL, FIRST_HALF, SECOND_HALF, make_tables, model_proba, small_config, write_stage_inputs
 from rakuten import fusion
 from rakuten.classes import N_CLASSES, codes_to_indices
+from rakuten.config import parse_section
 from rakuten.errors import PipelineError
-from rakuten.models import registry
 from rakuten.models.contract import read_probs, split_scores
 from stagerun import error_lines, run_stage_script
 
@@ -111,7 +111,8 @@ def test_meta_learner_answers_27_columns_when_classes_are_missing():
     for kind in fusion.META_LEARNERS:
         for classes in ([2, 9, 20], [5, 6], [11]):
             y = np.array(classes * 20)[:40]
-            meta = fusion.MetaLearner(kind, {"n_estimators": 5}, seed=0).fit(x, y)
+            params = fusion.XgboostMeta(n_estimators=5) if kind == "xgboost" else None
+            meta = fusion.MetaLearner(kind, params, seed=0).fit(x, y)
             p = meta.predict_proba(x)
             assert p.shape == (40, N_CLASSES)
             assert np.allclose(p.sum(1), 1)
@@ -176,15 +177,15 @@ def test_params_are_validated_naming_the_key(override, key):
 
     section = {**default_params()["fusion"], **override}
     with pytest.raises(PipelineError, match=key.replace(".", r"\.")):
-        fusion.config_from_params(section, list(registry.MODELS))
+        parse_section(fusion.FusionConfig, section, "fusion")
 
 
 def test_default_params_are_valid():
     from stagerun import default_params
 
-    cfg = fusion.config_from_params(default_params()["fusion"], list(registry.MODELS))
-    assert cfg.models == ["tfidf_svm", "fasttext", "camembert", "resnet50"]
-    assert cfg.weights == [0.2, 0.2, 0.2, 0.4]  # study: 0.6 text / 0.4 image
+    cfg = parse_section(fusion.FusionConfig, default_params()["fusion"], "fusion")
+    assert cfg.models == ("tfidf_svm", "fasttext", "camembert", "resnet50")
+    assert cfg.model_weights == [0.2, 0.2, 0.2, 0.4]  # study: 0.6 text / 0.4 image
 
 
 FAST = {"fusion.models": ["tfidf_svm", "resnet50"], "fusion.cv_folds": 3, "fusion.xgboost.n_estimators": 10,

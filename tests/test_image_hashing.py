@@ -12,7 +12,9 @@ from PIL import Image
 from stagerun import error_lines, run_stage_script
 from test_image_detectors import scene
 
-from rakuten.image.hashing import COLUMNS, HashConfig, config_from_params, hash_catalog, hash_report
+from rakuten.config import parse_section
+from rakuten.errors import PipelineError
+from rakuten.image.hashing import COLUMNS, HashConfig, hash_catalog, hash_report
 from rakuten.image.neighbours import (components, entropy_balanced_chunks, groups_from_keys, hamming,
                                       chunk_options, near_duplicate_groups, radius_pairs)
 from rakuten.image.phash import hash_variants
@@ -124,11 +126,11 @@ def test_hash_catalog_on_the_tiny_sample(tiny_catalog, tmp_path):
 
 def test_hash_params_validate_and_name_the_key():
     section = {"n_jobs": 1, "min_side": 16, "hash_size": 16, "radius": 24, "query_crops": [0.05]}
-    assert config_from_params(section).query_crops == (0.0, 0.05)
-    with pytest.raises(Exception, match="image_hash.query_crops"):
-        config_from_params({**section, "query_crops": [0.5]})
-    with pytest.raises(Exception, match="image_hash.hash_size"):
-        config_from_params({**section, "hash_size": 10})
+    assert parse_section(HashConfig, section, "image_hash").crops == (0.0, 0.05)
+    with pytest.raises(PipelineError, match=r"image_hash\.query_crops\[0\] = 0\.5, expected a number in \[0\.0, 0\.25"):
+        parse_section(HashConfig, {**section, "query_crops": [0.5]}, "image_hash")
+    with pytest.raises(PipelineError, match=r"image_hash\.hash_size = 10, expected a multiple of 4"):
+        parse_section(HashConfig, {**section, "hash_size": 10}, "image_hash")
 
 
 def test_hash_stage_writes_its_outputs_and_fails_in_one_line(tiny_catalog, tmp_path):

@@ -8,7 +8,9 @@ import pandas as pd
 import pytest
 from stagerun import default_params, error_lines, run_stage_script
 
-from rakuten.image.config import ImageCleanConfig, config_from_params
+from rakuten.config import parse_section
+from rakuten.errors import PipelineError
+from rakuten.image.config import ImageCleanConfig
 from rakuten.image.contact_sheet import contact_sheets
 from rakuten.image.hashing import HashConfig, hash_catalog
 from rakuten.image.pipeline import COLUMNS, clean_frame
@@ -60,7 +62,7 @@ def test_policy_marks_only_train_rows_and_report_counts(cleaned, tiny_split):
         labels = tiny_split.set_index("row_id").loc[members["row_id"], "prdtypecode"]
         kept = members[members["keep_for_train"].to_numpy()]
         assert len(kept) == labels.nunique()  # one kept per class
-        expected = 1.0 if labels.nunique() == 1 else CFG.cross_class_weight
+        expected = 1.0 if labels.nunique() == 1 else CFG.near_duplicates.cross_class_weight
         assert (kept["sample_weight"] == expected).all()
     report = quality_report(table, CFG, tiny_split["split"])
     assert report["rows"] == len(table) == report["readable"]
@@ -72,7 +74,7 @@ def test_same_result_in_process_and_in_parallel(cleaned, tiny_split, tmp_path):
     table, _ = cleaned
     rows = tiny_split.head(80)
     serial = clean_frame(rows, tmp_path / "a", ImageCleanConfig(size=64, n_jobs=1))
-    compare = ["sha1", "phash", "blur_score", "is_blurry", "red_ratio", "has_border", "actions", "near_dup_group"]
+    compare = ["blur_score", "is_blurry", "red_ratio", "has_border", "actions", "readable", "decode_status"]
     parallel = clean_frame(rows, tmp_path / "b", ImageCleanConfig(size=64, n_jobs=2))
     pd.testing.assert_frame_equal(serial[compare], parallel[compare])
     assert (tmp_path / "a" / "0.jpg").read_bytes() == (tmp_path / "b" / "0.jpg").read_bytes()
@@ -87,6 +89,22 @@ def test_groups_come_from_the_given_hash_table(tiny_split, tmp_path):
     assert table["sha1"].tolist() == hashes["sha1"].tolist()
     with pytest.raises(Exception, match=f"no row for row_id {rows['row_id'].iloc[5]}"):
         clean_frame(rows, tmp_path / "b", ImageCleanConfig(size=64, n_jobs=1), hashes=hashes.head(5))
+
+
+def test_new_rows_are_not_hashed(tiny_split, tmp_path, monkeypatch):
+    """Without labels (``rakuten predict``) there is no duplicate policy to feed: no hashing at all."""
+    import rakuten.image.pipeline as pipeline
+
+    def no_hashing(*args, **kwargs):
+        raise AssertionError("new rows must not be hashed")
+
+    monkeypatch.setattr(pipeline, "hash_catalog", no_hashing)
+    rows = tiny_split.head(4)
+    table = clean_frame(rows, tmp_path / "out", ImageCleanConfig(size=64, n_jobs=1))
+    assert table["sha1"].tolist() == [""] * 4 and table["phash"].tolist() == [""] * 4
+    assert table["exact_dup_group"].tolist() == [-1] * 4 and table["near_dup_group"].tolist() == [-1] * 4
+    assert table["keep_for_train"].all() and table.attrs["timing_s"]["hashing"] < 0.1
+    assert (tmp_path / "out" / f"{rows['row_id'].iloc[0]}.jpg").is_file()
 
 
 def test_unreadable_and_missing_images_get_a_placeholder(tiny_split, tmp_path):
@@ -111,11 +129,11 @@ def test_contact_sheets_one_per_defect(cleaned, tiny_split):
 
 def test_default_params_validate_and_bad_ones_name_the_key():
     section = default_params()["image_clean"]
-    assert config_from_params(section).size == 224
+    assert parse_section(ImageCleanConfig, section, "image_clean").size == 224
     bad = json.loads(json.dumps(section))
     bad["red_cast"]["method"] = "sepia"
-    with pytest.raises(Exception, match="image_clean.red_cast.method"):
-        config_from_params(bad)
+    with pytest.raises(PipelineError, match=r"image_clean\.red_cast\.method = 'sepia', expected one of gray_world"):
+        parse_section(ImageCleanConfig, bad, "image_clean")
 
 
 def test_stage_writes_its_outputs_and_fails_in_one_line(tiny_split, tiny_catalog, tiny_sample, tmp_path):
@@ -131,6 +149,10 @@ def test_stage_writes_its_outputs_and_fails_in_one_line(tiny_split, tiny_catalog
     assert set(report["detection"]) == set(DETECTORS)
     assert len(list((tmp_path / "data" / "processed" / "images").iterdir())) == len(tiny_catalog)
     assert len(pd.read_parquet(tmp_path / "data" / "processed" / "image_quality.parquet")) == len(tiny_catalog)
+    # the section it ran with, without the knobs that cannot change a cleaned image (n_jobs, contact sheets)
+    recorded = json.loads((tmp_path / "data" / "processed" / "image_clean.json").read_text())["image_clean"]
+    assert recorded["size"] == 64 and "n_jobs" not in recorded and "contact_sheet" not in recorded
+    assert recorded["border"] == default_params()["image_clean"]["border"]
     assert sorted(p.name for p in (tmp_path / "reports" / "figures" / "image_clean").iterdir()) == \
         sorted(f"{d}.png" for d in DETECTORS)
     failed = run_stage_script("image_clean", tmp_path / "bad", {"image_clean.blur.threshold": "high"})

@@ -12,16 +12,16 @@ import pytest
 import torch
 
 from rakuten.classes import N_CLASSES, PROBA_COLUMNS, indices_to_codes
+from rakuten.config import parse_section
 from rakuten.errors import PipelineError
-from rakuten.evaluate import scores
+from rakuten.metrics import scores
 from rakuten.models import camembert as C
 from rakuten.models.contract import check_proba, proba_frame
 from tests.deep_frames import majority_weighted_f1, model_frame, parts
 from tests.stagerun import default_params
 
-TINY = C.CamembertConfig(
-    max_length=32, epochs=12, batch_size=16, learning_rate=3e-3, warmup_ratio=0.1, logging_steps=5,
-    eval_batch_size=64, num_threads=1, seed=0, device="cpu",
+TINY = C.CamembertConfig(logging_steps=5, eval_batch_size=64, num_threads=1, seed=0, device="cpu").with_active(
+    max_length=32, epochs=12, batch_size=16, learning_rate=3e-3, warmup_ratio=0.1,
     scratch=C.ScratchArchitecture(vocab_size=1000, hidden_size=64, num_layers=1, num_heads=2, intermediate_size=128))
 
 
@@ -34,7 +34,7 @@ def frames(tiny_split):
 def trained(frames, tmp_path_factory):
     train, val, _ = frames
     live_dir = tmp_path_factory.mktemp("live") / "camembert"
-    return C.train(train, val, replace(TINY, live_dir=str(live_dir))), live_dir
+    return C.train(train, val, TINY, live_dir=live_dir), live_dir
 
 
 def _f1(model, rows: pd.DataFrame) -> float:
@@ -82,7 +82,7 @@ def test_save_load_round_trip_gives_the_same_probabilities(trained, frames, tmp_
 
 def test_same_seed_same_metrics_on_cpu(frames):
     train, val, test = frames
-    short = replace(TINY, epochs=1, max_train_rows=150)
+    short = TINY.with_active(epochs=1, max_train_rows=150)
     a, b = C.train(train, val, short), C.train(train, val, short)
     assert a.history == b.history
     assert a.rows["train_rows_used"] < len(train)
@@ -110,9 +110,9 @@ def test_balanced_loss_matches_weighted_cross_entropy():
 
 def test_default_params_parse_and_both_profiles_are_complete():
     section = default_params()["camembert"]
-    demo = C.parse_config(section)
+    demo = parse_section(C.CamembertConfig, section, "camembert")
     assert demo.profile == "demo" and demo.model == C.SCRATCH
-    full = C.parse_config({**section, "profile": "full"})
+    full = parse_section(C.CamembertConfig, {**section, "profile": "full"}, "camembert")
     assert full.model == "camembert-base" and full.epochs == 3 and full.batch_size == 16
     assert full.weight_decay == pytest.approx(0.01)
 
@@ -131,7 +131,7 @@ def test_bad_params_name_the_key(override, key):
         if k == "demo" and "scratch" in v:
             merged[k] = {**section[k], "scratch": {**section[k]["scratch"], **v["scratch"]}}
     with pytest.raises(PipelineError) as err:
-        C.parse_config(merged)
+        parse_section(C.CamembertConfig, merged, "camembert")
     assert key in str(err.value) and "\n" not in str(err.value)
 
 

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from rakuten.classes import CLASS_CODES
+from rakuten.config import parse_section
 from rakuten.errors import PipelineError
 from rakuten.models import fasttext_model
 from rakuten.models.contract import check_proba
@@ -26,7 +27,7 @@ def frames(tiny_split):
 @pytest.fixture(scope="module")
 def config():
     # small and fast for tests; the study's configuration otherwise
-    return replace(fasttext_model.parse_config(default_params()["fasttext"]), bucket=20000)
+    return replace(parse_section(fasttext_model.FastTextConfig, default_params()["fasttext"], "fasttext"), bucket=20000)
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +81,7 @@ def test_params_are_validated_with_the_key_name():
     for key, value, message in [("fasttext.lr", 0, "fasttext.lr = 0"), ("fasttext.loss", "ns", "fasttext.loss"),
                                 ("fasttext.text_column", "designation", "fasttext.text_column")]:
         with pytest.raises(PipelineError, match=message):
-            fasttext_model.parse_config(with_overrides(params, {key: value})["fasttext"])
+            parse_section(fasttext_model.FastTextConfig, with_overrides(params, {key: value})["fasttext"], "fasttext")
 
 
 def test_load_missing_model_is_one_line(tmp_path):

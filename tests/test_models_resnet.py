@@ -10,15 +10,17 @@ import pytest
 import torch
 
 from rakuten.classes import N_CLASSES, indices_to_codes
+from rakuten.config import parse_section
 from rakuten.errors import PipelineError
-from rakuten.evaluate import scores
+from rakuten.metrics import scores
 from rakuten.models import resnet as R
 from rakuten.models.contract import check_proba
 from tests.deep_frames import majority_weighted_f1, model_frame, parts
 from tests.stagerun import default_params
 
-TINY = R.ResnetConfig(arch="resnet18", weights="none", image_size=32, epochs=3, batch_size=32, eval_batch_size=64,
-                      learning_rate=3e-3, patience=5, num_threads=1, seed=0, device="cpu")
+TINY = R.ResnetConfig(eval_batch_size=64, num_threads=1, seed=0, device="cpu").with_active(
+    arch="resnet18", weights="none", image_size=32, max_train_rows=0, epochs=3, batch_size=32, learning_rate=3e-3,
+    weight_decay=1e-4, patience=5)
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +32,7 @@ def frames(tiny_split):
 def trained(frames, tmp_path_factory):
     train, val, _ = frames
     live_dir = tmp_path_factory.mktemp("live") / "resnet50"
-    return R.train(train, val, replace(TINY, live_dir=str(live_dir))), live_dir
+    return R.train(train, val, TINY, live_dir=live_dir), live_dir
 
 
 def _f1(model, rows: pd.DataFrame) -> float:
@@ -76,7 +78,7 @@ def test_save_load_round_trip_gives_the_same_probabilities(trained, frames, tmp_
 
 def test_same_seed_same_metrics_on_cpu(frames):
     train, val, test = frames
-    short = replace(TINY, epochs=1, max_train_rows=100)
+    short = TINY.with_active(epochs=1, max_train_rows=100)
     a, b = R.train(train, val, short), R.train(train, val, short)
     assert a.history == b.history
     np.testing.assert_array_equal(R.predict_proba(a, test), R.predict_proba(b, test))
@@ -86,14 +88,14 @@ def test_early_stopping_when_val_f1_stops_improving(frames, monkeypatch):
     train, val, _ = frames
     flat = {"weighted_f1": 0.5, "macro_f1": 0.5, "accuracy": 0.5}  # val F1 never improves after epoch 1
     monkeypatch.setattr(R, "scores", lambda y_true, y_pred: dict(flat))
-    model = R.train(train, val, replace(TINY, epochs=5, patience=2, max_train_rows=60))
+    model = R.train(train, val, TINY.with_active(epochs=5, patience=2, max_train_rows=60))
     assert model.rows["epochs_run"] == 3 and model.rows["best_epoch"] == 1
 
 
 def test_sampler_rebalancing_and_sample_weights_train(frames):
     train, val, test = frames
     train = train.assign(sample_weight=np.where(np.arange(len(train)) % 2 == 0, 1.0, 0.5))
-    model = R.train(train, val, replace(TINY, epochs=1, max_train_rows=60, rebalance="sampler"))
+    model = R.train(train, val, replace(TINY.with_active(epochs=1, max_train_rows=60), rebalance="sampler"))
     check_proba(R.predict_proba(model, test))
 
 
@@ -102,7 +104,7 @@ def test_rows_left_out_of_training_are_counted(frames):
     train = train.copy()
     train.loc[:9, "keep_for_train"] = False
     train.loc[10:14, "readable"] = False
-    usable, rows = R.usable_train_rows(train, replace(TINY, max_train_rows=200))
+    usable, rows = R.usable_train_rows(train, TINY.with_active(max_train_rows=200))
     assert rows["dropped_keep_for_train_false"] == 10 and rows["dropped_unreadable"] == 5
     assert rows["train_rows_used"] == len(usable) <= 200
     assert rows["train_rows"] - 15 - rows["dropped_max_train_rows"] == rows["train_rows_used"]
@@ -114,7 +116,7 @@ def test_missing_image_file_names_the_row(frames):
     broken = train.copy()
     broken.loc[3, "clean_path"] = "/nonexistent/x.jpg"
     with pytest.raises(PipelineError, match=f"row_id {broken.loc[3, 'row_id']}, column clean_path"):
-        R.train(broken, val, replace(TINY, epochs=1))
+        R.train(broken, val, TINY.with_active(epochs=1))
 
 
 def test_transforms_give_normalised_tensors_of_the_configured_size(frames):
@@ -143,9 +145,9 @@ def test_load_image_frame_joins_and_checks_rows(tmp_path, tiny_split):
 
 def test_default_params_parse_and_both_profiles_are_complete():
     section = default_params()["resnet50"]
-    demo = R.parse_config(section)
+    demo = parse_section(R.ResnetConfig, section, "resnet50")
     assert demo.profile == "demo" and demo.weights == "none"
-    full = R.parse_config({**section, "profile": "full"})
+    full = parse_section(R.ResnetConfig, {**section, "profile": "full"}, "resnet50")
     assert full.arch == "resnet50" and full.weights == "imagenet" and full.image_size == 224
 
 
@@ -155,5 +157,5 @@ def test_bad_params_name_the_key(key, value):
     section = default_params()["resnet50"]
     merged = {**section, key: {**section[key], **value} if isinstance(value, dict) else value}
     with pytest.raises(PipelineError) as err:
-        R.parse_config(merged)
+        parse_section(R.ResnetConfig, merged, "resnet50")
     assert f"resnet50.{key}" in str(err.value) and "\n" not in str(err.value)

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from rakuten.classes import CLASS_CODES
+from rakuten.config import parse_section
 from rakuten.errors import PipelineError
 from rakuten.models import tfidf_svm
 from rakuten.models.contract import check_proba
@@ -25,7 +26,7 @@ def frames(tiny_split):
 
 @pytest.fixture(scope="module")
 def config():
-    return tfidf_svm.parse_config(default_params()["tfidf_svm"])
+    return parse_section(tfidf_svm.TfidfSvmConfig, default_params()["tfidf_svm"], "tfidf_svm")
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def test_probabilities_follow_the_contract(svm, frames):
 
 
 @pytest.mark.parametrize("overrides", [
-    {"classifier": "rf", "rf_n_estimators": 30},
+    {"classifier": "rf", "rf": tfidf_svm.RandomForestConfig(n_estimators=30)},
     {"classifier": "sgd"},
     {"classifier": "logreg", "max_iter": 300},
     {"resample": "smote"},
@@ -75,6 +76,13 @@ def test_grid_search_picks_from_the_grid(frames, config):
     assert all(0 < r["cv_weighted_f1"] <= 1 for r in model.grid_results)
 
 
+def test_grid_values_set_nested_knobs_with_their_declared_type(config):
+    cfg = replace(config, grid={"rf.n_estimators": (7, 9), "sgd.alpha": (1,)})
+    chosen = tfidf_svm._with_values(cfg, {"rf.n_estimators": 7, "sgd.alpha": 1})
+    assert chosen.rf.n_estimators == 7 and chosen.sgd.alpha == 1.0 and isinstance(chosen.sgd.alpha, float)
+    assert chosen.grid == {} and chosen.rf.max_depth == config.rf.max_depth
+
+
 def test_top_terms_are_readable_and_class_specific(svm, frames):
     table = tfidf_svm.top_terms(svm, frames[0], k=5)
     assert list(table.columns) == ["prdtypecode", "label", "rank", "term", "weight"]
@@ -84,7 +92,7 @@ def test_top_terms_are_readable_and_class_specific(svm, frames):
 
 
 def test_top_terms_of_a_random_forest(frames, config):
-    model = tfidf_svm.train(frames[0], None, replace(config, classifier="rf", rf_n_estimators=20))
+    model = tfidf_svm.train(frames[0], None, replace(config, classifier="rf", rf=tfidf_svm.RandomForestConfig(n_estimators=20)))
     table = tfidf_svm.top_terms(model, frames[0], k=3)
     assert len(table) == 3 * frames[0]["prdtypecode"].nunique()
 
@@ -109,7 +117,7 @@ def test_params_are_validated_with_the_key_name():
                                 ("tfidf_svm.grid", {"gamma": [1]}, "tfidf_svm.grid.gamma"),
                                 ("tfidf_svm.ngram_min", 3, "ngram_min = 3 > ")]:
         with pytest.raises(PipelineError, match=message):
-            tfidf_svm.parse_config(with_overrides(params, {key: value})["tfidf_svm"])
+            parse_section(tfidf_svm.TfidfSvmConfig, with_overrides(params, {key: value})["tfidf_svm"], "tfidf_svm")
 
 
 def test_too_small_class_for_calibration_is_one_line(frames, config):
@@ -129,7 +137,7 @@ def test_missing_labels_are_one_line(frames, config):
 
 def test_per_class_table_has_one_block_per_scored_split(svm, frames):
     from rakuten.models.contract import proba_frame
-    from rakuten.models.text_runner import per_class_table
+    from rakuten.models.runner import per_class_table
 
     held_out = frames[1]
     table = per_class_table(proba_frame(held_out, tfidf_svm.predict_proba(svm, held_out)))
@@ -149,6 +157,9 @@ def test_stage_writes_the_contract_files(tmp_path, tiny_split):
     metrics = json.loads((tmp_path / "reports/metrics/tfidf_svm.json").read_text())
     assert set(metrics["val"]) == {"weighted_f1", "macro_f1", "accuracy"} and "test" in metrics
     assert (tmp_path / "models/tfidf_svm/model.joblib").is_file()
+    # the text cleaning it was trained on travels with the model (read back by `rakuten predict`)
+    assert (json.loads((tmp_path / "models/tfidf_svm/preprocessing.json").read_text())
+            == json.loads((tmp_path / "data/processed/text_clean.json").read_text()))
     assert (tmp_path / "reports/top_terms/tfidf_svm.csv").is_file()
     assert (tmp_path / "reports/per_class/tfidf_svm.csv").is_file()
     probs = pd.read_parquet(tmp_path / "reports/probs/tfidf_svm.parquet")

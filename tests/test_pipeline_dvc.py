@@ -1,8 +1,9 @@
 """End to end: the whole DVC graph on a tiny catalog, in a temporary copy of the repository.
 
 Checks the promises of the README: `dvc repro` builds everything, a second `dvc repro` does
-nothing, `--force` reruns give identical metrics, and `dvc exp run -S` shows up in
-`dvc metrics diff`.
+nothing, `--force` reruns give identical metrics, `dvc exp run -S` shows up in
+`dvc metrics diff`, editing a module makes exactly the stages that execute it stale, and the raw
+data dep follows `data.raw_dir`.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.import_closure import Project, stage_script, stages
 from tests.stagerun import REPO, default_params, with_overrides
 from tests.tiny_profile import TINY_PARAMS
 
@@ -89,6 +91,47 @@ def test_second_repro_does_nothing(repo):
     assert json.loads(status.stdout) == {}
 
 
+def predict_cli(repo: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    """`rakuten predict` (the copy's own code) on the sample's official X_test rows, run from the copy."""
+    return sh([sys.executable, "-m", "rakuten.cli", "predict", "--input", "data/sample/X_test_update.csv",
+               "--images", "data/sample/images/image_test", "--output", str(out), *extra], repo)
+
+
+def test_predict_cli_reproduces_the_submission(repo, tmp_path):
+    """`rakuten predict` on the X_test rows gives exactly reports/submission.csv: same codes, and its
+    top-3 probabilities are the fused probabilities of reports/probs/fusion.parquet (to 1e-6, the
+    CSV's 6 decimals). Then with text_clean.normalise.lemmatizer changed after training: one warning
+    naming the knob, and still the trained cleaning (the same output, where cleaning with `none`
+    changes the TF-IDF and fastText inputs and so the fused probabilities)."""
+    import numpy as np
+    import pandas as pd
+
+    result = predict_cli(repo, tmp_path / "predictions.csv")
+    assert " WARNING " not in result.stderr, result.stderr[-2000:]
+    pred = pd.read_csv(tmp_path / "predictions.csv", index_col=0)
+    x_test = pd.read_csv(repo / "data/sample/X_test_update.csv", index_col=0)
+    assert list(pred.index) == list(x_test.index)  # one row per input row, in input order
+    submission = pd.read_csv(repo / "reports/submission.csv", index_col=0)
+    assert sorted(pred.index) == list(submission.index)
+    assert pred.loc[submission.index, "prdtypecode"].tolist() == submission["prdtypecode"].tolist()
+    catalog = pd.read_parquet(repo / "data/interim/catalog.parquet")
+    fused = pd.read_parquet(repo / "reports/probs/fusion.parquet")
+    fused = (fused[fused["split"] == "official_test"].merge(catalog[["row_id", "orig_index"]], on="row_id")
+             .set_index("orig_index").loc[pred.index])
+    for k in (1, 2, 3):
+        expected = [fused.at[i, f"p_{code}"] for i, code in zip(pred.index, pred[f"top{k}_code"])]
+        np.testing.assert_allclose(pred[f"top{k}_proba"].to_numpy(), expected, rtol=0, atol=1e-6)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params["text_clean"]["normalise"]["lemmatizer"] == "lookup"
+    params["text_clean"]["normalise"]["lemmatizer"] = "none"
+    (tmp_path / "changed.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    result = predict_cli(repo, tmp_path / "changed.csv", "--params", str(tmp_path / "changed.yaml"))
+    warnings = [line for line in result.stderr.splitlines() if " WARNING " in line]
+    assert len(warnings) == 1 and "text_clean.normalise.lemmatizer: trained 'lookup'" in warnings[0], warnings
+    assert "now 'none'" in warnings[0] and "predicting with the trained values" in warnings[0]
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "changed.csv", index_col=0), pred)
+
+
 def test_forced_rerun_gives_identical_metrics(repo):
     before = metrics_files(repo)
     assert before
@@ -149,3 +192,62 @@ def test_row_accounting_stage_by_stage(repo):
         v for k, v in rows.items() if k.startswith("dropped_")), rows
     submission = pd.read_csv(repo / "reports/submission.csv", index_col=0)
     assert len(submission) == split_report["rows"]["official_test"]
+
+
+def dvc_status(repo: Path) -> dict:
+    return json.loads(dvc("status", "--json", cwd=repo).stdout)
+
+
+@pytest.mark.parametrize("module, expected", [
+    ("src/rakuten/io.py", "every stage"),
+    ("src/rakuten/classes.py", "its importers"),   # the class order of every probability table
+    ("src/rakuten/models/camembert.py", {"camembert"}),   # not resnet50: the models share no module
+])
+def test_editing_a_module_reruns_exactly_the_stages_that_execute_it(repo, module, expected):
+    """`dvc status` after a one-comment edit lists exactly the stages whose import closure holds the
+    module (tests/import_closure.py), so no stage goes stale and none reruns for nothing."""
+    project = Project(repo)
+    spec = stages(repo)
+    executes = {name for name, stage in spec.items() if module in project.stage_files(stage_script(name, stage))}
+    if expected == "every stage":
+        assert executes == set(spec)
+    elif expected == "its importers":
+        assert {"tfidf_svm", "fasttext", "camembert", "resnet50", "fusion", "evaluate", "predict"} <= executes
+    else:
+        assert executes == expected
+    path = repo / module
+    original = path.read_bytes()
+    try:
+        path.write_bytes(original + b"\n# an edit that changes no behaviour\n")
+        changed = dvc_status(repo)
+    finally:
+        path.write_bytes(original)
+    stale = {name for name, entries in changed.items() for entry in entries if isinstance(entry, dict)
+             for dep in entry.get("changed deps", {}) if module == dep or module.startswith(dep + "/")}
+    assert set(changed) == stale == executes, f"dvc status: {changed}; the code says {sorted(executes)}"
+    assert dvc_status(repo) == {}   # restored: the other tests see an up-to-date pipeline
+
+
+def test_data_raw_dir_is_the_folder_dvc_tracks(repo):
+    """The raw data deps are `${data.raw_dir}`: pointing the param elsewhere moves what DVC hashes."""
+    spec = stages(repo)
+    readers = {name for name, stage in spec.items() if "${data.raw_dir}" in stage.get("deps", [])}
+    assert readers == {"ingest", "image_hash", "image_clean"}
+    params_file = repo / "params.yaml"
+    original = params_file.read_text()
+    params = yaml.safe_load(original)
+    params["data"]["raw_dir"] = "data/elsewhere"
+    elsewhere = repo / "data" / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "X_train_update.csv").write_text(",designation,description,productid,imageid\n")
+    try:
+        params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+        changed = dvc_status(repo)
+    finally:
+        params_file.write_text(original)
+        shutil.rmtree(elsewhere)
+    tracking = {name for name, entries in changed.items() for entry in entries
+                if isinstance(entry, dict) and "data/elsewhere" in entry.get("changed deps", {})}
+    assert tracking == readers, changed
+    assert "data/raw" not in json.dumps(changed)
+    assert dvc_status(repo) == {}

@@ -9,7 +9,8 @@ from fusion_fakes import ALL, FIRST_HALF, SECOND_HALF, make_tables, model_proba,
 from rakuten import fusion
 from rakuten.classes import CLASS_CODES, CLASS_LABELS, N_CLASSES
 from rakuten.errors import PipelineError
-from rakuten.predict import catalog_rows, official_submission, prediction_table, submission_frame
+from rakuten.data.catalog import catalog_rows
+from rakuten.predict import official_submission, prediction_table, submission_frame
 from stagerun import error_lines, run_stage_script
 
 SPEC = {"tfidf_svm": FIRST_HALF, "resnet50": SECOND_HALF}
@@ -75,15 +76,29 @@ def test_prediction_table_top3_sorted_with_labels():
 
 
 def test_catalog_rows_flags_missing_images(tmp_path):
+    """New products go through ingest's own conversion (rakuten.data.catalog.catalog_rows)."""
     (tmp_path / "image_2_product_20.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"0" * 20)
-    x = pd.DataFrame({"designation": ["a", "b"], "description": [None, "d"], "productid": ["20", "21"],
+    x = pd.DataFrame({"designation": ["a", None], "description": [None, "d"], "productid": ["20", "21"],
                       "imageid": ["2", "3"]}, index=[100, 101])
-    rows = catalog_rows(x, tmp_path)
-    assert rows["image_ok"].tolist() == [True, False]
-    assert rows["orig_index"].tolist() == [100, 101]
+    rows, status = catalog_rows(x, tmp_path / "X_new.csv", tmp_path)
+    assert rows["image_ok"].tolist() == [True, False] and status.tolist() == ["ok", "missing"]
+    assert rows["orig_index"].tolist() == [100, 101] and rows["row_id"].tolist() == [0, 1]
+    assert rows["designation"].tolist() == ["a", ""] and rows["description"].isna().tolist() == [True, False]
+    assert rows["prdtypecode"].isna().all() and rows["is_official_test"].all()
+    assert rows["image_path"].iloc[0] == (tmp_path / "image_2_product_20.jpg").as_posix()
     x.loc[101, "imageid"] = "3.5"
-    with pytest.raises(PipelineError, match="row 101, column imageid"):
-        catalog_rows(x, tmp_path)
+    with pytest.raises(PipelineError, match=r"X_new\.csv: row 101, column imageid"):
+        catalog_rows(x, tmp_path / "X_new.csv", tmp_path)
+
+
+def test_ingest_and_predict_build_the_same_rows(tiny_sample, tiny_catalog):
+    """The official X_test rows read as new products equal the catalog's rows (row ids aside)."""
+    from rakuten.data.catalog import X_COLUMNS, X_TEST, read_official_csv
+
+    x = read_official_csv(tiny_sample / X_TEST, X_COLUMNS)
+    rows, _ = catalog_rows(x, tiny_sample / X_TEST, tiny_sample / "images" / "image_test")
+    official = tiny_catalog[tiny_catalog["is_official_test"]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(rows.drop(columns="row_id"), official.drop(columns="row_id"))
 
 
 def test_predict_stage_writes_submission(tmp_path, fitted):

@@ -49,7 +49,7 @@ def test_local_directory_is_used_first(tmp_path):
 
 
 def test_scratch_profile_needs_no_weights():
-    assert C.resolve_weights(C.CamembertConfig(model=C.SCRATCH)) is None
+    assert C.resolve_weights(C.CamembertConfig().with_active(model=C.SCRATCH)) is None
     assert resolve_torchvision("resnet18", "none") is None
 
 
@@ -111,4 +111,4 @@ def test_full_profile_stage_offline_exits_with_one_error_line(stage, overrides, 
 def replace_full(cfg: C.CamembertConfig, local_dir: str) -> C.CamembertConfig:
     from dataclasses import replace
 
-    return replace(cfg, profile="full", model="camembert-base", local_dir=local_dir)
+    return replace(cfg, profile="full").with_active(model="camembert-base", local_dir=local_dir)

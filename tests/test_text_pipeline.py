@@ -7,20 +7,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from rakuten.config import parse_section
 from rakuten.errors import PipelineError
-from rakuten.text.pipeline import TEXT_COLUMNS, clean_frame, clean_with_report, duplicate_report, parse_config, \
+from rakuten.text.pipeline import TEXT_COLUMNS, TextCleanConfig, clean_frame, clean_with_report, duplicate_report, \
     stage_report
 from tests.stagerun import default_params, error_lines, run_stage_script, with_overrides
 
 
-def section(**overrides) -> dict:
+def config(**overrides) -> TextCleanConfig:
     params = with_overrides(default_params(), {"text_clean.n_jobs": 1, **overrides})
-    return params["text_clean"]
+    return parse_section(TextCleanConfig, params["text_clean"], "text_clean")
 
 
 @pytest.fixture(scope="module")
 def cleaned(tiny_catalog):
-    return clean_with_report(tiny_catalog, section())
+    return clean_with_report(tiny_catalog, config())
 
 
 def test_columns_and_one_row_per_catalog_row(cleaned, tiny_catalog):
@@ -59,7 +60,7 @@ def test_mojibake_rows_are_repaired(cleaned, tiny_catalog, tiny_sample):
 def test_duplicates_are_counted_not_dropped(cleaned, tiny_catalog, tiny_sample):
     truth = json.loads((tiny_sample / "defects.json").read_text())
     frame, stats = cleaned
-    report = stage_report(tiny_catalog, frame, stats, parse_config(section()))
+    report = stage_report(tiny_catalog, frame, stats, config())
     assert report["rows_in"] == report["rows_out"] == len(tiny_catalog) and report["rows_dropped"] == 0
     assert report["duplicates"]["redundant_rows"] >= len(truth["duplicate_texts"])
     assert report["duplicates"]["conflicting_label_groups"] >= len(truth["conflicting_duplicate_texts"])
@@ -78,7 +79,7 @@ def test_duplicate_report_counts_conflicts():
 def test_empty_texts_are_kept_and_flagged():
     rows = pd.DataFrame({"row_id": [0, 1, 2], "designation": ["<p></p>", "Vélo rouge", "&nbsp;"],
                          "description": [None, "<b>12 cm</b>", float("nan")]})
-    frame = clean_frame(rows, section())
+    frame = clean_frame(rows, config())
     assert frame["row_id"].tolist() == [0, 1, 2]
     assert frame["text_empty"].tolist() == [True, False, True]
     assert frame["lang"].tolist()[0] == "und"
@@ -87,15 +88,15 @@ def test_empty_texts_are_kept_and_flagged():
 
 def test_bad_param_names_the_key():
     with pytest.raises(PipelineError, match=r"text_clean.normalise.lemmatizer = 'stem'"):
-        parse_config(section(**{"text_clean.normalise.lemmatizer": "stem"}))
+        config(**{"text_clean.normalise.lemmatizer": "stem"})
     with pytest.raises(PipelineError, match=r"text_clean.language.candidates contains 'zz'"):
         clean_frame(pd.DataFrame({"row_id": [0], "designation": ["x"], "description": [None]}),
-                    section(**{"text_clean.language.candidates": ["fr", "zz"]}))
+                    config(**{"text_clean.language.candidates": ["fr", "zz"]}))
 
 
 def test_missing_input_column_is_one_line():
     with pytest.raises(PipelineError, match="missing column description"):
-        clean_frame(pd.DataFrame({"row_id": [0], "designation": ["x"]}), section())
+        clean_frame(pd.DataFrame({"row_id": [0], "designation": ["x"]}), config())
 
 
 def test_stage_writes_outputs(tmp_path, tiny_catalog):
@@ -108,6 +109,9 @@ def test_stage_writes_outputs(tmp_path, tiny_catalog):
     assert len(table) == 60 and tuple(table.columns) == TEXT_COLUMNS
     report = json.loads((tmp_path / "reports/text_clean.json").read_text())
     assert report["rows_out"] == 60 and "distribution" in report["language"]
+    recorded = json.loads((tmp_path / "data/processed/text_clean.json").read_text())["text_clean"]
+    assert recorded["normalise"]["lemmatizer"] == default_params()["text_clean"]["normalise"]["lemmatizer"]
+    assert "n_jobs" not in recorded  # runtime knobs are not part of what the models were trained on
 
 
 def test_stage_without_marian_weights_fails_in_one_line(tmp_path, tiny_catalog, monkeypatch):

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from rakuten.text.pipeline import clean_frame
+from rakuten.config import parse_section
+from rakuten.text.pipeline import TextCleanConfig, clean_frame
 from tests.stagerun import default_params, with_overrides
 
 
@@ -16,13 +17,14 @@ def text_model_frame(tiny_split: pd.DataFrame) -> pd.DataFrame:
     key = id(tiny_split)
     if key not in _FRAMES:
         section = with_overrides(default_params(), {"text_clean.n_jobs": 1})["text_clean"]
-        _FRAMES[key] = tiny_split.merge(clean_frame(tiny_split, section), on="row_id")
+        cfg = parse_section(TextCleanConfig, section, "text_clean")
+        _FRAMES[key] = tiny_split.merge(clean_frame(tiny_split, cfg), on="row_id")
     return _FRAMES[key].copy()
 
 
 def majority_baseline_f1(train: pd.DataFrame, test: pd.DataFrame) -> float:
     """Weighted F1 of always predicting the most frequent training class."""
-    from rakuten.evaluate import scores
+    from rakuten.metrics import scores
 
     majority = int(train["prdtypecode"].mode().iloc[0])
     y = test["prdtypecode"].to_numpy(dtype=np.int64)
@@ -31,14 +33,16 @@ def majority_baseline_f1(train: pd.DataFrame, test: pd.DataFrame) -> float:
 
 def weighted_f1(module, model, frame: pd.DataFrame) -> float:
     from rakuten.classes import indices_to_codes
-    from rakuten.evaluate import scores
+    from rakuten.metrics import scores
 
     pred = indices_to_codes(module.predict_proba(model, frame).argmax(axis=1))
     return scores(frame["prdtypecode"].to_numpy(dtype=np.int64), pred)["weighted_f1"]
 
 
 def write_stage_inputs(workdir, tiny_split: pd.DataFrame, frame: pd.DataFrame) -> None:
-    """The files a text model stage reads (catalog, split, text.parquet), written under ``workdir``."""
+    """The files a text model stage reads (catalog, split, text.parquet and text_clean's record of its
+    params), written under ``workdir``."""
+    from rakuten.preprocessing import write_record
     from rakuten.text.pipeline import TEXT_COLUMNS
 
     (workdir / "data/interim").mkdir(parents=True, exist_ok=True)
@@ -47,3 +51,4 @@ def write_stage_inputs(workdir, tiny_split: pd.DataFrame, frame: pd.DataFrame) -
     tiny_split[catalog_columns].to_parquet(workdir / "data/interim/catalog.parquet", index=False)
     tiny_split[["row_id", "split", "group_id"]].to_parquet(workdir / "data/interim/split.parquet", index=False)
     frame[list(TEXT_COLUMNS)].to_parquet(workdir / "data/processed/text.parquet", index=False)
+    write_record("text_clean", default_params()["text_clean"], workdir / "data/processed/text_clean.json")

@@ -35,9 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", required=True, type=Path, help="CSV file to write")
     p.add_argument("--models", default=Path("models"), type=Path,
                    help="folder with the trained artifacts: <model>/ and fusion/ (default: models)")
-    p.add_argument("--params", default=Path("params.yaml"), type=Path,
-                   help="params file whose text_clean / image_clean sections the models were trained with "
-                        "(default: params.yaml)")
+    p.add_argument("--params", default=None, type=Path,
+                   help="today's params file (default: params.yaml when present). Text and images are cleaned "
+                        "as recorded with the models (<model>/preprocessing.json), never as this file says: "
+                        "it only supplies the runtime knobs (processes, batch sizes), and a warning names "
+                        "every text_clean / image_clean knob it changed since training")
     p.add_argument("--work-dir", type=Path, default=None,
                    help="where cleaned images are written (default: a temporary folder, removed at the end)")
     return parser
@@ -48,11 +50,13 @@ def _predict(args: argparse.Namespace) -> None:
     from rakuten.params import load_params
     from rakuten.predict import predict_csv
 
-    params = load_params(args.params)
+    params_path = args.params or Path("params.yaml")
+    params = load_params(params_path) if args.params is not None or params_path.is_file() else None
     if not args.images.is_dir():
         raise PipelineError(f"{args.images}: image folder not found")
     with tempfile.TemporaryDirectory(prefix="rakuten-predict-") as tmp:
-        table = predict_csv(args.input, args.images, params, args.models, args.work_dir or Path(tmp))
+        table = predict_csv(args.input, args.images, params, args.models, args.work_dir or Path(tmp),
+                            params_name=str(params_path))
     write_csv(table, args.output, index=True)
     partial = int(table["inputs_used"].str.contains("only|none").sum())
     log.info("wrote %d predictions to %s (%d from one modality or none)", len(table), args.output, partial)

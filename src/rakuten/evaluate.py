@@ -1,35 +1,13 @@
-"""Scores used everywhere: weighted F1 (the challenge metric), macro F1, accuracy, per-class tables."""
+"""The evaluate stage: every model and fusion strategy scored on test, per-class and confusion tables,
+the metrics summary and the results table. The scores themselves live in :mod:`rakuten.metrics`."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+from sklearn.metrics import confusion_matrix
 
-from rakuten.classes import CLASS_CODES, CLASS_LABELS
-
-
-def scores(y_true, y_pred) -> dict[str, float]:
-    """``weighted_f1``, ``macro_f1`` and ``accuracy`` over the 27 canonical classes, rounded to 6 places."""
-    y_true = np.asarray(y_true, dtype=np.int64)
-    y_pred = np.asarray(y_pred, dtype=np.int64)
-    if len(y_true) == 0:
-        raise ValueError("cannot score an empty set of predictions")
-    present = sorted(set(y_true.tolist()) | set(y_pred.tolist()))
-    return {
-        "weighted_f1": round(float(f1_score(y_true, y_pred, labels=present, average="weighted", zero_division=0)), 6),
-        "macro_f1": round(float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)), 6),
-        "accuracy": round(float(accuracy_score(y_true, y_pred)), 6),
-    }
-
-
-def per_class_report(y_true, y_pred) -> pd.DataFrame:
-    """Precision, recall, F1 and support per class (codes in canonical order, with labels)."""
-    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=list(CLASS_CODES), zero_division=0)
-    return pd.DataFrame({
-        "prdtypecode": CLASS_CODES,
-        "label": [CLASS_LABELS[c] for c in CLASS_CODES],
-        "precision": np.round(p, 6), "recall": np.round(r, 6), "f1": np.round(f, 6), "support": s,
-    })
+from rakuten.classes import CLASS_CODES
+from rakuten.metrics import per_class_report, scores
 
 
 def confusion_table(y_true, y_pred) -> pd.DataFrame:
@@ -43,7 +21,7 @@ def confusion_pairs(y_true, y_pred) -> pd.DataFrame:
     return pd.DataFrame({"actual": np.asarray(y_true, dtype=np.int64), "predicted": np.asarray(y_pred, dtype=np.int64)})
 
 
-#: the study's weighted F1 per pipeline model / fusion strategy (DATA.md, "Reference results")
+#: the study's weighted F1 per pipeline model / fusion strategy (docs/data.md, "Reference results")
 STUDY_WEIGHTED_F1: dict[str, tuple[float, str]] = {
     "tfidf_svm": (0.8172, "TF-IDF 10k + LinearSVC C=1 balanced"),
     "fasttext": (0.8173, "fastText supervised, lr 0.5, dim 100, 100 epochs, bigrams"),

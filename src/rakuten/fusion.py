@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 import logging
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -31,9 +31,11 @@ import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from rakuten.classes import N_CLASSES, PROBA_COLUMNS, codes_to_indices, indices_to_codes
+from rakuten.config import ConfigError, invalid, knob
 from rakuten.errors import PipelineError
-from rakuten.evaluate import scores
 from rakuten.io import atomic_path
+from rakuten.metrics import scores
+from rakuten.models import registry
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +153,34 @@ class FittedSoftVote(SoftVote):
         return self
 
 
+@dataclass(frozen=True)
+class LogregMeta:
+    """``fusion.logreg``: the logistic-regression meta-learner."""
+
+    C: float = knob(1.0, "inverse regularisation", lo=0.0, lo_open=True)
+    max_iter: int = knob(1000, "solver iterations", lo=1)
+
+
+@dataclass(frozen=True)
+class LinearSvmMeta:
+    """``fusion.linear_svm``: the linear SVM meta-learner (probabilities: softmax of its margins)."""
+
+    C: float = knob(1.0, "inverse regularisation", lo=0.0, lo_open=True)
+
+
+@dataclass(frozen=True)
+class XgboostMeta:
+    """``fusion.xgboost``: the XGBoost meta-learner (the study's best)."""
+
+    n_estimators: int = knob(200, "boosting rounds", lo=1)
+    max_depth: int = knob(3, "tree depth", lo=1)
+    learning_rate: float = knob(0.1, "shrinkage", lo=0.0, hi=1.0, lo_open=True)
+    subsample: float = knob(0.8, "share of rows per tree", lo=0.0, hi=1.0, lo_open=True)
+
+
+META_PARAMS = {"logreg": LogregMeta, "linear_svm": LinearSvmMeta, "xgboost": XgboostMeta}
+
+
 class MetaLearner:
     """A classifier on stacked probabilities that always answers the 27 canonical columns.
 
@@ -159,26 +189,27 @@ class MetaLearner:
     LinearSVC has no probabilities: the softmax of its margins is used (same argmax).
     """
 
-    def __init__(self, kind: str, params: dict | None = None, seed: int = 0, n_jobs: int = 1):
+    def __init__(self, kind: str, params: LogregMeta | LinearSvmMeta | XgboostMeta | None = None, seed: int = 0,
+                 n_jobs: int = 1):
         if kind not in META_LEARNERS:
             raise ValueError(f"meta-learner {kind!r}, expected one of {META_LEARNERS}")
-        self.kind, self.params, self.seed, self.n_jobs = kind, dict(params or {}), seed, n_jobs
+        params = META_PARAMS[kind]() if params is None else params
+        if not isinstance(params, META_PARAMS[kind]):
+            raise ValueError(f"meta-learner {kind}: params {params!r}, expected a {META_PARAMS[kind].__name__}")
+        self.kind, self.params, self.seed, self.n_jobs = kind, params, seed, n_jobs
 
     def _estimator(self):
+        p = self.params
         if self.kind == "logreg":
             from sklearn.linear_model import LogisticRegression
-            return LogisticRegression(C=self.params.get("C", 1.0), max_iter=self.params.get("max_iter", 1000),
-                                      random_state=self.seed)
+            return LogisticRegression(C=p.C, max_iter=p.max_iter, random_state=self.seed)
         if self.kind == "linear_svm":
             from sklearn.svm import LinearSVC
-            return LinearSVC(C=self.params.get("C", 1.0), max_iter=self.params.get("max_iter", 5000),
-                             random_state=self.seed)
+            return LinearSVC(C=p.C, max_iter=5000, random_state=self.seed)
         from xgboost import XGBClassifier
-        return XGBClassifier(n_estimators=self.params.get("n_estimators", 200),
-                             max_depth=self.params.get("max_depth", 3),
-                             learning_rate=self.params.get("learning_rate", 0.1),
-                             subsample=self.params.get("subsample", 0.8),
-                             tree_method="hist", random_state=self.seed, n_jobs=self.n_jobs, verbosity=0)
+        return XGBClassifier(n_estimators=p.n_estimators, max_depth=p.max_depth, learning_rate=p.learning_rate,
+                             subsample=p.subsample, tree_method="hist", random_state=self.seed, n_jobs=self.n_jobs,
+                             verbosity=0)
 
     def fit(self, x: np.ndarray, y: np.ndarray) -> "MetaLearner":
         self.classes_ = np.unique(np.asarray(y, dtype=np.int64))
@@ -234,76 +265,64 @@ class VotingStacking(Stacking):
 
 # --------------------------------------------------------------------------- configuration
 
-@dataclass
+@dataclass(frozen=True)
 class FusionConfig:
-    """The ``fusion`` params section, validated (see :func:`config_from_params`)."""
+    """``fusion``: late fusion of the models' probabilities; every strategy is fitted on val only."""
 
-    models: list[str]
-    weights: list[float]
-    strategy: str = "auto"
-    weight_step: float = 0.1
-    voting_stacking_meta: str = "xgboost"
-    meta_params: dict[str, dict] = field(default_factory=dict)
-    cv_folds: int = 5
-    seed: int = 0
-    n_jobs: int = 1
+    models: tuple[str, ...] = knob(("tfidf_svm", "fasttext", "camembert", "resnet50"),
+                                   "which reports/probs/<name>.parquet to fuse (any subset of the registered models)",
+                                   nonempty=True)
+    strategy: str = knob("auto", "auto = best out-of-fold val weighted F1; or force one of " + ", ".join(STRATEGIES),
+                         choices=("auto", *STRATEGIES))
+    weights: dict[str, float] = knob({"tfidf_svm": 0.2, "fasttext": 0.2, "camembert": 0.2, "resnet50": 0.4},
+                                     "soft_vote weights per model (renormalised over fusion.models); "
+                                     "study: 0.6 text / 0.4 image", lo=0.0)
+    weight_step: float = knob(0.1, "soft_vote_fit: simplex grid step of the weights searched on val "
+                              "(must divide 1)", lo=0.0, hi=1.0, lo_open=True)
+    voting_stacking_meta: str = knob("xgboost", "meta-learner of voting_stacking: logreg, linear_svm or xgboost",
+                                     choices=META_LEARNERS)
+    cv_folds: int = knob(5, "out-of-fold val score of each strategy (duplicate groups kept in one fold)", lo=2)
+    seed: int = knob(42, "seed of the CV folds and the meta-learners", lo=0)
+    n_jobs: int = knob(1, "XGBoost threads; keep 1: with more the result depends on the thread count, and "
+                       "OpenMP spin-waits made 2 threads 14x slower on a shared 2-core box", lo=1)
+    logreg: LogregMeta = knob(LogregMeta(), "stacking_logreg meta-learner")
+    linear_svm: LinearSvmMeta = knob(LinearSvmMeta(), "stacking_linear_svm meta-learner")
+    xgboost: XgboostMeta = knob(XgboostMeta(), "stacking_xgboost meta-learner (the study's best)")
+
+    @property
+    def model_weights(self) -> list[float]:
+        """The soft-vote weights of :attr:`models`, in their order."""
+        return [self.weights[m] for m in self.models]
+
+    def validate(self, key: str) -> None:
+        known = registry.MODELS
+        if len(set(self.models)) != len(self.models) or any(m not in known for m in self.models):
+            raise invalid(f"{key}.models", list(self.models),
+                          f"a non-empty list of distinct names from {', '.join(known)}")
+        missing = [m for m in self.models if m not in self.weights]
+        if missing:
+            raise ConfigError(f"missing key {key}.weights.{missing[0]} (a weight for each of {key}.models)")
+        if sum(self.model_weights) <= 0:
+            raise ConfigError(f"{key}.weights of the models in {key}.models sum to 0; "
+                              "expected at least one positive weight")
+        if abs(round(1 / self.weight_step) * self.weight_step - 1) > 1e-9:
+            raise invalid(f"{key}.weight_step", self.weight_step, "a step that divides 1 (0.1, 0.05)")
 
 
 def strategy_factories(cfg: FusionConfig) -> dict[str, Callable[[], object]]:
     """A fresh, unfitted instance of every strategy (each CV fold gets its own)."""
     def meta(kind: str) -> MetaLearner:
-        return MetaLearner(kind, cfg.meta_params.get(kind), cfg.seed, cfg.n_jobs)
+        return MetaLearner(kind, getattr(cfg, kind), cfg.seed, cfg.n_jobs)
 
     factories: dict[str, Callable[[], object]] = {
         "max_rule": MaxRule,
-        "soft_vote": lambda: SoftVote(cfg.weights),
+        "soft_vote": lambda: SoftVote(cfg.model_weights),
         "soft_vote_fit": lambda: FittedSoftVote(cfg.weight_step),
     }
     for kind in META_LEARNERS:
         factories[f"stacking_{kind}"] = (lambda k=kind: Stacking(meta(k)))
-    factories["voting_stacking"] = lambda: VotingStacking(SoftVote(cfg.weights), meta(cfg.voting_stacking_meta))
+    factories["voting_stacking"] = lambda: VotingStacking(SoftVote(cfg.model_weights), meta(cfg.voting_stacking_meta))
     return factories
-
-
-def config_from_params(section: dict, known_models: Sequence[str]) -> FusionConfig:
-    """Validate the ``fusion`` params section (every key, before any work) into a :class:`FusionConfig`."""
-    from rakuten import params as P
-
-    root = {"fusion": section}
-    models = P.get(root, "fusion.models")
-    if (not isinstance(models, list) or not models or len(set(models)) != len(models)
-            or any(m not in known_models for m in models)):
-        raise PipelineError(f"params.yaml: fusion.models = {models!r}, expected a non-empty list of distinct "
-                            f"names from {', '.join(known_models)}")
-    weights_map = P.get(root, "fusion.weights")
-    if not isinstance(weights_map, dict):
-        raise PipelineError(f"params.yaml: fusion.weights = {weights_map!r}, expected a mapping model -> weight")
-    weights = [P.number(root, f"fusion.weights.{m}", 0.0) for m in models]
-    if sum(weights) <= 0:
-        raise PipelineError("params.yaml: fusion.weights of the models in fusion.models sum to 0; "
-                            "expected at least one positive weight")
-    strategy = P.choice(root, "fusion.strategy", ("auto", *STRATEGIES))
-    step = P.number(root, "fusion.weight_step", 0.0, 1.0, lo_open=True)
-    if abs(round(1 / step) * step - 1) > 1e-9:
-        raise PipelineError(f"params.yaml: fusion.weight_step = {step!r}, expected a step that divides 1 (0.1, 0.05)")
-    meta_params = {}
-    for kind in META_LEARNERS:
-        node = P.get(root, f"fusion.{kind}")
-        if not isinstance(node, dict):
-            raise PipelineError(f"params.yaml: fusion.{kind} = {node!r}, expected a mapping of hyper-parameters")
-        meta_params[kind] = dict(node)
-    P.number(root, "fusion.logreg.C", 0.0, lo_open=True)
-    P.integer(root, "fusion.logreg.max_iter", 1)
-    P.number(root, "fusion.linear_svm.C", 0.0, lo_open=True)
-    P.integer(root, "fusion.xgboost.n_estimators", 1)
-    P.integer(root, "fusion.xgboost.max_depth", 1)
-    P.number(root, "fusion.xgboost.learning_rate", 0.0, 1.0, lo_open=True)
-    P.number(root, "fusion.xgboost.subsample", 0.0, 1.0, lo_open=True)
-    return FusionConfig(
-        models=list(models), weights=weights, strategy=strategy, weight_step=step,
-        voting_stacking_meta=P.choice(root, "fusion.voting_stacking_meta", META_LEARNERS),
-        meta_params=meta_params, cv_folds=P.integer(root, "fusion.cv_folds", 2),
-        seed=P.integer(root, "fusion.seed", 0), n_jobs=P.integer(root, "fusion.n_jobs", 1))
 
 
 # --------------------------------------------------------------------------- fitting on validation only

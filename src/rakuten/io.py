@@ -59,9 +59,15 @@ def atomic_path(path: str | os.PathLike, is_dir: bool = False) -> Iterator[Path]
 
 
 def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write a DataFrame to parquet atomically (no index)."""
+    """Write a DataFrame to parquet atomically (no index, no ``attrs``).
+
+    ``attrs`` are left out because pandas would store them in the file's metadata, and stages keep
+    run facts there (seconds spent): the file's bytes must depend on the data only.
+    """
+    data = df.copy(deep=False)
+    data.attrs = {}
     with atomic_path(path) as tmp:
-        df.to_parquet(tmp, index=False)
+        data.to_parquet(tmp, index=False)
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> None:

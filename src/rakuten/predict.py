@@ -1,8 +1,11 @@
 """Prediction with the trained artifacts: the submission file and batch prediction on new products.
 
 Both paths go through the same saved fused model (``models/fusion/``), so the submission and the
-``rakuten predict`` command give the same answer for the same inputs. A product with empty text or
-a missing image is still classified, from the models whose input it has (see
+``rakuten predict`` command give the same answer for the same inputs: new rows become catalog rows
+with ingest's own function, are cleaned with the text/image sections recorded with the trained
+models (:mod:`rakuten.preprocessing`, never today's ``params.yaml``), and the models' probabilities
+go through the same float32 tables' rounding as in the pipeline. A product with empty text or a
+missing image is still classified, from the models whose input it has (see
 :class:`rakuten.fusion.FusedModel`), and the ``inputs_used`` column says so.
 """
 from __future__ import annotations
@@ -10,14 +13,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
-from rakuten import fusion
+from rakuten import fusion, preprocessing
 from rakuten.classes import CLASS_LABELS, indices_to_codes
-from rakuten.data.catalog import X_COLUMNS, image_status, read_official_csv
+from rakuten.config import defaults, parse_section
+from rakuten.data.catalog import X_COLUMNS, catalog_rows, read_official_csv
 from rakuten.errors import PipelineError
 from rakuten.models import registry
 
@@ -53,60 +57,67 @@ def prediction_table(orig_index: np.ndarray, proba: np.ndarray, inputs_used: lis
     return out
 
 
-def catalog_rows(x: pd.DataFrame, image_dir: str | Path) -> pd.DataFrame:
-    """New products (X_test layout, indexed by the original index) as catalog rows.
-
-    Images are looked up as ``<image_dir>/image_<imageid>_product_<productid>.jpg``; a missing or
-    unreadable file only sets ``image_ok`` to False (the text models still predict the row).
-    """
-    image_dir = Path(image_dir)
-    ids = {}
-    for col in ("productid", "imageid"):
-        values = pd.to_numeric(x[col], errors="coerce")
-        bad = values.isna() | (values != values.round())
-        if bad.any():
-            row = x.index[int(np.flatnonzero(bad.to_numpy())[0])]
-            raise PipelineError(f"row {row}, column {col}: {x.loc[row, col]!r} is not an integer")
-        ids[col] = values.astype(np.int64).to_numpy()
-    paths = [image_dir / f"image_{i}_product_{p}.jpg" for i, p in zip(ids["imageid"], ids["productid"])]
-    return pd.DataFrame({
-        "row_id": np.arange(len(x), dtype=np.int64),
-        "orig_index": x.index.to_numpy(dtype=np.int64),
-        "designation": x["designation"].fillna("").astype(str).to_numpy(dtype=object),
-        "description": x["description"].astype(object).where(x["description"].notna(), None).to_numpy(),
-        "productid": ids["productid"],
-        "imageid": ids["imageid"],
-        "image_path": [p.as_posix() for p in paths],
-        "image_ok": [image_status(p) == "ok" for p in paths],
-        "prdtypecode": pd.array([None] * len(x), dtype="Int64"),
-        "is_official_test": True,
-    })
-
-
 @dataclass
 class Cleaners:
-    """The cleaning functions of the text and image stages (injectable for tests)."""
+    """The cleaning functions of the text and image stages and their sections' declarations
+    (injectable for tests)."""
 
-    text: Callable[[pd.DataFrame, dict], pd.DataFrame]
-    image: Callable[..., pd.DataFrame]
+    text: Callable[[pd.DataFrame, Any], pd.DataFrame]     # (rows, parsed text_clean config)
+    image: Callable[..., pd.DataFrame]                    # (rows, out_dir, parsed image_clean config, labels_split)
+    configs: dict[str, type]                              # section -> its declaration (rakuten.config)
 
 
 def default_cleaners() -> Cleaners:
-    """The pipeline's own cleaning (``rakuten.text.pipeline`` / ``rakuten.image.pipeline``)."""
+    """The pipeline's own cleaning (``rakuten.text.pipeline`` / ``rakuten.image.pipeline``) and declarations."""
     try:
+        from rakuten.image.config import ImageCleanConfig
         from rakuten.image.pipeline import clean_frame as clean_images
+        from rakuten.text.pipeline import TextCleanConfig
         from rakuten.text.pipeline import clean_frame as clean_text
     except ImportError as exc:
         raise PipelineError(f"cannot import the cleaning stages ({exc}); is the package fully installed?") from None
-    return Cleaners(text=clean_text, image=clean_images)
+    return Cleaners(text=clean_text, image=clean_images,
+                    configs={"text_clean": TextCleanConfig, "image_clean": ImageCleanConfig})
 
 
-def model_frame(rows: pd.DataFrame, params: dict, work_dir: Path, cleaners: Cleaners) -> pd.DataFrame:
-    """Catalog rows joined with the text and image cleaning columns, as the models expect them."""
-    text = cleaners.text(rows, params.get("text_clean", {}))
-    images = cleaners.image(rows, Path(work_dir) / "images", params.get("image_clean", {}), None)
-    frame = rows.merge(text, on="row_id", how="left", validate="one_to_one")
-    frame = frame.merge(images, on="row_id", how="left", validate="one_to_one")
+def trained_preprocessing(models_dir: Path, model: "fusion.FusedModel", params: dict | None, params_name: str,
+                          cleaners: Cleaners) -> dict[str, Any]:
+    """The parsed ``text_clean`` / ``image_clean`` configs the fused models were trained with.
+
+    Read from ``models/<name>/preprocessing.json`` (all models must agree), parsed with the
+    sections' declarations (errors name that file). ``params`` (today's params file, None when
+    absent) is only compared with them (one warning names each changed knob) and supplies the
+    runtime knobs the records leave out (processes, batch sizes; else their declared defaults).
+    """
+    for name in model.models:
+        if not (models_dir / name).exists():
+            raise PipelineError(f"{models_dir / name}: trained model not found; run `dvc repro {name}`")
+    trained, sources = preprocessing.load_trained(models_dir, dict(zip(model.models, model.modalities)))
+    if params is None:
+        log.info("%s not found: preprocessing as recorded with the models, runtime knobs at their defaults",
+                 params_name)
+    else:
+        preprocessing.warn_if_changed(trained, params, params_name)
+    fallback = {section: defaults(cls) for section, cls in cleaners.configs.items()}
+    sections = preprocessing.with_runtime(trained, params or {}, fallback)
+    return {section: parse_section(cleaners.configs[section], values, section, source=str(sources[section]))
+            for section, values in sections.items()}
+
+
+def model_frame(rows: pd.DataFrame, sections: dict[str, Any], work_dir: Path, cleaners: Cleaners) -> pd.DataFrame:
+    """Catalog rows joined with the text and image cleaning columns, as the models expect them.
+
+    ``sections`` holds the parsed ``text_clean`` / ``image_clean`` configs the models were trained
+    with; a modality no fused model reads (no section) is not cleaned. New rows have no labels: the
+    image cleaning skips the duplicate hashing, which only serves the training policy.
+    """
+    frame = rows
+    if "text_clean" in sections:
+        text = cleaners.text(rows, sections["text_clean"])
+        frame = frame.merge(text, on="row_id", how="left", validate="one_to_one")
+    if "image_clean" in sections:
+        images = cleaners.image(rows, Path(work_dir) / "images", sections["image_clean"], None)
+        frame = frame.merge(images, on="row_id", how="left", validate="one_to_one")
     if len(frame) != len(rows):
         raise PipelineError(f"cleaning returned {len(frame)} rows for {len(rows)} inputs")
     return frame
@@ -122,10 +133,16 @@ def input_flags(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return text_ok, image_ok
 
 
-def predict_frame(frame: pd.DataFrame, models_dir: str | Path = "models") -> tuple[np.ndarray, list[str]]:
-    """Fused probabilities (n, 27) and the inputs used per row, from the saved model artifacts."""
+def predict_frame(frame: pd.DataFrame, models_dir: str | Path = "models",
+                  fused: "fusion.FusedModel | None" = None) -> tuple[np.ndarray, list[str]]:
+    """Fused probabilities (n, 27) and the inputs used per row, from the saved model artifacts.
+
+    Each model's probabilities are rounded to float32 before fusion, as the pipeline stores them
+    (``reports/probs/<name>.parquet``) and as the fused model was fitted and the submission made;
+    the fused rows are renormalised like the fusion stage's table.
+    """
     models_dir = Path(models_dir)
-    fused = fusion.load(models_dir / "fusion")
+    fused = fused or fusion.load(models_dir / "fusion")
     mats = []
     for name in fused.models:
         module = registry.load_module(name)
@@ -133,22 +150,34 @@ def predict_frame(frame: pd.DataFrame, models_dir: str | Path = "models") -> tup
         if not model_dir.exists():
             raise PipelineError(f"{model_dir}: trained model not found; run `dvc repro {name}`")
         log.info("predicting with %s", name)
-        mats.append(np.asarray(module.predict_proba(module.load(model_dir), frame), dtype=np.float64))
+        proba = np.asarray(module.predict_proba(module.load(model_dir), frame))
+        mats.append(proba.astype(np.float32).astype(np.float64))
     text_ok, image_ok = input_flags(frame)
     available = fusion.availability(fused.modalities, text_ok, image_ok)
-    return fused.predict_proba(mats, available), fused.inputs_used(text_ok, image_ok)
+    # rows renormalised as the fusion stage does before publishing reports/probs/fusion.parquet
+    return fusion.normalise_rows(fused.predict_proba(mats, available)), fused.inputs_used(text_ok, image_ok)
 
 
-def predict_csv(x_csv: str | Path, image_dir: str | Path, params: dict, models_dir: str | Path,
-                work_dir: str | Path, cleaners: Cleaners | None = None) -> pd.DataFrame:
-    """Classify the products of a CSV in the X_test layout whose images are in ``image_dir``."""
+def predict_csv(x_csv: str | Path, image_dir: str | Path, params: dict | None, models_dir: str | Path,
+                work_dir: str | Path, cleaners: Cleaners | None = None,
+                params_name: str = "params.yaml") -> pd.DataFrame:
+    """Classify the products of a CSV in the X_test layout whose images are in ``image_dir``.
+
+    Cleaning follows the preprocessing recorded with the models; ``params`` (today's params file,
+    named ``params_name`` in messages; None when there is none) is only checked against it and
+    supplies the runtime knobs (see :func:`trained_preprocessing`).
+    """
+    cleaners = cleaners or default_cleaners()
+    models_dir = Path(models_dir)
+    fused = fusion.load(models_dir / "fusion")
+    sections = trained_preprocessing(models_dir, fused, params, params_name, cleaners)
     x = read_official_csv(Path(x_csv), X_COLUMNS)
     if len(x) == 0:
         raise PipelineError(f"{x_csv}: no rows to classify")
-    rows = catalog_rows(x, image_dir)
+    rows, _ = catalog_rows(x, Path(x_csv), image_dir)
     log.info("%d products, %d without a readable image file", len(rows), int((~rows["image_ok"]).sum()))
-    frame = model_frame(rows, params, Path(work_dir), cleaners or default_cleaners())
-    proba, inputs = predict_frame(frame, models_dir)
+    frame = model_frame(rows, sections, Path(work_dir), cleaners)
+    proba, inputs = predict_frame(frame, models_dir, fused)
     return prediction_table(rows["orig_index"].to_numpy(), proba, inputs)
 
 

@@ -8,6 +8,7 @@ from typing import Callable
 
 from rakuten.errors import PipelineError
 from rakuten.logs import setup_logging
+from rakuten.numerics import late_libraries
 
 
 def run_stage(main: Callable[[], None]) -> None:
@@ -16,6 +17,10 @@ def run_stage(main: Callable[[], None]) -> None:
     Unexpected exceptions still show a traceback: they are bugs, not bad input.
     """
     setup_logging()
+    late = late_libraries()
+    if late:  # a stage script that imports numpy/cv2 before rakuten: its outputs may differ between machines
+        logging.getLogger("rakuten").warning("%s loaded before rakuten, so the numeric pins of rakuten.numerics "
+                                             "do not apply to it; import rakuten first", ", ".join(late))
     # SIGTERM (dvc, a scheduler, `kill`) unwinds like Ctrl-C, so atomic writes remove their temporaries
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:

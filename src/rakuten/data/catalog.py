@@ -1,4 +1,4 @@
-"""Loading and validating the official file layout (DATA.md) into one catalog table.
+"""Loading and validating the official file layout (docs/data.md) into one catalog table.
 
 Everything is checked before anything is written; each violation is a :class:`PipelineError`
 whose single line names the file, the row (original index) or column, and what was expected.
@@ -33,6 +33,8 @@ X_COLUMNS = ("designation", "description", "productid", "imageid")
 Y_COLUMNS = ("prdtypecode",)
 _IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"RIFF")
 _DELIMITERS = ",;\t|"
+CATALOG_COLUMNS = ("row_id", "orig_index", "designation", "description", "productid", "imageid", "image_path",
+                   "image_ok", "prdtypecode", "is_official_test")
 
 
 @dataclass
@@ -54,7 +56,7 @@ def read_official_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     Extra columns are accepted and dropped with a note; missing ones are an error.
     """
     if not path.is_file():
-        raise PipelineError(f"{path}: file not found; expected the official layout (see DATA.md)")
+        raise PipelineError(f"{path}: file not found; expected the official layout (see docs/data.md)")
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
@@ -125,6 +127,39 @@ def image_status(path: Path) -> str:
     return "ok" if head.startswith(_IMAGE_SIGNATURES) else "unreadable"
 
 
+def catalog_rows(x: pd.DataFrame, x_path: Path, image_dir: str | Path, *, is_official_test: bool = True,
+                 first_row_id: int = 0, labels: np.ndarray | None = None,
+                 path_dir: str | Path | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+    """Rows of an X-layout CSV (as :func:`read_official_csv` returns them) as catalog rows.
+
+    The one conversion used by ``ingest`` (the training catalog) and ``rakuten predict`` (new
+    products), so both give the models the same columns and values. Images are looked up as
+    ``<image_dir>/image_<imageid>_product_<productid>.jpg`` and written to ``image_path`` under
+    ``path_dir`` (default ``image_dir``). Returns the rows (:data:`CATALOG_COLUMNS`; ``row_id`` from
+    ``first_row_id``; ``prdtypecode`` from ``labels``, else empty) and each image's
+    :func:`image_status`. A non-integer id is one line naming ``x_path``, the row and the column.
+    """
+    image_dir = Path(image_dir)
+    path_dir = Path(path_dir) if path_dir is not None else image_dir
+    productid = _integer_column(x, "productid", x_path)
+    imageid = _integer_column(x, "imageid", x_path)
+    names = [f"image_{i}_product_{p}.jpg" for i, p in zip(imageid, productid)]
+    statuses = np.array([image_status(image_dir / name) for name in names], dtype=object)
+    rows = pd.DataFrame({
+        "row_id": np.arange(first_row_id, first_row_id + len(x), dtype=np.int64),
+        "orig_index": x.index.to_numpy(np.int64),
+        "designation": x["designation"].fillna("").astype(str).to_numpy(),
+        "description": x["description"].astype(object).where(x["description"].notna(), None).to_numpy(),
+        "productid": productid,
+        "imageid": imageid,
+        "image_path": [(path_dir / name).as_posix() for name in names],
+        "image_ok": statuses == "ok",
+        "prdtypecode": pd.array([None] * len(x) if labels is None else list(labels), dtype="Int64"),
+        "is_official_test": is_official_test,
+    })
+    return rows[list(CATALOG_COLUMNS)], statuses
+
+
 def load_catalog(root: str | Path, on_bad_image: str = "error", path_prefix: str | None = None):
     """Validate the official layout under ``root`` and return ``(catalog, report)``.
 
@@ -134,7 +169,7 @@ def load_catalog(root: str | Path, on_bad_image: str = "error", path_prefix: str
     """
     root = Path(root)
     if not root.is_dir():
-        raise PipelineError(f"{root}: directory not found; expected the official files there (see DATA.md)")
+        raise PipelineError(f"{root}: directory not found; expected the official files there (see docs/data.md)")
     report = IngestReport()
     x_train = read_official_csv(root / X_TRAIN, X_COLUMNS)
     y_train = read_official_csv(root / Y_TRAIN, Y_COLUMNS)
@@ -143,26 +178,13 @@ def load_catalog(root: str | Path, on_bad_image: str = "error", path_prefix: str
     overlap = x_train.index.intersection(x_test.index)
     if len(overlap):
         raise PipelineError(f"{root / X_TEST}: index {overlap[0]} also appears in {X_TRAIN}; expected disjoint indices")
-    parts = []
-    for x, path, is_test in ((x_train, root / X_TRAIN, False), (x_test, root / X_TEST, True)):
-        part = pd.DataFrame({
-            "orig_index": x.index.to_numpy(np.int64),
-            "designation": x["designation"].fillna("").astype(str).to_numpy(),
-            "description": x["description"].astype(object).where(x["description"].notna(), None).to_numpy(),
-            "productid": _integer_column(x, "productid", path),
-            "imageid": _integer_column(x, "imageid", path),
-            "is_official_test": is_test,
-        })
-        parts.append(part)
-    catalog = pd.concat(parts, ignore_index=True)
-    catalog.insert(0, "row_id", np.arange(len(catalog), dtype=np.int64))
-    catalog["prdtypecode"] = pd.array(list(codes) + [None] * len(x_test), dtype="Int64")
     prefix = Path(path_prefix) if path_prefix is not None else root
-    catalog["image_path"] = [
-        (prefix / IMAGE_DIRS[bool(t)] / f"image_{i}_product_{p}.jpg").as_posix()
-        for i, p, t in zip(catalog["imageid"], catalog["productid"], catalog["is_official_test"])]
-    statuses = np.array([image_status(root / IMAGE_DIRS[bool(t)] / f"image_{i}_product_{p}.jpg")
-                         for i, p, t in zip(catalog["imageid"], catalog["productid"], catalog["is_official_test"])])
+    train, train_status = catalog_rows(x_train, root / X_TRAIN, root / IMAGE_DIRS[False], labels=codes,
+                                       path_dir=prefix / IMAGE_DIRS[False], is_official_test=False)
+    test, test_status = catalog_rows(x_test, root / X_TEST, root / IMAGE_DIRS[True], first_row_id=len(train),
+                                     path_dir=prefix / IMAGE_DIRS[True], is_official_test=True)
+    catalog = pd.concat([train, test], ignore_index=True)
+    statuses = np.concatenate([train_status, test_status])
     bad = np.flatnonzero(statuses != "ok")
     if len(bad) and on_bad_image == "error":
         i = int(bad[0])
@@ -170,7 +192,6 @@ def load_catalog(root: str | Path, on_bad_image: str = "error", path_prefix: str
         raise PipelineError(f"{catalog.at[i, 'image_path']}: image {statuses[i]} for {split_file} row "
                             f"{catalog.at[i, 'orig_index']}; expected a readable JPEG "
                             "(set ingest.on_bad_image: flag to keep such rows for text-only prediction)")
-    catalog["image_ok"] = statuses == "ok"
     report.rows_train = len(x_train)
     report.rows_official_test = len(x_test)
     report.images_missing = int((statuses == "missing").sum())
@@ -183,5 +204,4 @@ def load_catalog(root: str | Path, on_bad_image: str = "error", path_prefix: str
         report.notes.append(f"{report.empty_designation} rows with empty designation kept (e.g. index {rows}); "
                             "text_clean flags them and the image model still predicts them")
         log.warning(report.notes[-1])
-    return catalog[["row_id", "orig_index", "designation", "description", "productid", "imageid",
-                    "image_path", "image_ok", "prdtypecode", "is_official_test"]], report
+    return catalog, report

@@ -23,6 +23,7 @@ import logging
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
+from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -30,6 +31,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from rakuten.classes import CLASS_CODES, class_proportions
+from rakuten.config import knob
 from rakuten.data import vocabulary as V
 from rakuten.io import atomic_path
 
@@ -39,14 +41,9 @@ DEFECT_TYPES = ("exact_duplicates", "near_duplicates", "blur", "red_cast", "bord
 
 
 @dataclass(frozen=True)
-class SampleConfig:
-    """Size, seed and the rates of every planted property (defaults mimic DATA.md)."""
+class Planted:
+    """Rates of the properties the generator plants, mimicking the real catalog (fixed, not params)."""
 
-    n_train: int = 5000
-    n_test: int = 800
-    image_size: int = 128
-    seed: int = 42
-    n_jobs: int = 2
     missing_description_rate: float = 0.35
     english_rate: float = 0.15
     german_rate: float = 0.03
@@ -62,14 +59,19 @@ class SampleConfig:
     border_rate: float = 0.05
     jpeg_quality: int = 90
 
-    def __post_init__(self) -> None:
-        if self.n_train < len(CLASS_CODES) * 2:
-            raise ValueError(f"sample.n_train = {self.n_train}, expected at least {len(CLASS_CODES) * 2} "
-                             "(two rows per class)")
-        if self.n_test < 0:
-            raise ValueError(f"sample.n_test = {self.n_test}, expected >= 0")
-        if not 32 <= self.image_size <= 1024:
-            raise ValueError(f"sample.image_size = {self.image_size}, expected an integer in [32, 1024]")
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """``sample``: size and seed of the synthetic catalog (generated only when ``data.source`` is sample)."""
+
+    n_train: int = knob(5000, "labelled rows (the real catalog: 84916)", lo=2 * len(CLASS_CODES))
+    n_test: int = knob(800, "official test rows (the real catalog: 13812)", lo=0)
+    image_size: int = knob(128, "image side in px (the real catalog: 500)", lo=32, hi=1024)
+    seed: int = knob(42, "generator seed: same seed, byte-identical catalog", lo=0)
+    n_jobs: int = knob(2, "worker processes (output does not depend on it)", lo=1, hi=256)
+
+    #: what the generator plants: fixed by its design (mimicking the real catalog), not params
+    planted: ClassVar[Planted] = Planted()
 
 
 # ---------------------------------------------------------------- labels and languages
@@ -80,7 +82,7 @@ def proportional_labels(n: int, rng: np.random.Generator) -> np.ndarray:
     counts = np.maximum(np.floor(quota).astype(int), 1)
     while counts.sum() > n:
         counts[np.argmax(counts)] -= 1
-    order = np.argsort(-(quota - np.floor(quota)))
+    order = np.argsort(-(quota - np.floor(quota)), kind="stable")  # equal remainders: class order, on any CPU
     i = 0
     while counts.sum() < n:
         counts[order[i % len(order)]] += 1
@@ -102,10 +104,10 @@ def assign_languages(labels: np.ndarray, cfg: SampleConfig, rng: np.random.Gener
     """Per-row language code: fr, en, de, and es/it for a few rows of classes that have such titles."""
     u = rng.random(len(labels))
     langs = np.full(len(labels), "fr", dtype=object)
-    langs[u < cfg.english_rate + cfg.german_rate] = "de"
-    langs[u < cfg.english_rate] = "en"
+    langs[u < cfg.planted.english_rate + cfg.planted.german_rate] = "de"
+    langs[u < cfg.planted.english_rate] = "en"
     eligible = np.isin(labels, V.OTHER_LANGUAGE_CLASSES["es"]) & (langs == "fr")
-    other = eligible & (rng.random(len(labels)) < cfg.other_language_rate / max(eligible.mean(), 1e-9))
+    other = eligible & (rng.random(len(labels)) < cfg.planted.other_language_rate / max(eligible.mean(), 1e-9))
     langs[other] = np.where(rng.random(other.sum()) < 0.5, "es", "it")
     return langs
 
@@ -367,8 +369,9 @@ def plan_image_defects(labels: np.ndarray, cfg: SampleConfig, rng: np.random.Gen
     defect = np.full(n, "", dtype=object)
     source = np.full(n, -1, dtype=np.int64)
     order = rng.permutation(n)
-    rates = {"exact_duplicates": cfg.exact_duplicate_rate, "near_duplicates": cfg.near_duplicate_rate,
-             "blur": cfg.blur_rate, "red_cast": cfg.red_cast_rate, "border": cfg.border_rate}
+    p = cfg.planted
+    rates = {"exact_duplicates": p.exact_duplicate_rate, "near_duplicates": p.near_duplicate_rate,
+             "blur": p.blur_rate, "red_cast": p.red_cast_rate, "border": p.border_rate}
     counts = {name: int(round(rate * n)) for name, rate in rates.items()}
     pos = 0
     for name in DEFECT_TYPES:
@@ -402,8 +405,8 @@ def generate_tables(cfg: SampleConfig):
     labels = np.concatenate([proportional_labels(cfg.n_train, rng),
                              proportional_labels(cfg.n_test, rng) if cfg.n_test else np.array([], int)])
     langs = assign_languages(labels, cfg, rng)
-    hard = rng.random(n) < cfg.hard_row_rate
-    has_description = rng.random(n) >= cfg.missing_description_rate
+    hard = rng.random(n) < cfg.planted.hard_row_rate
+    has_description = rng.random(n) >= cfg.planted.missing_description_rate
     designation, description = [], []
     for i in range(n):
         row_rng = _row_rng(cfg.seed, i, 0)
@@ -411,13 +414,13 @@ def generate_tables(cfg: SampleConfig):
         description.append(make_description(int(labels[i]), langs[i], bool(hard[i]), row_rng)
                            if has_description[i] else None)
     # exact duplicate texts within train (a share with a conflicting label from a sibling class)
-    n_dup = int(round(cfg.duplicate_text_rate * cfg.n_train))
+    n_dup = int(round(cfg.planted.duplicate_text_rate * cfg.n_train))
     dup_rows = rng.choice(cfg.n_train, size=2 * n_dup, replace=False)
     duplicate_texts, conflicting = [], []
     for src, dst in zip(dup_rows[:n_dup], dup_rows[n_dup:]):
         src, dst = int(src), int(dst)
         designation[dst], description[dst], langs[dst] = designation[src], description[src], langs[src]
-        if rng.random() < cfg.conflicting_duplicate_share:
+        if rng.random() < cfg.planted.conflicting_duplicate_share:
             labels[dst] = _sibling(int(labels[src]), rng)
             conflicting.append([src, dst])
         else:
@@ -426,7 +429,7 @@ def generate_tables(cfg: SampleConfig):
     dup_dst = {d for _, d in duplicate_texts}
     # mojibake on French rows with accents (never on duplicated texts, to keep both truths exact)
     mojibake_rows = []
-    for i in np.flatnonzero(rng.random(n) < cfg.mojibake_rate):
+    for i in np.flatnonzero(rng.random(n) < cfg.planted.mojibake_rate):
         if langs[i] == "fr" and int(i) not in dup_dst and any(c in designation[i] for c in "éèàçêô"):
             designation[i] = mojibake(designation[i])
             mojibake_rows.append(int(i))
@@ -452,7 +455,7 @@ def write_sample(cfg: SampleConfig, out_dir: str | os.PathLike) -> dict:
     rel = ["image_train" if i < n_train else "image_test" for i in range(len(x))]
     files = [f"images/{d}/{image_file_name(int(iid), int(pid))}"
              for d, iid, pid in zip(rel, x["imageid"], x["productid"])]
-    tasks = [(cfg.seed, i, int(labels[i]), cfg.image_size, cfg.jpeg_quality, defect[i], int(source[i]),
+    tasks = [(cfg.seed, i, int(labels[i]), cfg.image_size, cfg.planted.jpeg_quality, defect[i], int(source[i]),
               int(labels[source[i]]) if source[i] >= 0 else -1) for i in range(len(x))]
     with atomic_path(out_dir, is_dir=True) as tmp:
         (tmp / "images" / "image_train").mkdir(parents=True)
@@ -484,7 +487,8 @@ def ground_truth(files, labels, langs, hard, defect, source, text_truth, n_train
              for kind, g in groups.items()}
     as_files = {kind: sorted([files[r] for r in rows] for rows in g.values()) for kind, g in groups.items()}
     return {
-        "config": {k: v for k, v in asdict(cfg).items() if k != "n_jobs"},  # n_jobs never changes output
+        # n_jobs never changes the output, so it is not recorded
+        "config": {**{k: v for k, v in asdict(cfg).items() if k != "n_jobs"}, **asdict(cfg.planted)},
         "image_defects": {
             "exact_duplicates": as_files["exact_duplicates"],
             "near_duplicates": as_files["near_duplicates"],

@@ -15,17 +15,38 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from rakuten.config import ConfigError, knob
 from rakuten.errors import PipelineError
 
 SPLITS = ("train", "val", "test")
 OFFICIAL_TEST = "official_test"
 _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
 _TAG = re.compile(r"<[^>]+>")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """``split``: shares of the labelled rows in train / val / test, and the seed."""
+
+    train: float = knob(0.8, "share of the labelled rows that trains the models", lo=0.0, hi=1.0)
+    val: float = knob(0.1, "share used to choose epochs and fusion strategies", lo=0.0, hi=1.0)
+    test: float = knob(0.1, "held-out share, only ever scored", lo=0.0, hi=1.0)
+    seed: int = knob(42, "order in which duplicate groups fill the splits", lo=0)
+
+    @property
+    def fractions(self) -> dict[str, float]:
+        return {name: getattr(self, name) for name in SPLITS}
+
+    def validate(self, key: str) -> None:
+        total = sum(self.fractions.values())
+        if abs(total - 1.0) > 1e-6:
+            raise ConfigError(f"{' + '.join(f'{key}.{s}' for s in SPLITS)} = {total:g}, expected them to sum to 1")
 
 
 def text_key(designation: str, description: str | None) -> str:

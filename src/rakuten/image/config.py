@@ -1,68 +1,81 @@
-"""The ``image_clean`` params section, validated once into a frozen config.
+"""The ``image_clean`` params section, declared once as a frozen config mirroring ``params.yaml``.
 
 Why a dataclass: the per-image worker runs in other processes, so it gets one small picklable
 object instead of a nested dict, and every key is checked (with its dotted name in the error)
-before any image is touched. The hashing knobs (hash size, radius, crop variants) live in the
-``image_hash`` section (:mod:`rakuten.image.hashing`): duplicates are found before the split.
+before any image is touched (:func:`rakuten.config.parse_section`). The hashing knobs (hash size,
+radius, crop variants) live in the ``image_hash`` section (:mod:`rakuten.image.hashing`):
+duplicates are found before the split.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
 
-from rakuten import params as P
+from rakuten.config import knob
 
-SECTION = "image_clean"
 RED_CAST_METHODS = ("gray_world", "saturation", "equalize", "none")
 BORDER_BACKGROUNDS = ("white", "uniform")
 
 
 @dataclass(frozen=True)
+class NearDuplicates:
+    """``image_clean.near_duplicates``: the duplicate policy (clusters come from ``image_hash``)."""
+
+    cross_class_weight: float = knob(0.5, "sample_weight of kept train rows in a cluster spanning classes "
+                                     "(study: reduced weight)", lo=0.0, hi=1.0)
+
+
+@dataclass(frozen=True)
+class Blur:
+    """``image_clean.blur``: detection and sharpening."""
+
+    threshold: float = knob(40.0, "variance of the Laplacian (at <= size px) below this = blurry", lo=0.0)
+    sharpen_amount: float = knob(1.0, "unsharp mask: out = img + amount * (img - gaussian(img, sigma))",
+                                 lo=0.0, hi=5.0)
+    sharpen_sigma: float = knob(1.0, "unsharp mask sigma, in output pixels", lo=0.1, hi=20.0)
+
+
+@dataclass(frozen=True)
+class RedCast:
+    """``image_clean.red_cast``: detection and correction."""
+
+    threshold: float = knob(1.15, "mean R / mean(G, B) above this = red cast (study: red 10-15% above G and B)",
+                            lo=1.0, lo_open=True)
+    method: str = knob("gray_world", "gray_world | saturation (study: -15%) | equalize | none",
+                       choices=RED_CAST_METHODS)
+    saturation_reduction: float = knob(0.15, "share of saturation removed by the saturation method",
+                                       lo=0.0, hi=1.0)
+
+
+@dataclass(frozen=True)
+class Border:
+    """``image_clean.border``: a product drawn small inside a wide uniform border is cropped and zoomed."""
+
+    background: str = knob("white", "white (the study's case) | uniform (any uniform colour)",
+                           choices=BORDER_BACKGROUNDS)
+    tolerance: int = knob(16, "max channel difference to the border colour", lo=0, hi=128)
+    min_fraction: float = knob(0.5, "crop when the border covers at least this share of the area", lo=0.0, hi=1.0)
+    max_zoom: float = knob(0.5, "enlarge the product at most 1 + max_zoom times (study: zoom up to 50%)",
+                           lo=0.0, hi=10.0)
+    margin: float = knob(0.04, "kept around the product, as a share of the image side", lo=0.0, hi=0.5)
+
+
+@dataclass(frozen=True)
+class ContactSheet:
+    """``image_clean.contact_sheet``: the before/after figures."""
+
+    examples: int = knob(8, "lines per reports/figures/image_clean/<defect>.png", lo=0, hi=100)
+
+
+@dataclass(frozen=True)
 class ImageCleanConfig:
-    """Every knob of the image cleaning (see ``params.yaml``, section ``image_clean``)."""
+    """``image_clean``: duplicates, blur, red cast, borders (study 2.3); the image model's input images."""
 
-    size: int = 224
-    jpeg_quality: int = 95
-    n_jobs: int = 2
-    min_side: int = 16
-    cross_class_weight: float = 0.5
-    blur_threshold: float = 40.0
-    sharpen_amount: float = 1.0
-    sharpen_sigma: float = 1.0
-    red_threshold: float = 1.15
-    red_method: str = "gray_world"
-    saturation_reduction: float = 0.15
-    border_background: str = "white"
-    border_tolerance: int = 16
-    border_min_fraction: float = 0.5
-    max_zoom: float = 0.5
-    border_margin: float = 0.04
-    sheet_examples: int = 8
-
-
-def config_from_params(section: Mapping[str, Any]) -> ImageCleanConfig:
-    """Validate the ``image_clean`` section (nested as in params.yaml) into a config.
-
-    Raises :class:`~rakuten.errors.PipelineError` naming the dotted key of the first bad value.
-    """
-    p = {SECTION: section}
-    k = SECTION + "."
-    return ImageCleanConfig(
-        size=P.integer(p, k + "size", 32, 1024),
-        jpeg_quality=P.integer(p, k + "jpeg_quality", 50, 100),
-        n_jobs=P.integer(p, k + "n_jobs", 1, 256),
-        min_side=P.integer(p, k + "min_side", 2, 512),
-        cross_class_weight=float(P.number(p, k + "near_duplicates.cross_class_weight", 0.0, 1.0)),
-        blur_threshold=float(P.number(p, k + "blur.threshold", 0.0)),
-        sharpen_amount=float(P.number(p, k + "blur.sharpen_amount", 0.0, 5.0)),
-        sharpen_sigma=float(P.number(p, k + "blur.sharpen_sigma", 0.1, 20.0)),
-        red_threshold=float(P.number(p, k + "red_cast.threshold", 1.0, lo_open=True)),
-        red_method=P.choice(p, k + "red_cast.method", RED_CAST_METHODS),
-        saturation_reduction=float(P.number(p, k + "red_cast.saturation_reduction", 0.0, 1.0)),
-        border_background=P.choice(p, k + "border.background", BORDER_BACKGROUNDS),
-        border_tolerance=P.integer(p, k + "border.tolerance", 0, 128),
-        border_min_fraction=float(P.number(p, k + "border.min_fraction", 0.0, 1.0)),
-        max_zoom=float(P.number(p, k + "border.max_zoom", 0.0, 10.0)),
-        border_margin=float(P.number(p, k + "border.margin", 0.0, 0.5)),
-        sheet_examples=P.integer(p, k + "contact_sheet.examples", 0, 100),
-    )
+    size: int = knob(224, "side (px) of data/processed/images/<row_id>.jpg, the image model's input", lo=32, hi=1024)
+    jpeg_quality: int = knob(95, "JPEG quality of the cleaned images", lo=50, hi=100)
+    n_jobs: int = knob(2, "worker processes", lo=1, hi=256)
+    min_side: int = knob(16, "a smaller source (e.g. 1x1) is unusable: grey placeholder, readable=false", lo=2, hi=512)
+    near_duplicates: NearDuplicates = knob(NearDuplicates(), "duplicate policy")
+    blur: Blur = knob(Blur(), "blur detection and sharpening")
+    red_cast: RedCast = knob(RedCast(), "red cast detection and correction")
+    border: Border = knob(Border(), "border crop and zoom")
+    contact_sheet: ContactSheet = knob(ContactSheet(), "before/after contact sheets")

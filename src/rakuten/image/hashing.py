@@ -28,60 +28,52 @@ import logging
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
-from rakuten import params as P
-from rakuten.errors import PipelineError
+from rakuten.config import invalid, knob
 from rakuten.image.decode import decode_image, rows_and_paths
 from rakuten.image.neighbours import groups_from_keys, near_duplicate_groups
 from rakuten.image.phash import hash_variants
 
 log = logging.getLogger(__name__)
 
-SECTION = "image_hash"
 COLUMNS = ["row_id", "sha1", "phash", "exact_dup_group", "near_dup_group", "decode_status"]
 
 
 @dataclass(frozen=True)
 class HashConfig:
-    """Every knob of the hashing (``params.yaml``, section ``image_hash``)."""
+    """``image_hash``: decoding and the perceptual hashes that group duplicate images before the split."""
 
-    n_jobs: int = 2
-    min_side: int = 16
-    hash_size: int = 16
-    radius: int = 24
-    query_crops: tuple[float, ...] = (0.0, 0.0125, 0.025, 0.0375, 0.05)
+    n_jobs: int = knob(2, "worker processes", lo=1, hi=256)
+    min_side: int = knob(16, "a smaller source (e.g. 1x1) gets no hash and no group", lo=2, hi=512)
+    hash_size: int = knob(16, "pHash side: 16 -> 256 bits (64 bits cannot tell look-alike products apart)",
+                          lo=4, hi=32)
+    radius: int = knob(24, "max Hamming distance of 256 bits (~9%, the usual 6/64 of a 64-bit pHash); "
+                       "0 to hash_size^2 / 4")
+    query_crops: tuple[float, ...] = knob((0.0, 0.0125, 0.025, 0.0375, 0.05),
+                                          "each image also searched cropped by these fractions per side",
+                                          lo=0.0, hi=0.25, hi_open=True, nonempty=True)
 
     @property
     def nbytes(self) -> int:
         return self.hash_size * self.hash_size // 8
 
+    @property
+    def crops(self) -> tuple[float, ...]:
+        """The crop fractions searched: ``query_crops`` sorted, without repeats, always with 0 (the picture as is)."""
+        return tuple(sorted(set(self.query_crops) | {0.0}))
 
-def config_from_params(section: Mapping[str, Any]) -> HashConfig:
-    """Validate the ``image_hash`` section; :class:`PipelineError` names the first bad key."""
-    p = {SECTION: section}
-    k = SECTION + "."
-    crops = P.get(p, k + "query_crops")
-    if (not isinstance(crops, list) or not crops
-            or any(isinstance(c, bool) or not isinstance(c, (int, float)) or not 0 <= c < 0.25 for c in crops)):
-        raise PipelineError(f"{P.PARAMS_FILE}: {k}query_crops = {crops!r}, "
-                            "expected a non-empty list of crop fractions in [0, 0.25)")
-    hash_size = P.integer(p, k + "hash_size", 4, 32)
-    if hash_size % 4:
-        raise PipelineError(f"{P.PARAMS_FILE}: {k}hash_size = {hash_size}, expected a multiple of 4 "
-                            "(whole bytes of hash)")
-    return HashConfig(
-        n_jobs=P.integer(p, k + "n_jobs", 1, 256),
-        min_side=P.integer(p, k + "min_side", 2, 512),
-        hash_size=hash_size,
-        radius=P.integer(p, k + "radius", 0, hash_size * hash_size // 4),
-        query_crops=tuple(float(c) for c in sorted(set(crops) | {0.0})),
-    )
+    def validate(self, key: str) -> None:
+        if self.hash_size % 4:
+            raise invalid(f"{key}.hash_size", self.hash_size, "a multiple of 4 (whole bytes of hash)")
+        bits = self.hash_size * self.hash_size
+        if not 0 <= self.radius <= bits // 4:
+            raise invalid(f"{key}.radius", self.radius, f"an integer in [0, {bits // 4}]")
 
 
 def _pad_square(grey: np.ndarray) -> np.ndarray:
@@ -106,7 +98,7 @@ def hash_image(path: str, cfg: HashConfig) -> tuple[str, str, np.ndarray | None]
     if decoded.image is None:
         return decoded.status, "", None
     grey = decoded.image if decoded.image.ndim == 2 else decoded.image[..., 0]
-    return decoded.status, decoded.sha1, hash_variants(_pad_square(grey), cfg.hash_size, cfg.query_crops)
+    return decoded.status, decoded.sha1, hash_variants(_pad_square(grey), cfg.hash_size, cfg.crops)
 
 
 def _hash_task(task: tuple[str, HashConfig]) -> tuple[str, str, np.ndarray | None]:
@@ -129,20 +121,18 @@ def hash_files(paths: list[str], cfg: HashConfig) -> list[tuple[str, str, np.nda
         return list(tqdm(pool.map(_hash_task, tasks, chunksize=chunk), **progress))
 
 
-def hash_catalog(catalog: pd.DataFrame, params: Mapping[str, Any] | HashConfig) -> pd.DataFrame:
+def hash_catalog(catalog: pd.DataFrame, cfg: HashConfig) -> pd.DataFrame:
     """Hashes and duplicate groups of every row of ``catalog`` (needs ``row_id``, ``image_path``).
 
-    ``params`` is the ``image_hash`` section (validated here) or a ready config. Returns the
-    :data:`COLUMNS` table in the catalog's row order; ``attrs["timing_s"]`` holds the seconds spent
-    hashing and searching, ``attrs["search"]`` the search statistics (read by the report and the
-    benchmark).
+    Returns the :data:`COLUMNS` table in the catalog's row order; ``attrs["timing_s"]`` holds the
+    seconds spent hashing and searching, ``attrs["search"]`` the search statistics (read by the
+    report and the benchmark).
     """
-    cfg = params if isinstance(params, HashConfig) else config_from_params(params)
     row_ids, paths = rows_and_paths(catalog, "catalog")
     start = time.perf_counter()
     results = hash_files(paths, cfg)
     hashing_s = time.perf_counter() - start
-    variants = np.zeros((len(results), len(cfg.query_crops), cfg.nbytes), np.uint8)
+    variants = np.zeros((len(results), len(cfg.crops), cfg.nbytes), np.uint8)
     usable = np.zeros(len(results), bool)
     for k, (_, _, v) in enumerate(results):
         if v is not None:

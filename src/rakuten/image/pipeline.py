@@ -4,9 +4,10 @@ the ``rakuten predict`` CLI both call it).
 Per image (in a process pool, see :mod:`rakuten.image.process`): decode once, measure, correct,
 write ``<out_dir>/<row_id>.jpg``. Hashes and duplicate groups (exact: same file SHA-1; near: pHash
 radius search) come from the ``image_hash`` stage's table (:func:`rakuten.image.hashing.hash_catalog`,
-run before the split so that near duplicates never straddle splits); without one (``rakuten
-predict`` on new rows) they are computed here with the default hashing config. When labels and
-splits are given, the study's duplicate policy for training follows (:mod:`rakuten.image.policy`).
+run before the split so that near duplicates never straddle splits). When labels and splits are
+given, the study's duplicate policy for training follows (:mod:`rakuten.image.policy`). New rows
+(``rakuten predict``: no labels, no hash table) are not hashed: groups only serve the policy, and
+the cleaned image does not depend on them.
 
 Output columns (``data/processed/image_quality.parquet``): row_id, clean_path, readable, sha1,
 phash, exact_dup_group, near_dup_group, blur_score, is_blurry, red_ratio, is_red_cast,
@@ -21,14 +22,13 @@ import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from rakuten.errors import PipelineError
-from rakuten.image.config import ImageCleanConfig, config_from_params
+from rakuten.image.config import ImageCleanConfig
 from rakuten.image.decode import rows_and_paths
 from rakuten.image.hashing import HashConfig, hash_catalog
 from rakuten.image.policy import duplicate_policy
@@ -74,23 +74,32 @@ def _aligned_hashes(row_ids: np.ndarray, hashes: pd.DataFrame) -> pd.DataFrame:
     return table.loc[row_ids]
 
 
-def clean_frame(catalog_rows: pd.DataFrame, out_dir: str | os.PathLike, params: Mapping[str, Any] | ImageCleanConfig,
+def _no_hashes(row_ids: np.ndarray) -> pd.DataFrame:
+    """The hash columns of rows that are not hashed: no SHA-1, no pHash, in no group."""
+    n = len(row_ids)
+    return pd.DataFrame({"row_id": row_ids, "sha1": [""] * n, "phash": [""] * n,
+                         "exact_dup_group": np.full(n, -1, np.int64), "near_dup_group": np.full(n, -1, np.int64)})
+
+
+def clean_frame(catalog_rows: pd.DataFrame, out_dir: str | os.PathLike, cfg: ImageCleanConfig,
                 labels_split: pd.DataFrame | None = None, hashes: pd.DataFrame | None = None) -> pd.DataFrame:
     """Clean the images of ``catalog_rows`` (needs ``row_id``, ``image_path``) into ``out_dir``.
 
     ``out_dir`` is written atomically as a whole (replaced if it exists); ``clean_path`` is
-    ``out_dir/<row_id>.jpg`` as given (relative paths stay relative). ``params`` is the
-    ``image_clean`` section (validated here) or a ready config. ``labels_split`` (row_id,
+    ``out_dir/<row_id>.jpg`` as given (relative paths stay relative). ``labels_split`` (row_id,
     prdtypecode, split) switches on the duplicate policy; without it every readable row is kept
     with weight 1. ``hashes`` is the ``image_hash`` table (row_id, sha1, phash, exact_dup_group,
-    near_dup_group) covering these rows; when None it is computed here. ``table.attrs["timing_s"]``
-    holds the seconds spent on the images and on hashing (0 when given; read by the benchmark).
+    near_dup_group) covering these rows; when None it is computed here if ``labels_split`` needs it,
+    else left empty (``sha1``/``phash`` "", groups -1: new rows are not hashed).
+    ``table.attrs["timing_s"]`` holds the seconds spent on the images and on hashing (0 when given
+    or skipped; read by the benchmark).
     """
-    cfg = params if isinstance(params, ImageCleanConfig) else config_from_params(params)
     row_ids, sources = rows_and_paths(catalog_rows, "catalog rows")
     out_dir = Path(out_dir)
     start = time.perf_counter()
-    if hashes is None:
+    if hashes is None and labels_split is None:  # new rows: no policy to feed, so nothing to hash
+        hashes = _no_hashes(row_ids)
+    elif hashes is None:
         hashes = hash_catalog(catalog_rows, HashConfig(n_jobs=cfg.n_jobs, min_side=cfg.min_side))
     hashes = _aligned_hashes(row_ids, hashes)
     hashing_s = time.perf_counter() - start
@@ -107,7 +116,8 @@ def clean_frame(catalog_rows: pd.DataFrame, out_dir: str | os.PathLike, params: 
     if labels_split is not None:
         labels, splits = _labels_and_splits(row_ids, labels_split)
         keep, weight = duplicate_policy(table["near_dup_group"].to_numpy(), labels, splits == "train",
-                                        table["blur_score"].to_numpy(float), readable, cfg.cross_class_weight)
+                                        table["blur_score"].to_numpy(float), readable,
+                                        cfg.near_duplicates.cross_class_weight)
     else:
         keep, weight = readable.copy(), np.ones(len(table))
     table["keep_for_train"] = keep

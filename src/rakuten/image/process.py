@@ -53,26 +53,26 @@ def clean_image(row_id: int, source: str, out_dir: str, cfg: ImageCleanConfig) -
         image = correct.to_square(image)
         actions.append("pad_square")
     side = image.shape[0]
-    box, fraction = quality.content_box(image, cfg.border_background, cfg.border_tolerance)
+    box, fraction = quality.content_box(image, cfg.border.background, cfg.border.tolerance)
     content = image[box[1]:box[3], box[0]:box[2]]
     ratio = quality.red_ratio(content)
-    record.update(red_ratio=ratio, is_red_cast=ratio > cfg.red_threshold, border_fraction=fraction,
-                  has_border=fraction >= cfg.border_min_fraction and fraction > 0)
-    unchanged = fraction == 0 and not (record["is_red_cast"] and cfg.red_method != "none")
+    record.update(red_ratio=ratio, is_red_cast=ratio > cfg.red_cast.threshold, border_fraction=fraction,
+                  has_border=fraction >= cfg.border.min_fraction and fraction > 0)
+    unchanged = fraction == 0 and not (record["is_red_cast"] and cfg.red_cast.method != "none")
     if record["has_border"]:
-        x0, y0, x1, y1 = correct.zoom_box(box, side, cfg.max_zoom, cfg.border_margin)
+        x0, y0, x1, y1 = correct.zoom_box(box, side, cfg.border.max_zoom, cfg.border.margin)
         image = image[y0:y1, x0:x1]
         actions.append(f"crop_zoom:{side / (x1 - x0):.2f}")
-    if record["is_red_cast"] and cfg.red_method != "none":
-        image = correct.correct_red_cast(image, cfg.red_method, cfg.saturation_reduction)
-        actions.append(f"red_cast:{cfg.red_method}")
+    if record["is_red_cast"] and cfg.red_cast.method != "none":
+        image = correct.correct_red_cast(image, cfg.red_cast.method, cfg.red_cast.saturation_reduction)
+        actions.append(f"red_cast:{cfg.red_cast.method}")
     image = correct.resize_square(image, cfg.size)
     # a full-frame, uncorrected picture shrunk to `size` is exactly what blur_score would measure:
     # reuse it instead of a second area resize (the costliest step after decoding)
     score = quality.blur_score(image if unchanged and side > cfg.size else content, max_side=cfg.size)
-    record.update(blur_score=score, is_blurry=score < cfg.blur_threshold)
-    if record["is_blurry"] and cfg.sharpen_amount > 0:
-        image = correct.unsharp_mask(image, cfg.sharpen_amount, cfg.sharpen_sigma)
+    record.update(blur_score=score, is_blurry=score < cfg.blur.threshold)
+    if record["is_blurry"] and cfg.blur.sharpen_amount > 0:
+        image = correct.unsharp_mask(image, cfg.blur.sharpen_amount, cfg.blur.sharpen_sigma)
         actions.append("sharpen")
     record["red_ratio_after"] = quality.red_ratio(image)
     record["actions"] = ";".join(actions)

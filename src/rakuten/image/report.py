@@ -47,13 +47,13 @@ def quality_report(table: pd.DataFrame, cfg: ImageCleanConfig, splits: pd.Series
         },
         "blur_score": _percentiles(table["blur_score"]),
         "red_ratio": _percentiles(table["red_ratio"]),
-        "red_cast_correction": {"method": cfg.red_method, "red_ratio_before_mean": _mean(red["red_ratio"]),
+        "red_cast_correction": {"method": cfg.red_cast.method, "red_ratio_before_mean": _mean(red["red_ratio"]),
                                 "red_ratio_after_mean": _mean(red["red_ratio_after"])},
         "border_fraction_of_cropped_mean": _mean(table.loc[table["has_border"], "border_fraction"]),
         "duplicate_policy": {
             "rows_not_kept_for_train": int((~table["keep_for_train"] & table["readable"]).sum()),
             "rows_with_reduced_weight": int((table["sample_weight"] < 1).sum()),
-            "cross_class_weight": cfg.cross_class_weight,
+            "cross_class_weight": cfg.near_duplicates.cross_class_weight,
         },
     }
     if splits is not None:

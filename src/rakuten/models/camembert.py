@@ -14,8 +14,9 @@ Validation weighted F1 is computed every epoch and the best epoch's weights are 
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -23,14 +24,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from rakuten import params as P
-from rakuten.classes import CLASS_CODES, N_CLASSES, codes_to_indices, indices_to_codes
+from rakuten.classes import CLASS_CODES, N_CLASSES, indices_to_codes
+from rakuten.config import ConfigError, ProfileView, knob, parse_section
 from rakuten.errors import PipelineError
-from rakuten.evaluate import scores
 from rakuten.io import atomic_path
+from rakuten.metrics import scores
 from rakuten.models.torch_utils import (DEVICES, PRECISIONS, Runtime, choose_runtime, class_weights,
-                                        read_meta, seed_everything, set_threads, softmax_proba, stratified_cap,
-                                        write_meta)
+                                        frame_labels, read_meta, seed_everything, set_threads, softmax_proba,
+                                        stratified_cap, write_meta)
 
 log = logging.getLogger(__name__)
 
@@ -43,39 +44,69 @@ SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")  # CamemBERT's orde
 
 @dataclass(frozen=True)
 class ScratchArchitecture:
-    """The small CamemBERT config of the demo profile (random init, own tokenizer)."""
+    """``camembert.<profile>.scratch``: the small CamemBERT config of ``model: scratch`` (random init, own tokenizer)."""
 
-    vocab_size: int = 8000
-    hidden_size: int = 128
-    num_layers: int = 2
-    num_heads: int = 4
-    intermediate_size: int = 512
+    vocab_size: int = knob(8000, "BPE vocabulary trained on the train texts", lo=100, hi=250_000)
+    hidden_size: int = knob(128, "hidden size (a multiple of num_heads)", lo=8, hi=4096)
+    num_layers: int = knob(2, "transformer layers", lo=1, hi=48)
+    num_heads: int = knob(4, "attention heads", lo=1, hi=64)
+    intermediate_size: int = knob(512, "feed-forward size", lo=8, hi=16384)
+
+    def validate(self, key: str) -> None:
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(f"{key}.hidden_size = {self.hidden_size}, expected a multiple of "
+                              f"{key}.num_heads = {self.num_heads}")
 
 
 @dataclass(frozen=True)
-class CamembertConfig:
-    """Everything ``train`` needs; built from params.yaml by :func:`parse_config`."""
+class CamembertProfile:
+    """``camembert.demo`` / ``camembert.full``: what differs between the two profiles (values: their defaults)."""
 
-    profile: str = "demo"
-    model: str = SCRATCH                 # "scratch" or a Hugging Face id / local directory
-    local_dir: str = ""                  # where pretrained weights are looked for first ("" = models/pretrained/<id>)
-    scratch: ScratchArchitecture = field(default_factory=ScratchArchitecture)
-    max_length: int = 64
-    max_train_rows: int = 0              # 0 = all train rows; else a stratified subset
-    epochs: int = 2
-    batch_size: int = 32
-    eval_batch_size: int = 128
-    learning_rate: float = 5e-4
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    class_weighting: str = "none"        # none | balanced (loss weights n / (k * n_c))
-    text_column: str = "text_light"
-    logging_steps: int = 20
-    seed: int = 42
-    device: str = "auto"
-    precision: str = "auto"
-    num_threads: int = 0                 # torch CPU threads, 0 = all cores
-    live_dir: str | None = None          # dvclive output directory (None = no curves)
+    model: str = knob(help="scratch = random init + a BPE tokenizer trained on the train texts (`tokenizers`); "
+                      "else a Hugging Face id or a local directory", nonempty=True)
+    local_dir: str = knob(help="pretrained weights are looked for here first (\"\" = models/pretrained/<id>), "
+                          "then in the HF cache, then on the hub")
+    scratch: ScratchArchitecture | None = knob(help="the architecture when model is scratch (absent otherwise)")
+    max_length: int = knob(help="tokens per text (longer texts are truncated)", lo=8, hi=512)
+    max_train_rows: int = knob(help="0 = all train rows; else a stratified subset", lo=0)
+    epochs: int = knob(help="training epochs; the best epoch on val weighted F1 is kept", lo=1, hi=100)
+    batch_size: int = knob(help="training batch size", lo=1, hi=4096)
+    learning_rate: float = knob(help="peak learning rate (from scratch needs a larger step than fine-tuning)",
+                                lo=0.0, hi=1.0, lo_open=True)
+    weight_decay: float = knob(help="AdamW weight decay", lo=0.0, hi=1.0)
+    warmup_ratio: float = knob(help="share of the training steps spent warming the learning rate up",
+                               lo=0.0, hi=0.99)
+
+    def validate(self, key: str) -> None:
+        if self.model == SCRATCH and self.scratch is None:
+            raise ConfigError(f"missing key {key}.scratch (the architecture of {key}.model = {SCRATCH})")
+
+
+@dataclass(frozen=True)
+class CamembertConfig(ProfileView):
+    """``camembert``: shared knobs plus two profiles; ``cfg.epochs`` etc. read the selected profile."""
+
+    profile: str = knob("demo", "demo = small CamemBERT config from scratch, offline CPU, minutes; full = "
+                        "camembert-base (the study): `dvc exp run -S camembert.profile=full`", choices=PROFILES)
+    text_column: str = knob("text_light", "input column of data/processed/text.parquet", choices=TEXT_COLUMNS)
+    class_weighting: str = knob("none", "none | balanced (cross-entropy weights n / (k * n_class))",
+                                choices=("none", "balanced"))
+    eval_batch_size: int = knob(128, "batch size of evaluation and prediction", lo=1, hi=4096)
+    logging_steps: int = knob(20, "train-loss points in the dvclive curves", lo=1)
+    seed: int = knob(42, "seed of initialisation, shuffling and the row subset", lo=0)
+    device: str = knob("auto", "auto = CUDA when present, else CPU | cpu | cuda", choices=DEVICES)
+    precision: str = knob("auto", "auto = bf16 (or fp16) on CUDA, fp32 on CPU | fp32 | fp16 | bf16",
+                          choices=PRECISIONS)
+    num_threads: int = knob(1, "torch CPU threads (0 = all cores); 1 is fastest on a shared 2-core box",
+                            lo=0, hi=256)
+    demo: CamembertProfile = knob(CamembertProfile(
+        model=SCRATCH, local_dir="", scratch=ScratchArchitecture(), max_length=64, max_train_rows=0, epochs=4,
+        batch_size=32, learning_rate=0.002, weight_decay=0.01, warmup_ratio=0.1),
+        "small CamemBERT config from scratch: offline, 2 CPU cores, minutes")
+    full: CamembertProfile = knob(CamembertProfile(
+        model="camembert-base", local_dir="models/pretrained/camembert-base", scratch=None, max_length=256,
+        max_train_rows=0, epochs=3, batch_size=16, learning_rate=0.00005, weight_decay=0.01, warmup_ratio=0.0),
+        "the study: camembert-base, 3 epochs, batch 16, weight decay 0.01, learning rate 5e-5 (Trainer default)")
 
 
 @dataclass
@@ -87,52 +118,6 @@ class CamembertModel:
     config: CamembertConfig
     history: list[dict] = field(default_factory=list)
     rows: dict = field(default_factory=dict)
-
-
-# ------------------------------------------------------------------------------------------ params
-
-def parse_config(section: Mapping[str, Any]) -> CamembertConfig:
-    """Validate the ``camembert`` section (shared keys + the selected profile's keys) before any work."""
-    root, k = {NAME: section}, f"{NAME}."
-    profile = P.choice(root, k + "profile", PROFILES)
-    p = f"{k}{profile}."
-    model = P.get(root, p + "model")
-    if not isinstance(model, str) or not model:
-        raise PipelineError(f"params.yaml: {p}model = {model!r}, expected 'scratch' or a Hugging Face model id/path")
-    local_dir = P.get(root, p + "local_dir") or ""
-    if not isinstance(local_dir, str):
-        raise PipelineError(f"params.yaml: {p}local_dir = {local_dir!r}, expected a directory path or empty")
-    scratch = ScratchArchitecture()
-    if model == SCRATCH:
-        s = p + "scratch."
-        scratch = ScratchArchitecture(
-            vocab_size=P.integer(root, s + "vocab_size", 100, 250_000),
-            hidden_size=P.integer(root, s + "hidden_size", 8, 4096),
-            num_layers=P.integer(root, s + "num_layers", 1, 48),
-            num_heads=P.integer(root, s + "num_heads", 1, 64),
-            intermediate_size=P.integer(root, s + "intermediate_size", 8, 16384),
-        )
-        if scratch.hidden_size % scratch.num_heads:
-            raise PipelineError(f"params.yaml: {s}hidden_size = {scratch.hidden_size} is not a multiple of "
-                                f"{s}num_heads = {scratch.num_heads}")
-    return CamembertConfig(
-        profile=profile, model=model, local_dir=local_dir, scratch=scratch,
-        max_length=P.integer(root, p + "max_length", 8, 512),
-        max_train_rows=P.integer(root, p + "max_train_rows", 0),
-        epochs=P.integer(root, p + "epochs", 1, 100),
-        batch_size=P.integer(root, p + "batch_size", 1, 4096),
-        eval_batch_size=P.integer(root, k + "eval_batch_size", 1, 4096),
-        learning_rate=float(P.number(root, p + "learning_rate", 0.0, 1.0, lo_open=True)),
-        weight_decay=float(P.number(root, p + "weight_decay", 0.0, 1.0)),
-        warmup_ratio=float(P.number(root, p + "warmup_ratio", 0.0, 0.99)),
-        class_weighting=P.choice(root, k + "class_weighting", ("none", "balanced")),
-        text_column=P.choice(root, k + "text_column", TEXT_COLUMNS),
-        logging_steps=P.integer(root, k + "logging_steps", 1),
-        seed=P.integer(root, k + "seed", 0),
-        device=P.choice(root, k + "device", DEVICES),
-        precision=P.choice(root, k + "precision", PRECISIONS),
-        num_threads=P.integer(root, k + "num_threads", 0, 256),
-    )
 
 
 # ------------------------------------------------------------------------------- model building
@@ -226,18 +211,6 @@ def frame_texts(frame: pd.DataFrame, column: str) -> list[str]:
     return frame[column].fillna("").astype(str).tolist()
 
 
-def frame_labels(frame: pd.DataFrame) -> np.ndarray:
-    """Class indices of a labelled frame; an unlabelled or unknown code names its row."""
-    codes = frame["prdtypecode"]
-    if codes.isna().any():
-        row = frame.loc[codes.isna(), "row_id"].iloc[0]
-        raise PipelineError(f"model frame: row_id {row} has no prdtypecode; expected labelled train/val rows")
-    try:
-        return codes_to_indices(codes.to_numpy(dtype=np.int64))
-    except ValueError as exc:
-        raise PipelineError(f"model frame, column prdtypecode: {exc}") from None
-
-
 def encode(tokenizer, texts: list[str], max_length: int) -> dict[str, list]:
     return dict(tokenizer(texts, truncation=True, max_length=max_length))
 
@@ -259,6 +232,27 @@ def _compute_metrics(eval_pred) -> dict[str, float]:
 
 
 _TIMING_SUFFIXES = ("runtime", "samples_per_second", "steps_per_second")
+# TrainingArguments that name this run's temporary checkpoint directory (transformers 4.x also
+# derives logging_dir from it plus the date and host name, and run_name defaults to it)
+_RUN_SPECIFIC_ARGS = ("output_dir", "logging_dir", "run_name")
+
+
+def warmup_steps(n_rows: int, batch_size: int, epochs: int, ratio: float) -> int:
+    """Learning-rate warm-up as a whole number of optimiser steps: ``ceil(ratio * total steps)``.
+
+    Why not ``warmup_steps=ratio``: a float below 1 means a ratio only in recent transformers;
+    older versions (the range allows 4.44) read it as 0.1 of a step. The total matches the
+    Trainer's: ``epochs * ceil(n_rows / batch_size)`` (one device, no gradient accumulation).
+    """
+    total = epochs * math.ceil(n_rows / batch_size)
+    return math.ceil(round(ratio * total, 9))
+
+
+def loggable_args(args: Mapping[str, Any]) -> dict[str, Any]:
+    """TrainingArguments as dvclive records them, without the run's temporary paths (reruns write equal files)."""
+    out_dir = str(args.get("output_dir") or "")
+    return {k: v for k, v in args.items()
+            if k not in _RUN_SPECIFIC_ARGS and not (out_dir and isinstance(v, str) and out_dir in v)}
 
 
 def _live_callback(live_dir: str | None):
@@ -270,6 +264,11 @@ def _live_callback(live_dir: str | None):
     class TimingFreeDVCLiveCallback(DVCLiveCallback):
         """Curves without wall-clock figures (runtime, samples/s): a rerun writes identical files."""
 
+        def setup(self, args, state, model):
+            self._initialized = True
+            if state.is_world_process_zero:
+                self.live.log_params(loggable_args(args.to_dict()))
+
         def on_log(self, args, state, control, model=None, logs=None, **kwargs):
             logs = {k: v for k, v in (logs or {}).items() if not k.endswith(_TIMING_SUFFIXES)}
             super().on_log(args, state, control, model=model, logs=logs, **kwargs)
@@ -278,8 +277,12 @@ def _live_callback(live_dir: str | None):
     return [TimingFreeDVCLiveCallback(live=Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False))]
 
 
-def train(train_frame: pd.DataFrame, val_frame: pd.DataFrame, cfg: CamembertConfig) -> CamembertModel:
-    """Fine-tune on ``train_frame``; evaluate weighted F1 on ``val_frame`` each epoch; keep the best epoch."""
+def train(train_frame: pd.DataFrame, val_frame: pd.DataFrame, cfg: CamembertConfig,
+          live_dir: str | Path | None = None) -> CamembertModel:
+    """Fine-tune on ``train_frame``; evaluate weighted F1 on ``val_frame`` each epoch; keep the best epoch.
+
+    ``live_dir``: where dvclive writes the learning curves (None = no curves).
+    """
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
     from transformers.utils import logging as hf_logging
 
@@ -310,7 +313,8 @@ def train(train_frame: pd.DataFrame, val_frame: pd.DataFrame, cfg: CamembertConf
         args = TrainingArguments(
             output_dir=ckpt_dir, num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
             per_device_eval_batch_size=cfg.eval_batch_size, learning_rate=cfg.learning_rate,
-            weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_ratio, eval_strategy="epoch",
+            weight_decay=cfg.weight_decay, eval_strategy="epoch",
+            warmup_steps=warmup_steps(len(train_ds), cfg.batch_size, cfg.epochs, cfg.warmup_ratio),
             save_strategy="epoch", save_total_limit=1, save_only_model=True, load_best_model_at_end=True,
             metric_for_best_model="weighted_f1", greater_is_better=True, logging_strategy="steps",
             logging_steps=cfg.logging_steps, seed=cfg.seed, data_seed=cfg.seed,
@@ -319,7 +323,7 @@ def train(train_frame: pd.DataFrame, val_frame: pd.DataFrame, cfg: CamembertConf
         trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
                           data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
                           compute_metrics=_compute_metrics, compute_loss_func=loss_func,
-                          callbacks=_live_callback(cfg.live_dir))
+                          callbacks=_live_callback(live_dir))
         trainer.train()
         model = trainer.model
     history = [{"epoch": round(float(e["epoch"]), 3), **{m: e[f"eval_{m}"] for m in
@@ -328,7 +332,7 @@ def train(train_frame: pd.DataFrame, val_frame: pd.DataFrame, cfg: CamembertConf
     best = max(history, key=lambda h: h["weighted_f1"]) if history else {}
     log.info("camembert: best val weighted F1 %.4f at epoch %s", best.get("weighted_f1", float("nan")),
              best.get("epoch"))
-    return CamembertModel(model=model.eval(), tokenizer=tokenizer, config=replace(cfg, live_dir=None),
+    return CamembertModel(model=model.eval(), tokenizer=tokenizer, config=cfg,
                           history=history, rows=rows)
 
 
@@ -381,9 +385,8 @@ def load(directory: str | Path) -> CamembertModel:
 
     directory = Path(directory)
     meta = read_meta(directory / "camembert.json", directory / "hf", "CamemBERT", NAME)
-    raw = dict(meta["config"])
-    raw["scratch"] = ScratchArchitecture(**raw["scratch"])
-    cfg = CamembertConfig(**raw)
+    cfg = parse_section(CamembertConfig, meta["config"], NAME, source=str(directory / "camembert.json"))
+    set_threads(cfg.num_threads)  # predictions with the numerics the model was trained with, on any machine
     runtime = choose_runtime(cfg.device if cfg.device != "cuda" else "auto", "auto")
     tokenizer = AutoTokenizer.from_pretrained(directory / "hf")
     hf_model = AutoModelForSequenceClassification.from_pretrained(directory / "hf").to(runtime.device).eval()

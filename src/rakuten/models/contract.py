@@ -1,4 +1,4 @@
-"""The files every model stage writes, and their validation (see DESIGN.md, "Contracts").
+"""The files every model stage writes, and their validation (README, "The stages": the model contract).
 
 ``reports/probs/<name>.parquet``: ``row_id``, ``split`` (val/test/official_test), ``prdtypecode``
 (nullable Int64, empty for official test rows) and one probability column per class in canonical
@@ -14,8 +14,8 @@ import pandas as pd
 
 from rakuten.classes import CLASS_CODES, N_CLASSES, PROBA_COLUMNS, indices_to_codes
 from rakuten.errors import PipelineError
-from rakuten.evaluate import scores
 from rakuten.io import write_json, write_parquet
+from rakuten.metrics import scores
 
 PROBS_DIR = Path("reports/probs")
 METRICS_DIR = Path("reports/metrics")

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -26,15 +25,14 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from rakuten import params as P
 from rakuten.classes import N_CLASSES, indices_to_codes
+from rakuten.config import ProfileView, knob, parse_section
 from rakuten.errors import PipelineError
-from rakuten.evaluate import scores
 from rakuten.io import atomic_path, read_parquet
-from rakuten.models.camembert import frame_labels
+from rakuten.metrics import scores
 from rakuten.models.torch_utils import (DEVICES, PRECISIONS, Runtime, choose_runtime, class_weights,
-                                        read_meta, seed_everything, set_threads, softmax_proba, stratified_cap,
-                                        write_meta)
+                                        frame_labels, read_meta, seed_everything, set_threads, softmax_proba,
+                                        stratified_cap, write_meta)
 
 log = logging.getLogger(__name__)
 
@@ -49,42 +47,62 @@ QUALITY_COLUMNS = ("row_id", "clean_path", "readable", "keep_for_train", "sample
 
 @dataclass(frozen=True)
 class Augment:
-    """Training augmentations (study: flips, small rotations, brightness/contrast/HSV jitter, zoom)."""
+    """``resnet50.augment``: training augmentations (study: flips, small rotations, brightness/contrast/HSV jitter, zoom)."""
 
-    hflip: float = 0.5          # probability
-    vflip: float = 0.0          # probability
-    rotation: float = 10.0      # max degrees either way
-    brightness: float = 0.2
-    contrast: float = 0.2
-    saturation: float = 0.2
-    hue: float = 0.02
-    zoom_min: float = 0.8       # random crop keeps >= this share of the area, resized back (1.0 = no zoom)
+    hflip: float = knob(0.5, "probability of a horizontal flip", lo=0.0, hi=1.0)
+    vflip: float = knob(0.0, "probability of a vertical flip", lo=0.0, hi=1.0)
+    rotation: float = knob(10.0, "max rotation either way, in degrees", lo=0.0, hi=180.0)
+    brightness: float = knob(0.2, "colour jitter: brightness", lo=0.0, hi=1.0)
+    contrast: float = knob(0.2, "colour jitter: contrast", lo=0.0, hi=1.0)
+    saturation: float = knob(0.2, "colour jitter: saturation", lo=0.0, hi=1.0)
+    hue: float = knob(0.02, "colour jitter: hue", lo=0.0, hi=0.5)
+    zoom_min: float = knob(0.8, "random crop of >= this share of the area, resized back (1.0 = no zoom)",
+                           lo=0.0, hi=1.0, lo_open=True)
 
 
 @dataclass(frozen=True)
-class ResnetConfig:
-    """Everything ``train`` needs; built from params.yaml by :func:`parse_config`."""
+class ResnetProfile:
+    """``resnet50.demo`` / ``resnet50.full``: what differs between the two profiles (values: their defaults)."""
 
-    profile: str = "demo"
-    arch: str = "resnet18"
-    weights: str = "none"               # none | imagenet | path to a state-dict file
-    image_size: int = 48
-    max_train_rows: int = 0             # 0 = all usable train rows; else a stratified subset
-    epochs: int = 3
-    batch_size: int = 64
-    eval_batch_size: int = 128
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    patience: int = 2                   # early stopping: epochs without a better val weighted F1
-    rebalance: str = "class_weights"
-    use_sample_weights: bool = True
-    augment: Augment = field(default_factory=Augment)
-    num_workers: int = 0
-    seed: int = 42
-    device: str = "auto"
-    precision: str = "auto"
-    num_threads: int = 0
-    live_dir: str | None = None
+    arch: str = knob(help="resnet18 | resnet34 | resnet50 | resnet101 (torchvision)", choices=ARCHS)
+    weights: str = knob(help="none | imagenet (torch cache ~/.cache/torch/hub/checkpoints first, then download) "
+                        "| path to a state-dict file", nonempty=True)
+    image_size: int = knob(help="input side in px (the cleaned JPEGs are decoded at reduced size)", lo=32, hi=1024)
+    max_train_rows: int = knob(help="0 = all usable train rows; else a stratified subset", lo=0)
+    epochs: int = knob(help="max training epochs", lo=1, hi=500)
+    batch_size: int = knob(help="training batch size", lo=1, hi=4096)
+    learning_rate: float = knob(help="peak learning rate (one-cycle schedule)", lo=0.0, hi=1.0, lo_open=True)
+    weight_decay: float = knob(help="AdamW weight decay", lo=0.0, hi=1.0)
+    patience: int = knob(help="early stopping: epochs without a better val weighted F1", lo=1, hi=500)
+
+
+@dataclass(frozen=True)
+class ResnetConfig(ProfileView):
+    """``resnet50``: shared knobs plus two profiles; ``cfg.epochs`` etc. read the selected profile."""
+
+    profile: str = knob("demo", "demo = small ResNet from scratch, offline CPU, minutes; full = ResNet50 ImageNet "
+                        "224 px (the study): `dvc exp run -S resnet50.profile=full`", choices=PROFILES)
+    rebalance: str = knob("class_weights", "none | class_weights (loss) | sampler (WeightedRandomSampler)",
+                          choices=REBALANCE)
+    use_sample_weights: bool = knob(True, "per-image weights from image_clean; keep_for_train=false rows are "
+                                    "always left out")
+    augment: Augment = knob(Augment(), "training augmentations")
+    eval_batch_size: int = knob(128, "batch size of evaluation and prediction", lo=1, hi=4096)
+    num_workers: int = knob(0, "DataLoader worker processes (0 = decode in the main process; 8+ on a GPU box)",
+                            lo=0, hi=64)
+    seed: int = knob(42, "seed of initialisation, augmentations, sampling and the row subset", lo=0)
+    device: str = knob("auto", "auto = CUDA when present, else CPU | cpu | cuda", choices=DEVICES)
+    precision: str = knob("auto", "auto = bf16 (or fp16) on CUDA, fp32 on CPU | fp32 | fp16 | bf16",
+                          choices=PRECISIONS)
+    num_threads: int = knob(1, "torch CPU threads (0 = all cores)", lo=0, hi=256)
+    demo: ResnetProfile = knob(ResnetProfile(
+        arch="resnet18", weights="none", image_size=32, max_train_rows=2500, epochs=3, batch_size=64,
+        learning_rate=0.002, weight_decay=0.0001, patience=2),
+        "small ResNet from scratch at 32 px on a stratified subset: offline, 2 CPU cores, ~3 minutes")
+    full: ResnetProfile = knob(ResnetProfile(
+        arch="resnet50", weights="imagenet", image_size=224, max_train_rows=0, epochs=10, batch_size=64,
+        learning_rate=0.0003, weight_decay=0.0001, patience=3),
+        "the study: ResNet50 with ImageNet weights at 224 px (GPU)")
 
 
 @dataclass
@@ -95,45 +113,6 @@ class ResnetModel:
     config: ResnetConfig
     history: list[dict] = field(default_factory=list)
     rows: dict = field(default_factory=dict)
-
-
-# ------------------------------------------------------------------------------------------ params
-
-def parse_config(section: Mapping[str, Any]) -> ResnetConfig:
-    """Validate the ``resnet50`` section (shared keys + the selected profile's keys) before any work."""
-    root, k = {NAME: section}, f"{NAME}."
-    profile = P.choice(root, k + "profile", PROFILES)
-    p = f"{k}{profile}."
-    weights = P.get(root, p + "weights")
-    if not isinstance(weights, str) or not weights:
-        raise PipelineError(f"params.yaml: {p}weights = {weights!r}, expected none, imagenet or a weights file path")
-    a = k + "augment."
-    return ResnetConfig(
-        profile=profile, arch=P.choice(root, p + "arch", ARCHS), weights=weights,
-        image_size=P.integer(root, p + "image_size", 32, 1024),
-        max_train_rows=P.integer(root, p + "max_train_rows", 0),
-        epochs=P.integer(root, p + "epochs", 1, 500),
-        batch_size=P.integer(root, p + "batch_size", 1, 4096),
-        eval_batch_size=P.integer(root, k + "eval_batch_size", 1, 4096),
-        learning_rate=float(P.number(root, p + "learning_rate", 0.0, 1.0, lo_open=True)),
-        weight_decay=float(P.number(root, p + "weight_decay", 0.0, 1.0)),
-        patience=P.integer(root, p + "patience", 1, 500),
-        rebalance=P.choice(root, k + "rebalance", REBALANCE),
-        use_sample_weights=P.boolean(root, k + "use_sample_weights"),
-        augment=Augment(
-            hflip=float(P.number(root, a + "hflip", 0.0, 1.0)), vflip=float(P.number(root, a + "vflip", 0.0, 1.0)),
-            rotation=float(P.number(root, a + "rotation", 0.0, 180.0)),
-            brightness=float(P.number(root, a + "brightness", 0.0, 1.0)),
-            contrast=float(P.number(root, a + "contrast", 0.0, 1.0)),
-            saturation=float(P.number(root, a + "saturation", 0.0, 1.0)),
-            hue=float(P.number(root, a + "hue", 0.0, 0.5)),
-            zoom_min=float(P.number(root, a + "zoom_min", 0.0, 1.0, lo_open=True))),
-        num_workers=P.integer(root, k + "num_workers", 0, 64),
-        seed=P.integer(root, k + "seed", 0),
-        device=P.choice(root, k + "device", DEVICES),
-        precision=P.choice(root, k + "precision", PRECISIONS),
-        num_threads=P.integer(root, k + "num_threads", 0, 256),
-    )
 
 
 # ------------------------------------------------------------------------------------- frame
@@ -267,7 +246,7 @@ def _logits(net: torch.nn.Module, loader, runtime: Runtime, desc: str) -> np.nda
     return np.concatenate(out) if out else np.zeros((0, N_CLASSES))
 
 
-def _live(live_dir: str | None):
+def _live(live_dir: str | Path | None):
     if not live_dir:
         return None
     from dvclive import Live
@@ -289,8 +268,12 @@ def training_report(model: ResnetModel) -> dict:
             "rows": dict(model.rows), "history": model.history}
 
 
-def train(train_frame: pd.DataFrame, val_frame: pd.DataFrame, cfg: ResnetConfig) -> ResnetModel:
-    """Fine-tune on the usable train rows; early stopping on val weighted F1; best epoch's weights kept."""
+def train(train_frame: pd.DataFrame, val_frame: pd.DataFrame, cfg: ResnetConfig,
+          live_dir: str | Path | None = None) -> ResnetModel:
+    """Fine-tune on the usable train rows; early stopping on val weighted F1; best epoch's weights kept.
+
+    ``live_dir``: where dvclive writes the learning curves (None = no curves).
+    """
     runtime = choose_runtime(cfg.device, cfg.precision)
     weights_file = resolve_weights(cfg)  # before any work: fails offline in one line
     threads = set_threads(cfg.num_threads)
@@ -331,7 +314,7 @@ def train(train_frame: pd.DataFrame, val_frame: pd.DataFrame, cfg: ResnetConfig)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.learning_rate,
                                                     total_steps=cfg.epochs * len(train_loader), pct_start=0.2)
     scaler = torch.amp.GradScaler("cuda", enabled=runtime.precision == "fp16")
-    live = _live(cfg.live_dir)
+    live = _live(live_dir)
     history: list[dict] = []
     best_f1, best_state, stale = -1.0, None, 0
     for epoch in range(1, cfg.epochs + 1):
@@ -379,7 +362,7 @@ def train(train_frame: pd.DataFrame, val_frame: pd.DataFrame, cfg: ResnetConfig)
     rows["val_rows"] = int(len(val_frame))
     rows["best_epoch"] = int(max(history, key=lambda h: h["weighted_f1"])["epoch"])
     rows["epochs_run"] = len(history)
-    return ResnetModel(net=net.eval(), config=replace(cfg, live_dir=None), history=history, rows=rows)
+    return ResnetModel(net=net.eval(), config=cfg, history=history, rows=rows)
 
 
 # ------------------------------------------------------------------------------------ inference
@@ -409,9 +392,8 @@ def load(directory: str | Path) -> ResnetModel:
     """Load a model saved by :func:`save` onto CUDA when present, else CPU."""
     directory = Path(directory)
     meta = read_meta(directory / "resnet.json", directory / "weights.pt", "ResNet", NAME)
-    raw = dict(meta["config"])
-    raw["augment"] = Augment(**raw["augment"])
-    cfg = ResnetConfig(**raw)
+    cfg = parse_section(ResnetConfig, meta["config"], NAME, source=str(directory / "resnet.json"))
+    set_threads(cfg.num_threads)  # predictions with the numerics the model was trained with, on any machine
     net = build_net(cfg.arch)
     net.load_state_dict(torch.load(directory / "weights.pt", map_location="cpu", weights_only=True))
     runtime = choose_runtime("auto", "auto")

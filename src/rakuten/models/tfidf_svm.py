@@ -15,7 +15,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import joblib
 import numpy as np
@@ -30,8 +30,8 @@ from sklearn.linear_model import LogisticRegression, SGDClassifier
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.svm import LinearSVC
 
-from rakuten import params as P
 from rakuten.classes import CLASS_CODES, CLASS_LABELS, N_CLASSES
+from rakuten.config import ConfigError, check_value, invalid, knob, parse_section, replace_at
 from rakuten.errors import PipelineError
 from rakuten.io import atomic_path
 
@@ -41,82 +41,67 @@ NAME = "tfidf_svm"
 CLASSIFIERS = ("svm", "rf", "sgd", "logreg")
 RESAMPLERS = ("none", "smote", "smote_under")
 TEXT_COLUMNS = ("text_norm", "text_light")
-#: grid-search keys (names of TfidfSvmConfig fields) and the type their values must have
-GRID_KEYS = {"C": float, "max_features": int, "max_df": float, "min_df": int, "ngram_max": int,
-             "sgd_alpha": float, "rf_n_estimators": int, "rf_max_depth": int}
+#: knobs a grid search may vary (dotted names in the section); each value is checked against its knob
+GRID_KEYS = ("C", "max_features", "max_df", "min_df", "ngram_max", "sgd.alpha", "rf.n_estimators", "rf.max_depth")
+
+
+@dataclass(frozen=True)
+class RandomForestConfig:
+    """``tfidf_svm.rf``: the random forest (``classifier: rf``)."""
+
+    n_estimators: int = knob(200, "trees", lo=1)
+    max_depth: int = knob(0, "0 = unlimited", lo=0)
+
+
+@dataclass(frozen=True)
+class SgdConfig:
+    """``tfidf_svm.sgd``: the log-loss SGD classifier (``classifier: sgd``)."""
+
+    alpha: float = knob(0.0001, "regularisation strength", lo=0.0, lo_open=True)
 
 
 @dataclass(frozen=True)
 class TfidfSvmConfig:
-    """Validated ``tfidf_svm`` params (defaults = the study's best configuration)."""
+    """``tfidf_svm``: TF-IDF + classic classifier on text_norm (study best: LinearSVC C=1 balanced, 0.8172)."""
 
-    text_column: str = "text_norm"
-    max_features: int = 10000
-    min_df: int = 1
-    max_df: float = 0.85
-    ngram_min: int = 1
-    ngram_max: int = 1
-    sublinear_tf: bool = True
-    classifier: str = "svm"
-    C: float = 1.0
-    class_weight: str = "balanced"
-    max_iter: int = 5000
-    calibration: str = "sigmoid"
-    calibration_cv: int = 3
-    rf_n_estimators: int = 200
-    rf_max_depth: int = 0          # 0 = unlimited
-    sgd_alpha: float = 1e-4
-    resample: str = "none"
-    smote_k: int = 5
-    grid: dict = field(default_factory=dict)
-    grid_cv: int = 3
-    top_terms: int = 20
-    seed: int = 42
-    n_jobs: int = 1
+    text_column: str = knob("text_norm", "input column of data/processed/text.parquet", choices=TEXT_COLUMNS)
+    max_features: int = knob(10000, "vocabulary size (most frequent terms kept)", lo=1)
+    min_df: int = knob(1, "terms in fewer documents are ignored", lo=1)
+    max_df: float = knob(0.85, "terms in a larger share of documents are ignored", lo=0.0, hi=1.0, lo_open=True)
+    ngram_min: int = knob(1, "shortest word n-gram", lo=1, hi=5)
+    ngram_max: int = knob(2, "longest word n-gram", lo=1, hi=5)
+    sublinear_tf: bool = knob(True, "1 + log(tf) instead of raw term counts")
+    classifier: str = knob("svm", "svm (LinearSVC, calibrated probabilities) | rf | sgd (log-loss) | logreg",
+                           choices=CLASSIFIERS)
+    C: float = knob(1.0, "inverse regularisation of svm and logreg", lo=0.0, lo_open=True)
+    class_weight: str = knob("balanced", "balanced | none", choices=("balanced", "none"))
+    max_iter: int = knob(5000, "solver iterations (svm, sgd, logreg)", lo=1)
+    calibration: str = knob("sigmoid", "svm probabilities: CalibratedClassifierCV on train folds "
+                            "(sigmoid | isotonic)", choices=("sigmoid", "isotonic"))
+    calibration_cv: int = knob(3, "calibration folds", lo=2, hi=10)
+    rf: RandomForestConfig = knob(RandomForestConfig(), "random forest (classifier: rf)")
+    sgd: SgdConfig = knob(SgdConfig(), "log-loss SGD (classifier: sgd)")
+    resample: str = knob("none", "none | smote | smote_under (under-sample above median, SMOTE below)",
+                         choices=RESAMPLERS)
+    smote_k: int = knob(5, "SMOTE neighbours (capped below the smallest class)", lo=1, hi=50)
+    grid: dict[str, tuple[int | float, ...]] = knob({}, "e.g. {C: [0.1, 1, 10]}: CV on train scored by weighted "
+                                                     "F1, best refitted; keys: " + ", ".join(GRID_KEYS))
+    grid_cv: int = knob(3, "grid-search folds", lo=2, hi=10)
+    top_terms: int = knob(20, "terms per class in reports/top_terms/tfidf_svm.csv", lo=1, hi=1000)
+    seed: int = knob(42, "seed of the classifier, calibration folds and resampling", lo=0)
+    n_jobs: int = knob(2, "parallel jobs (calibration folds, random forest, SGD)", lo=1, hi=64)
 
-
-def parse_config(section: Mapping[str, Any]) -> TfidfSvmConfig:
-    """Validate every ``tfidf_svm`` key before any work; errors name the key."""
-    root, k = {NAME: section}, f"{NAME}."
-    grid = P.get(root, k + "grid") or {}
-    if not isinstance(grid, Mapping):
-        raise PipelineError(f"params.yaml: {k}grid = {grid!r}, expected a mapping key -> list of values")
-    for key, values in grid.items():
-        if key not in GRID_KEYS:
-            raise PipelineError(f"params.yaml: {k}grid.{key} is not searchable; expected one of "
-                                + ", ".join(GRID_KEYS))
-        if not isinstance(values, list) or not values or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-            raise PipelineError(f"params.yaml: {k}grid.{key} = {values!r}, expected a non-empty list of numbers")
-    cfg = TfidfSvmConfig(
-        text_column=P.choice(root, k + "text_column", TEXT_COLUMNS),
-        max_features=P.integer(root, k + "max_features", 1),
-        min_df=P.integer(root, k + "min_df", 1),
-        max_df=float(P.number(root, k + "max_df", 0.0, 1.0, lo_open=True)),
-        ngram_min=P.integer(root, k + "ngram_min", 1, 5),
-        ngram_max=P.integer(root, k + "ngram_max", 1, 5),
-        sublinear_tf=P.boolean(root, k + "sublinear_tf"),
-        classifier=P.choice(root, k + "classifier", CLASSIFIERS),
-        C=float(P.number(root, k + "C", 0.0, None, lo_open=True)),
-        class_weight=P.choice(root, k + "class_weight", ("balanced", "none")),
-        max_iter=P.integer(root, k + "max_iter", 1),
-        calibration=P.choice(root, k + "calibration", ("sigmoid", "isotonic")),
-        calibration_cv=P.integer(root, k + "calibration_cv", 2, 10),
-        rf_n_estimators=P.integer(root, k + "rf.n_estimators", 1),
-        rf_max_depth=P.integer(root, k + "rf.max_depth", 0),
-        sgd_alpha=float(P.number(root, k + "sgd.alpha", 0.0, None, lo_open=True)),
-        resample=P.choice(root, k + "resample", RESAMPLERS),
-        smote_k=P.integer(root, k + "smote_k", 1, 50),
-        grid={key: [GRID_KEYS[key](v) for v in values] for key, values in grid.items()},
-        grid_cv=P.integer(root, k + "grid_cv", 2, 10),
-        top_terms=P.integer(root, k + "top_terms", 1, 1000),
-        seed=P.integer(root, k + "seed", 0),
-        n_jobs=P.integer(root, k + "n_jobs", 1, 64),
-    )
-    if cfg.ngram_min > cfg.ngram_max:
-        raise PipelineError(f"params.yaml: {k}ngram_min = {cfg.ngram_min} > {k}ngram_max = {cfg.ngram_max}, "
-                            "expected ngram_min <= ngram_max")
-    return cfg
+    def validate(self, key: str) -> None:
+        if self.ngram_min > self.ngram_max:
+            raise ConfigError(f"{key}.ngram_min = {self.ngram_min} > {key}.ngram_max = {self.ngram_max}, "
+                              "expected ngram_min <= ngram_max")
+        for name, values in self.grid.items():
+            if name not in GRID_KEYS:
+                raise ConfigError(f"{key}.grid.{name} is not searchable; expected one of {', '.join(GRID_KEYS)}")
+            if not values:
+                raise invalid(f"{key}.grid.{name}", [], "a non-empty list of values")
+            for i, value in enumerate(values):
+                check_value(TfidfSvmConfig, name, value, f"{key}.grid.{name}[{i}]")
 
 
 # ---------------------------------------------------------------- resampling
@@ -170,10 +155,10 @@ def _classifier(cfg: TfidfSvmConfig, smallest: int):
                                 random_state=cfg.seed)
         return CalibratedClassifierCV(svm, method=cfg.calibration, cv=folds, n_jobs=cfg.n_jobs)
     if cfg.classifier == "rf":
-        return RandomForestClassifier(n_estimators=cfg.rf_n_estimators, max_depth=cfg.rf_max_depth or None,
+        return RandomForestClassifier(n_estimators=cfg.rf.n_estimators, max_depth=cfg.rf.max_depth or None,
                                       class_weight=weight, n_jobs=cfg.n_jobs, random_state=cfg.seed)
     if cfg.classifier == "sgd":
-        return SGDClassifier(loss="log_loss", alpha=cfg.sgd_alpha, class_weight=weight, max_iter=cfg.max_iter,
+        return SGDClassifier(loss="log_loss", alpha=cfg.sgd.alpha, class_weight=weight, max_iter=cfg.max_iter,
                              tol=1e-4, random_state=cfg.seed, n_jobs=cfg.n_jobs)
     return LogisticRegression(C=cfg.C, class_weight=weight, max_iter=cfg.max_iter, random_state=cfg.seed)
 
@@ -219,21 +204,25 @@ def grid_search(cfg: TfidfSvmConfig, texts: list[str], y: np.ndarray) -> tuple[T
     folds = StratifiedKFold(n_splits=max(2, min(cfg.grid_cv, smallest)), shuffle=True, random_state=cfg.seed)
     results = []
     for values in itertools.product(*(cfg.grid[k] for k in keys)):
-        candidate = replace(cfg, **dict(zip(keys, values)), grid={})
+        candidate = _with_values(cfg, dict(zip(keys, values)))
         pipeline = build_pipeline(candidate, y, fit_share=1 - 1 / folds.get_n_splits())
         score = cross_val_score(pipeline, texts, y, cv=folds, scoring="f1_weighted", error_score="raise")
         results.append({**dict(zip(keys, values)), "cv_weighted_f1": round(float(score.mean()), 6)})
         log.info("grid %s: cv weighted F1 %.4f", dict(zip(keys, values)), score.mean())
     best = max(results, key=lambda r: r["cv_weighted_f1"])
-    return replace(cfg, **{k: best[k] for k in keys}, grid={}), results
+    return _with_values(cfg, {k: best[k] for k in keys}), results
 
 
-def train(train_frame: pd.DataFrame, val_frame: pd.DataFrame | None, params: Mapping[str, Any]) -> TfidfModel:
-    """Fit on ``train_frame`` only (``val_frame`` is unused: nothing here is tuned on val).
+def _with_values(cfg: TfidfSvmConfig, values: dict[str, Any]) -> TfidfSvmConfig:
+    """``cfg`` with the grid's knobs set to ``values`` (typed by their declaration) and no grid left."""
+    out = replace(cfg, grid={})
+    for name, value in values.items():
+        out = replace_at(out, name, check_value(TfidfSvmConfig, name, value, f"{NAME}.grid.{name}"))
+    return out
 
-    ``params`` is the ``tfidf_svm`` section (or an already parsed :class:`TfidfSvmConfig`).
-    """
-    cfg = params if isinstance(params, TfidfSvmConfig) else parse_config(params)
+
+def train(train_frame: pd.DataFrame, val_frame: pd.DataFrame | None, cfg: TfidfSvmConfig) -> TfidfModel:
+    """Fit on ``train_frame`` only (``val_frame`` is unused: nothing here is tuned on val)."""
     texts, y = _texts(train_frame, cfg.text_column), _labels(train_frame)
     results: list[dict] = []
     if cfg.grid:
@@ -284,7 +273,9 @@ def top_terms(model: TfidfModel, train_frame: pd.DataFrame | None = None, k: int
         weights = np.vstack([np.asarray(x[y == c].mean(axis=0)).ravel() * importance for c in classes])
     rows = []
     for code, w in zip(classes, weights):
-        for rank, j in enumerate(np.argsort(-w)[:k], start=1):
+        # stable: equal weights keep vocabulary (alphabetical) order; numpy's default sort orders ties
+        # differently with and without AVX-512
+        for rank, j in enumerate(np.argsort(-w, kind="stable")[:k], start=1):
             rows.append({"prdtypecode": int(code), "label": CLASS_LABELS[int(code)], "rank": rank,
                          "term": str(vocab[j]), "weight": round(float(w[j]), 6)})
     return pd.DataFrame(rows)
@@ -294,6 +285,9 @@ def top_terms(model: TfidfModel, train_frame: pd.DataFrame | None = None, k: int
 
 def save(model: TfidfModel, directory: str | Path) -> None:
     """``model.joblib`` (the fitted pipeline), ``config.json`` and ``grid.json``, written atomically."""
+    # scikit-learn caches id(stop_words), a memory address, on the vectoriser; pickled, it would make
+    # the file differ on every run. Dropping it only makes sklearn re-validate the stop words once.
+    model.pipeline.named_steps["tfidf"].__dict__.pop("_stop_words_id", None)
     with atomic_path(directory, is_dir=True) as tmp:
         joblib.dump(model.pipeline, tmp / "model.joblib", compress=3)
         (tmp / "config.json").write_text(json.dumps(asdict(model.config), indent=2, sort_keys=True) + "\n")
@@ -304,6 +298,7 @@ def load(directory: str | Path) -> TfidfModel:
     directory = Path(directory)
     if not (directory / "model.joblib").is_file():
         raise PipelineError(f"{directory}/model.joblib: not found (run `dvc repro {NAME}`)")
-    config = TfidfSvmConfig(**json.loads((directory / "config.json").read_text()))
+    config = parse_section(TfidfSvmConfig, json.loads((directory / "config.json").read_text()), NAME,
+                           source=str(directory / "config.json"))
     grid = json.loads((directory / "grid.json").read_text()) if (directory / "grid.json").exists() else []
     return TfidfModel(joblib.load(directory / "model.joblib"), config, grid)

@@ -1,4 +1,4 @@
-"""What the two deep models share: device and precision choice, seeding, CPU threads, class weights.
+"""What the two deep models share: device and precision choice, seeding, CPU threads, labels, class weights.
 
 Why one place: "same seed -> same metrics on CPU" and "CUDA when present, bf16/fp16 there, fp32 on
 CPU" must hold identically for CamemBERT and ResNet, and the rules are easy to get subtly wrong.
@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
-from rakuten.classes import CLASS_CODES, N_CLASSES
+from rakuten.classes import CLASS_CODES, N_CLASSES, codes_to_indices
 from rakuten.errors import PipelineError
+from rakuten.numerics import configure_torch
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +61,12 @@ def choose_runtime(device: str = "auto", precision: str = "auto") -> Runtime:
 
 
 def set_threads(num_threads: int) -> int:
-    """Set torch's intra-op CPU threads (0 = all cores); return the number used."""
-    n = num_threads if num_threads > 0 else (os.cpu_count() or 1)
-    torch.set_num_threads(n)
-    return n
+    """Set torch's intra-op CPU threads (0 = all cores) and its deterministic numerics; return the threads.
+
+    Why here: both models call it before building a network, so the policy of
+    :func:`rakuten.numerics.configure_torch` (same bits on any machine of this kind) covers them both.
+    """
+    return configure_torch(num_threads)
 
 
 def seed_everything(seed: int) -> None:
@@ -87,6 +90,18 @@ def class_weights(labels: np.ndarray, n_classes: int = N_CLASSES) -> np.ndarray:
     weights = np.zeros(n_classes, dtype=np.float64)
     weights[present] = len(labels) / (present.sum() * counts[present])
     return weights
+
+
+def frame_labels(frame: pd.DataFrame) -> np.ndarray:
+    """Class indices of a labelled frame; an unlabelled or unknown code names its row."""
+    codes = frame["prdtypecode"]
+    if codes.isna().any():
+        row = frame.loc[codes.isna(), "row_id"].iloc[0]
+        raise PipelineError(f"model frame: row_id {row} has no prdtypecode; expected labelled train/val rows")
+    try:
+        return codes_to_indices(codes.to_numpy(dtype=np.int64))
+    except ValueError as exc:
+        raise PipelineError(f"model frame, column prdtypecode: {exc}") from None
 
 
 def softmax_proba(logits: np.ndarray) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 Why restrict the candidate languages: the full model knows 97 languages, and on short product
 titles ("Lego bande dessinée") it wanders into rare ones; restricting it to the languages that
-actually occur in the catalog (``text_clean.languages``) raises accuracy on the planted languages
+actually occur in the catalog (``text_clean.language.candidates``) raises accuracy on the planted languages
 of the sample catalog (see docs/text.md for the measured figures). An empty list keeps all 97.
 """
 from __future__ import annotations

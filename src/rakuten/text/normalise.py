@@ -21,11 +21,12 @@ import logging
 import re
 import string
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from tqdm import tqdm
 
+from rakuten.config import knob
 from rakuten.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -48,20 +49,19 @@ pcs pc pce pces pièce pièces piece pieces lot x
 
 @dataclass(frozen=True)
 class NormaliseConfig:
-    """The switches of ``text_clean.normalise``."""
+    """``text_clean.normalise``: the switches of the ``text_norm`` column (punctuation is always removed)."""
 
-    lowercase: bool = True
-    lemmatizer: str = "lookup"
-    remove_stopwords: bool = True
-    stopword_languages: tuple[str, ...] = ("fr", "en", "de")
-    remove_digits: bool = True
-    remove_accents: bool = True
-    remove_units: bool = True
-    remove_punctuation: bool = True
-    min_token_length: int = 2
-    batch_size: int = 512
-    n_process: int = 1
-    extra_stopwords: tuple[str, ...] = field(default=())
+    lowercase: bool = knob(True, "lowercase every token")
+    lemmatizer: str = knob("lookup", "lookup (fast table) | rule (spaCy morphologizer, ~10x slower) | none",
+                           choices=LEMMATIZERS)
+    remove_stopwords: bool = knob(True, "drop spaCy's stop words of stopword_languages")
+    stopword_languages: tuple[str, ...] = knob(("fr", "en", "de"), "languages whose stop words are dropped")
+    remove_digits: bool = knob(True, "tokens without letters (numbers, sizes)")
+    remove_accents: bool = knob(True, "strip accents after lemmatisation")
+    remove_units: bool = knob(True, "measurement units and quantities glued to them (48cm, 300W)")
+    min_token_length: int = knob(2, "shorter tokens are dropped", lo=1, hi=20)
+    batch_size: int = knob(512, "texts per spaCy batch", lo=1)
+    n_process: int = knob(1, "spaCy processes", lo=1, hi=64)
 
 
 def strip_accents(text: str) -> str:
@@ -108,8 +108,7 @@ class Normaliser:
         # the lookup table ships inside the (disabled) rule lemmatizer of fr_core_news_sm
         self._table = (self.nlp.get_pipe("lemmatizer").lookups.get_table("lemma_lookup")
                        if config.lemmatizer == "lookup" else None)
-        self._stop = (stop_words(config.stopword_languages) | {w.lower() for w in config.extra_stopwords}
-                      if config.remove_stopwords else frozenset())
+        self._stop = stop_words(config.stopword_languages) if config.remove_stopwords else frozenset()
 
     def _lemma(self, token) -> str:
         cfg = self.config
@@ -126,7 +125,7 @@ class Normaliser:
         cfg = self.config
         if token.is_space:
             return False
-        if cfg.remove_punctuation and (token.is_punct or not any(ch.isalnum() for ch in token.text)):
+        if token.is_punct or not any(ch.isalnum() for ch in token.text):
             return False
         if cfg.remove_digits and not any(ch.isalpha() for ch in token.text):
             return False
@@ -138,8 +137,7 @@ class Normaliser:
 
     def _finish(self, word: str) -> str | None:
         cfg = self.config
-        if cfg.remove_punctuation:
-            word = word.strip(_EDGE_PUNCT)
+        word = word.strip(_EDGE_PUNCT)
         if cfg.lowercase:
             word = word.lower()
         if cfg.remove_accents:

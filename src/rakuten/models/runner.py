@@ -1,5 +1,6 @@
-"""What the text model stages (``tfidf_svm``, ``fasttext``) share: assemble the model frame, fit on
-``split == train``, score val/test, write the contract files and the per-class report.
+"""What every model stage (``tfidf_svm``, ``fasttext``, ``camembert``, ``resnet50``) shares: fit on
+``split == train``, score val/test, write the contract files and the per-class report; plus the text
+models' input frame (:func:`load_text_frame`).
 
 Kept out of the stage scripts so they stay a dozen lines, and reusable for any model module that
 follows the ``train / predict_proba / save / load`` interface.
@@ -16,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from rakuten.classes import PROBA_COLUMNS, indices_to_codes
-from rakuten.evaluate import per_class_report
 from rakuten.io import read_parquet, write_csv
+from rakuten.metrics import per_class_report
 from rakuten.models.contract import PREDICTED_SPLITS, SCORED_SPLITS, proba_frame, write_model_outputs
 
 log = logging.getLogger(__name__)
@@ -58,13 +59,16 @@ def per_class_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def fit_and_report(name: str, module: ModuleType, config: Any, frame: pd.DataFrame,
-                   model_dir: Path | None = None) -> tuple[Any, dict]:
+                   model_dir: Path | None = None, **train_options: Any) -> tuple[Any, dict]:
     """Train ``module`` on the train rows, write ``models/<name>/``, the probabilities, the metrics
-    and ``reports/per_class/<name>.csv``; return the model and the metrics."""
+    and ``reports/per_class/<name>.csv``; return the model and the metrics.
+
+    ``train_options`` go to ``module.train`` beside the config: run-time arguments that are not
+    knobs (e.g. the deep models' ``live_dir`` for their learning curves)."""
     train = frame[frame["split"] == "train"].reset_index(drop=True)
     val = frame[frame["split"] == "val"].reset_index(drop=True)
     start = time.perf_counter()
-    model = module.train(train, val, config)
+    model = module.train(train, val, config, **train_options)
     fit_s = time.perf_counter() - start
     module.save(model, model_dir or Path("models") / name)
     scored = frame[frame["split"].isin(PREDICTED_SPLITS)].reset_index(drop=True)

@@ -1,0 +1,104 @@
+"""The preprocessing record: written by the cleaning stages, copied into each model, read back by predict."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rakuten import preprocessing as PP
+from rakuten.config import defaults, parse_section, to_dict
+from rakuten.errors import PipelineError
+from rakuten.image.config import ImageCleanConfig
+from rakuten.text.pipeline import TextCleanConfig
+from tests.stagerun import default_params, with_overrides
+
+PARAMS = default_params()
+
+
+def _trained(overrides: dict | None = None) -> dict:
+    params = with_overrides(PARAMS, overrides or {})
+    return {s: PP.record(s, params[s]) for s in ("text_clean", "image_clean")}
+
+
+def _model(models_dir, name: str, record: dict) -> None:
+    (models_dir / name).mkdir(parents=True, exist_ok=True)
+    (models_dir / name / PP.FILE_NAME).write_text(json.dumps(record))
+
+
+def test_record_leaves_out_runtime_knobs_only():
+    text = PP.record("text_clean", PARAMS["text_clean"])
+    assert "n_jobs" not in text and "batch_size" not in text["normalise"] and "n_process" not in text["normalise"]
+    assert "cache_dir" not in text["translation"] and "batch_size" not in text["translation"]
+    assert text["normalise"]["lemmatizer"] == "lookup" and text["max_chars"] == PARAMS["text_clean"]["max_chars"]
+    image = PP.record("image_clean", PARAMS["image_clean"])
+    assert set(PARAMS["image_clean"]) - set(image) == {"n_jobs", "contact_sheet"}
+    assert PARAMS["text_clean"]["n_jobs"] == 2  # the record is a copy: the section is untouched
+
+
+def test_records_round_trip_through_the_model_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    PP.write_record("text_clean", to_dict(parse_section(TextCleanConfig, PARAMS["text_clean"], "text_clean")))
+    records = PP.load_records(["text_clean"])
+    PP.save_with_model("models/tfidf_svm", records)
+    trained, sources = PP.load_trained("models", {"tfidf_svm": "text"})
+    assert trained == {"text_clean": PP.record("text_clean", PARAMS["text_clean"])}
+    assert sources["text_clean"].as_posix() == "models/tfidf_svm/preprocessing.json"
+    # completed with the runtime knobs, the record parses back into the config the stage ran with
+    full = PP.with_runtime(trained, PARAMS)["text_clean"]
+    assert parse_section(TextCleanConfig, full, "text_clean") == parse_section(
+        TextCleanConfig, PARAMS["text_clean"], "text_clean")
+
+
+def test_missing_or_malformed_records_are_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PipelineError, match=r"^data/processed/text_clean\.json: not found; expected the "
+                                            r"preprocessing record"):
+        PP.load_records(["text_clean"])
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    with pytest.raises(PipelineError, match="bad.json: expected a mapping of text_clean / image_clean"):
+        PP.read_record(bad)
+    bad.write_text("{not json")
+    with pytest.raises(PipelineError, match="bad.json: not a preprocessing record"):
+        PP.read_record(bad)
+
+
+def test_models_must_record_their_modality_and_agree(tmp_path):
+    trained = _trained()
+    _model(tmp_path, "tfidf_svm", {"text_clean": trained["text_clean"]})
+    _model(tmp_path, "resnet50", {"image_clean": trained["image_clean"]})
+    got, _ = PP.load_trained(tmp_path, {"tfidf_svm": "text", "resnet50": "image"})
+    assert got == trained
+    _model(tmp_path, "fasttext", {"text_clean": _trained({"text_clean.normalise.lemmatizer": "none"})["text_clean"]})
+    with pytest.raises(PipelineError) as err:
+        PP.load_trained(tmp_path, {"tfidf_svm": "text", "fasttext": "text"})
+    assert str(err.value) == (f"{tmp_path / 'fasttext' / PP.FILE_NAME}: text_clean.normalise.lemmatizer = 'none' "
+                              f"but {tmp_path / 'tfidf_svm' / PP.FILE_NAME} has 'lookup'; expected every model "
+                              "trained on the same preprocessing (rerun `dvc repro`)")
+    _model(tmp_path, "camembert", {"image_clean": trained["image_clean"]})
+    with pytest.raises(PipelineError, match=r"camembert/preprocessing\.json: no text_clean section"):
+        PP.load_trained(tmp_path, {"camembert": "text"})
+
+
+def test_changed_knobs_are_named_with_both_values_and_runtime_knobs_ignored():
+    trained = _trained()
+    today = with_overrides(PARAMS, {"text_clean.normalise.lemmatizer": "rule", "text_clean.n_jobs": 8,
+                                    "image_clean.size": 128, "image_clean.contact_sheet.examples": 2})
+    assert PP.changed_since_training(trained, today) == [
+        ("text_clean.normalise.lemmatizer", "lookup", "rule"), ("image_clean.size", 224, 128)]
+    assert PP.changed_since_training(trained, PARAMS) == []
+    del today["image_clean"]["blur"]["threshold"]
+    assert ("image_clean.blur.threshold", 40, "(absent)") in PP.changed_since_training(trained, today)
+
+
+def test_runtime_knobs_come_from_today_else_the_declared_defaults():
+    trained = _trained({"text_clean.max_chars": 500})
+    today = with_overrides(PARAMS, {"text_clean.n_jobs": 1, "text_clean.max_chars": 20000})
+    full = PP.with_runtime(trained, today)["text_clean"]
+    assert full["n_jobs"] == 1 and full["max_chars"] == 500  # speed from today, cleaning as trained
+    fallback = {"text_clean": defaults(TextCleanConfig), "image_clean": defaults(ImageCleanConfig)}
+    sections = PP.with_runtime(trained, {}, fallback)
+    text = parse_section(TextCleanConfig, sections["text_clean"], "text_clean")
+    image = parse_section(ImageCleanConfig, sections["image_clean"], "image_clean")
+    assert text.max_chars == 500 and text.n_jobs == TextCleanConfig().n_jobs
+    assert image.size == PARAMS["image_clean"]["size"] and image.n_jobs == ImageCleanConfig().n_jobs
