@@ -1,0 +1,1 @@
+"""The catalog: the official file layout, the generated sample, the duplicate-aware split."""

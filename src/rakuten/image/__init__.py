@@ -1,0 +1,1 @@
+"""Product photos: hashing and near-duplicate groups, quality detectors, cleaning, contact sheets."""

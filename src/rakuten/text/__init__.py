@@ -1,0 +1,1 @@
+"""Product texts: HTML/encoding cleaning, language detection, translation, spaCy normalisation."""
