@@ -2,7 +2,7 @@
 
 Duplicate groups come from `image_hash` (data/interim/image_hashes.parquet), computed before the split.
 """
-from rakuten.config import from_params, to_dict
+from rakuten.config import from_params
 from rakuten.data.source import DataConfig
 from rakuten.image.config import ImageCleanConfig
 from rakuten.image.contact_sheet import contact_sheets, write_contact_sheets
@@ -27,7 +27,7 @@ def main() -> None:
     detection = (score_detectors(table, sources, load_defects("data/sample/defects.json"))
                  if data.source == "sample" else None)
     write_parquet(table, "data/processed/image_quality.parquet")
-    write_record("image_clean", to_dict(cfg))  # data/processed/image_clean.json: what the image model is trained on
+    write_record("image_clean", cfg)  # data/processed/image_clean.json: what the image model is trained on
     write_json(quality_report(table, cfg, rows["split"], detection), "reports/image_quality.json")
     sheets = contact_sheets(table, sources, rows["prdtypecode"].tolist(), cfg.contact_sheet.examples)
     write_contact_sheets(sheets, "reports/figures/image_clean")

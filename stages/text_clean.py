@@ -1,5 +1,5 @@
 """DVC stage `text_clean`: HTML/encoding cleaning, language, optional translation, spaCy normalisation."""
-from rakuten.config import from_params, to_dict
+from rakuten.config import from_params
 from rakuten.io import read_parquet, write_json, write_parquet
 from rakuten.params import load_params
 from rakuten.preprocessing import write_record
@@ -12,7 +12,7 @@ def main() -> None:
     catalog = read_parquet("data/interim/catalog.parquet", stage_hint="ingest")
     frame, stats = clean_with_report(catalog, cfg)
     write_parquet(frame, "data/processed/text.parquet")
-    write_record("text_clean", to_dict(cfg))  # data/processed/text_clean.json: what the text models are trained on
+    write_record("text_clean", cfg)  # data/processed/text_clean.json: what the text models are trained on
     write_json(stage_report(catalog, frame, stats, cfg), "reports/text_clean.json")
 
 

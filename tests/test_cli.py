@@ -17,8 +17,18 @@ from rakuten import cli, fusion
 from rakuten import predict as predict_mod
 from rakuten.classes import CLASS_CODES, N_CLASSES
 from rakuten.models import registry
+from rakuten.config import parse_section
+from rakuten.image.config import ImageCleanConfig
 from rakuten.preprocessing import record
+from rakuten.text.pipeline import TextCleanConfig
 from tests.stagerun import default_params, with_overrides
+
+DECLARATIONS = {"text_clean": TextCleanConfig, "image_clean": ImageCleanConfig}
+
+
+def _record(params: dict, section: str) -> dict:
+    """The preprocessing record a cleaning stage run with ``params`` writes for ``section``."""
+    return record(parse_section(DECLARATIONS[section], params[section], section))
 
 IMAGE_CLASS = 5
 
@@ -76,7 +86,7 @@ def workspace(tmp_path, monkeypatch):
     trained = default_params()  # what the models were trained with (lemmatizer: lookup)
     for name, section in (("fake_text", "text_clean"), ("fake_image", "image_clean")):
         (models / name).mkdir(parents=True)
-        (models / name / "preprocessing.json").write_text(json.dumps({section: record(section, trained[section])}))
+        (models / name / "preprocessing.json").write_text(json.dumps({section: _record(trained, section)}))
     fusion.save(fusion.FusedModel("soft_vote", ["fake_text", "fake_image"], ["text", "image"],
                                   fusion.SoftVote([0.6, 0.4]), np.array([0.6, 0.4])), models / "fusion")
     images = tmp_path / "images"
@@ -149,7 +159,7 @@ def test_cleans_as_trained_and_warns_when_params_changed_since(workspace, capsys
 
 
 def test_models_trained_on_different_preprocessing_are_one_error_line(workspace, capsys, monkeypatch):
-    other = record("text_clean", with_overrides(default_params(), {"text_clean.max_chars": 500})["text_clean"])
+    other = _record(with_overrides(default_params(), {"text_clean.max_chars": 500}), "text_clean")
     monkeypatch.setitem(registry.MODELS, "fake_text2", registry.ModelSpec("fake_text2", "fake_text_model", "text"))
     (workspace / "models" / "fake_text2").mkdir()
     (workspace / "models" / "fake_text2" / "preprocessing.json").write_text(json.dumps({"text_clean": other}))

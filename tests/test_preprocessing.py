@@ -6,18 +6,23 @@ import json
 import pytest
 
 from rakuten import preprocessing as PP
-from rakuten.config import defaults, parse_section, to_dict
+from rakuten.config import parse_section, runtime_keys
 from rakuten.errors import PipelineError
 from rakuten.image.config import ImageCleanConfig
 from rakuten.text.pipeline import TextCleanConfig
 from tests.stagerun import default_params, with_overrides
 
 PARAMS = default_params()
+DECLARATIONS = {"text_clean": TextCleanConfig, "image_clean": ImageCleanConfig}
+
+
+def _parsed(params: dict, section: str):
+    return parse_section(DECLARATIONS[section], params[section], section)
 
 
 def _trained(overrides: dict | None = None) -> dict:
     params = with_overrides(PARAMS, overrides or {})
-    return {s: PP.record(s, params[s]) for s in ("text_clean", "image_clean")}
+    return {s: PP.record(_parsed(params, s)) for s in DECLARATIONS}
 
 
 def _model(models_dir, name: str, record: dict) -> None:
@@ -25,26 +30,32 @@ def _model(models_dir, name: str, record: dict) -> None:
     (models_dir / name / PP.FILE_NAME).write_text(json.dumps(record))
 
 
+def test_runtime_knobs_are_declared_with_the_knobs():
+    assert runtime_keys(TextCleanConfig) == ("n_jobs", "translation.batch_size", "translation.cache_dir",
+                                             "normalise.batch_size", "normalise.n_process")
+    assert runtime_keys(ImageCleanConfig) == ("n_jobs", "contact_sheet")  # a runtime section, named once
+
+
 def test_record_leaves_out_runtime_knobs_only():
-    text = PP.record("text_clean", PARAMS["text_clean"])
+    text = PP.record(_parsed(PARAMS, "text_clean"))
     assert "n_jobs" not in text and "batch_size" not in text["normalise"] and "n_process" not in text["normalise"]
     assert "cache_dir" not in text["translation"] and "batch_size" not in text["translation"]
     assert text["normalise"]["lemmatizer"] == "lookup" and text["max_chars"] == PARAMS["text_clean"]["max_chars"]
-    image = PP.record("image_clean", PARAMS["image_clean"])
+    image = PP.record(_parsed(PARAMS, "image_clean"))
     assert set(PARAMS["image_clean"]) - set(image) == {"n_jobs", "contact_sheet"}
     assert PARAMS["text_clean"]["n_jobs"] == 2  # the record is a copy: the section is untouched
 
 
 def test_records_round_trip_through_the_model_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    PP.write_record("text_clean", to_dict(parse_section(TextCleanConfig, PARAMS["text_clean"], "text_clean")))
+    PP.write_record("text_clean", _parsed(PARAMS, "text_clean"))
     records = PP.load_records(["text_clean"])
     PP.save_with_model("models/tfidf_svm", records)
     trained, sources = PP.load_trained("models", {"tfidf_svm": "text"})
-    assert trained == {"text_clean": PP.record("text_clean", PARAMS["text_clean"])}
+    assert trained == {"text_clean": PP.record(_parsed(PARAMS, "text_clean"))}
     assert sources["text_clean"].as_posix() == "models/tfidf_svm/preprocessing.json"
     # completed with the runtime knobs, the record parses back into the config the stage ran with
-    full = PP.with_runtime(trained, PARAMS)["text_clean"]
+    full = PP.with_runtime(trained, PARAMS, DECLARATIONS)["text_clean"]
     assert parse_section(TextCleanConfig, full, "text_clean") == parse_section(
         TextCleanConfig, PARAMS["text_clean"], "text_clean")
 
@@ -84,20 +95,19 @@ def test_changed_knobs_are_named_with_both_values_and_runtime_knobs_ignored():
     trained = _trained()
     today = with_overrides(PARAMS, {"text_clean.normalise.lemmatizer": "rule", "text_clean.n_jobs": 8,
                                     "image_clean.size": 128, "image_clean.contact_sheet.examples": 2})
-    assert PP.changed_since_training(trained, today) == [
+    assert PP.changed_since_training(trained, today, DECLARATIONS) == [
         ("text_clean.normalise.lemmatizer", "lookup", "rule"), ("image_clean.size", 224, 128)]
-    assert PP.changed_since_training(trained, PARAMS) == []
+    assert PP.changed_since_training(trained, PARAMS, DECLARATIONS) == []
     del today["image_clean"]["blur"]["threshold"]
-    assert ("image_clean.blur.threshold", 40, "(absent)") in PP.changed_since_training(trained, today)
+    assert ("image_clean.blur.threshold", 40, "(absent)") in PP.changed_since_training(trained, today, DECLARATIONS)
 
 
 def test_runtime_knobs_come_from_today_else_the_declared_defaults():
     trained = _trained({"text_clean.max_chars": 500})
     today = with_overrides(PARAMS, {"text_clean.n_jobs": 1, "text_clean.max_chars": 20000})
-    full = PP.with_runtime(trained, today)["text_clean"]
+    full = PP.with_runtime(trained, today, DECLARATIONS)["text_clean"]
     assert full["n_jobs"] == 1 and full["max_chars"] == 500  # speed from today, cleaning as trained
-    fallback = {"text_clean": defaults(TextCleanConfig), "image_clean": defaults(ImageCleanConfig)}
-    sections = PP.with_runtime(trained, {}, fallback)
+    sections = PP.with_runtime(trained, {}, DECLARATIONS)
     text = parse_section(TextCleanConfig, sections["text_clean"], "text_clean")
     image = parse_section(ImageCleanConfig, sections["image_clean"], "image_clean")
     assert text.max_chars == 500 and text.n_jobs == TextCleanConfig().n_jobs

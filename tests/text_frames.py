@@ -43,7 +43,8 @@ def write_stage_inputs(workdir, tiny_split: pd.DataFrame, frame: pd.DataFrame) -
     """The files a text model stage reads (catalog, split, text.parquet and text_clean's record of its
     params), written under ``workdir``."""
     from rakuten.preprocessing import write_record
-    from rakuten.text.pipeline import TEXT_COLUMNS
+    from rakuten.config import from_params
+    from rakuten.text.pipeline import TEXT_COLUMNS, TextCleanConfig
 
     (workdir / "data/interim").mkdir(parents=True, exist_ok=True)
     (workdir / "data/processed").mkdir(parents=True, exist_ok=True)
@@ -51,4 +52,5 @@ def write_stage_inputs(workdir, tiny_split: pd.DataFrame, frame: pd.DataFrame) -
     tiny_split[catalog_columns].to_parquet(workdir / "data/interim/catalog.parquet", index=False)
     tiny_split[["row_id", "split", "group_id"]].to_parquet(workdir / "data/interim/split.parquet", index=False)
     frame[list(TEXT_COLUMNS)].to_parquet(workdir / "data/processed/text.parquet", index=False)
-    write_record("text_clean", default_params()["text_clean"], workdir / "data/processed/text_clean.json")
+    write_record("text_clean", from_params(TextCleanConfig, default_params(), "text_clean"),
+                 workdir / "data/processed/text_clean.json")

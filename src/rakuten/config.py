@@ -43,7 +43,9 @@ class Knob:
     """What a knob declares besides its type and default: help text, bounds, allowed values.
 
     Bounds and choices apply to the value, or to each item of a list / each value of a mapping;
-    ``nonempty`` applies to the string, list or mapping itself.
+    ``nonempty`` applies to the string, list or mapping itself. ``runtime`` marks a knob that changes
+    how fast or where a step runs (processes, batch sizes, a cache folder, side reports), never what
+    it produces: it is not saved with a model's preprocessing and changing it retrains nothing.
     """
 
     help: str
@@ -53,17 +55,19 @@ class Knob:
     hi_open: bool = False
     choices: tuple[str, ...] | None = None
     nonempty: bool = False
+    runtime: bool = False
 
 
 def knob(default: Any = dataclasses.MISSING, help: str = "", *, lo: float | None = None, hi: float | None = None,
          lo_open: bool = False, hi_open: bool = False, choices: typing.Iterable[str] | None = None,
-         nonempty: bool = False) -> Any:
+         nonempty: bool = False, runtime: bool = False) -> Any:
     """A dataclass field declaring one knob (no ``default``: the key is required, e.g. inside a profile).
 
     Mutable or nested defaults (dataclass instances, dicts, lists) become a ``default_factory``
     that returns a fresh copy, so instances never share them.
     """
-    meta = {"knob": Knob(help, lo, hi, lo_open, hi_open, tuple(choices) if choices is not None else None, nonempty)}
+    meta = {"knob": Knob(help, lo, hi, lo_open, hi_open, tuple(choices) if choices is not None else None, nonempty,
+                         runtime)}
     if default is dataclasses.MISSING:
         return dataclasses.field(metadata=meta)
     if dataclasses.is_dataclass(default) or isinstance(default, (dict, list, set)):
@@ -283,6 +287,16 @@ def iter_knobs(cls: type, prefix: str = "") -> Iterator[tuple[str, Any, Knob]]:
         nested = [a for a in (_union_args(tp) or (tp,)) if dataclasses.is_dataclass(a)]
         for sub in nested:
             yield from iter_knobs(sub, name + ".")
+
+
+def runtime_keys(cls: type) -> tuple[str, ...]:
+    """Dotted names (inside the section) of the knobs declared ``runtime=True``; a runtime nested
+    section is named once, without its knobs."""
+    out: list[str] = []
+    for name, _, declared in iter_knobs(cls):
+        if declared.runtime and not any(name.startswith(parent + ".") for parent in out):
+            out.append(name)
+    return tuple(out)
 
 
 def replace_at(obj: T, name: str, value: Any) -> T:

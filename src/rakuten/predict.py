@@ -20,7 +20,7 @@ import pandas as pd
 
 from rakuten import fusion, preprocessing
 from rakuten.classes import CLASS_LABELS, indices_to_codes
-from rakuten.config import defaults, parse_section
+from rakuten.config import parse_section
 from rakuten.data.catalog import X_COLUMNS, catalog_rows, read_official_csv
 from rakuten.errors import PipelineError
 from rakuten.models import registry
@@ -97,9 +97,8 @@ def trained_preprocessing(models_dir: Path, model: "fusion.FusedModel", params: 
         log.info("%s not found: preprocessing as recorded with the models, runtime knobs at their defaults",
                  params_name)
     else:
-        preprocessing.warn_if_changed(trained, params, params_name)
-    fallback = {section: defaults(cls) for section, cls in cleaners.configs.items()}
-    sections = preprocessing.with_runtime(trained, params or {}, fallback)
+        preprocessing.warn_if_changed(trained, params, params_name, cleaners.configs)
+    sections = preprocessing.with_runtime(trained, params or {}, cleaners.configs)
     return {section: parse_section(cleaners.configs[section], values, section, source=str(sources[section]))
             for section, values in sections.items()}
 

@@ -11,10 +11,10 @@ after ``params.yaml`` has moved on. So:
    them with today's ``params.yaml`` to warn about knobs changed since training.
 
 A record is a JSON mapping ``{section: values}``, the values shaped as in ``params.yaml`` and
-validated by the section's own parser before they are written (and again when read back).
-:data:`RUNTIME_KEYS` (processes, batch sizes, the translation cache folder, the contact sheets) are
-left out: they change how fast cleaning runs, never its result, so changing them neither retrains a
-model nor warns; ``rakuten predict`` takes them from today's params.
+validated by the section's own parser before they are written (and again when read back). The
+knobs a declaration marks ``runtime=True`` (processes, batch sizes, the translation cache folder,
+the contact sheets) are left out: they change how fast cleaning runs, never its result, so changing
+them neither retrains a model nor warns; ``rakuten predict`` takes them from today's params.
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ import logging
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from rakuten.config import defaults, runtime_keys, to_dict
 from rakuten.errors import PipelineError
 from rakuten.io import write_json
 
@@ -35,12 +36,6 @@ RECORDS = {"text_clean": Path("data/processed/text_clean.json"),
            "image_clean": Path("data/processed/image_clean.json")}
 #: which section cleans the input of each modality of :mod:`rakuten.models.registry`
 SECTION_OF_MODALITY = {"text": "text_clean", "image": "image_clean"}
-#: keys (dotted, inside their section) that change speed or side reports, never a model's input
-RUNTIME_KEYS = {
-    "text_clean": ("n_jobs", "normalise.batch_size", "normalise.n_process", "translation.batch_size",
-                   "translation.cache_dir"),
-    "image_clean": ("n_jobs", "contact_sheet"),
-}
 _ABSENT = "(absent)"
 _MISSING = object()
 
@@ -62,19 +57,20 @@ def _without(values: Mapping[str, Any], dotted: Iterable[str]) -> dict:
     return out
 
 
-def record(section: str, values: Mapping[str, Any]) -> dict:
-    """The part of a validated section that shapes the model inputs, as plain JSON values."""
+def _input_knobs(values: Mapping[str, Any], declaration: type) -> dict:
+    """``values`` (a section as plain JSON) without the knobs ``declaration`` marks runtime."""
+    return _without(json.loads(json.dumps(values)), runtime_keys(declaration))
+
+
+def record(cfg: Any) -> dict:
+    """The knobs of a parsed section that shape the model inputs, as plain JSON values."""
+    return _input_knobs(to_dict(cfg), type(cfg))
+
+
+def write_record(section: str, cfg: Any, path: str | Path | None = None) -> None:
+    """Written by the cleaning stage ``section`` with the parsed config it ran with."""
     _known(section)
-    try:
-        plain = json.loads(json.dumps(values))
-    except (TypeError, ValueError) as exc:
-        raise PipelineError(f"{section}: cannot be recorded as JSON ({exc})") from None
-    return _without(plain, RUNTIME_KEYS[section])
-
-
-def write_record(section: str, values: Mapping[str, Any], path: str | Path | None = None) -> None:
-    """Written by the cleaning stage ``section`` with the values it ran with (already validated)."""
-    write_json({section: record(section, values)}, path or RECORDS[section])
+    write_json({section: record(cfg)}, path or RECORDS[section])
 
 
 def read_record(path: str | Path) -> dict[str, dict]:
@@ -147,19 +143,22 @@ def load_trained(models_dir: str | Path, models: Mapping[str, str]) -> tuple[dic
     return trained, source
 
 
-def changed_since_training(trained: Mapping[str, Mapping], params: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
-    """``(dotted key, trained value, today's value)`` for every recorded knob ``params`` now sets differently."""
+def changed_since_training(trained: Mapping[str, Mapping], params: Mapping[str, Any],
+                           declarations: Mapping[str, type]) -> list[tuple[str, Any, Any]]:
+    """``(dotted key, trained value, today's value)`` for every recorded knob ``params`` now sets differently
+    (``declarations``: section -> its config class, which says which knobs are runtime-only)."""
     changes = []
     for section, values in trained.items():
         today = params.get(section, {})
-        today = record(section, today) if isinstance(today, Mapping) else {}
+        today = _input_knobs(today, declarations[section]) if isinstance(today, Mapping) else {}
         changes += differences(values, today, section)
     return changes
 
 
-def warn_if_changed(trained: Mapping[str, Mapping], params: Mapping[str, Any], params_name: str) -> list[str]:
+def warn_if_changed(trained: Mapping[str, Mapping], params: Mapping[str, Any], params_name: str,
+                    declarations: Mapping[str, type]) -> list[str]:
     """Log one warning naming each knob of ``params_name`` changed since training; return the keys."""
-    changes = changed_since_training(trained, params)
+    changes = changed_since_training(trained, params, declarations)
     if changes:
         listed = "; ".join(f"{key}: trained {old!r}, {params_name} now {new!r}" for key, old, new in changes)
         log.warning("%s changed preprocessing since the models were trained; predicting with the trained "
@@ -174,19 +173,20 @@ def _lookup(root: Any, dotted: str) -> Any:
 
 
 def with_runtime(trained: Mapping[str, Mapping], params: Mapping[str, Any],
-                 fallback: Mapping[str, Mapping] | None = None) -> dict[str, dict]:
-    """The trained sections completed with the runtime knobs (:data:`RUNTIME_KEYS`), ready to parse.
+                 declarations: Mapping[str, type]) -> dict[str, dict]:
+    """The trained sections completed with their runtime knobs, ready to parse.
 
-    Runtime knobs come from ``params`` (today's machine), else from ``fallback`` (the declared
-    defaults, ``{section: values}``); one found nowhere is left for the section's parser to name.
+    Runtime knobs come from ``params`` (today's machine), else from the section's declared
+    defaults; one found nowhere is left for the section's parser to name.
     """
     out = {}
     for section, values in trained.items():
         full = copy.deepcopy(dict(values))
-        for key in RUNTIME_KEYS.get(section, ()):
+        fallback = defaults(declarations[section])
+        for key in runtime_keys(declarations[section]):
             node = _lookup(params.get(section, {}), key)
             if node is _MISSING:
-                node = _lookup((fallback or {}).get(section, {}), key)
+                node = _lookup(fallback, key)
             if node is _MISSING:
                 continue
             *parents, last = key.split(".")

@@ -72,10 +72,10 @@ class ImageCleanConfig:
 
     size: int = knob(224, "side (px) of data/processed/images/<row_id>.jpg, the image model's input", lo=32, hi=1024)
     jpeg_quality: int = knob(95, "JPEG quality of the cleaned images", lo=50, hi=100)
-    n_jobs: int = knob(2, "worker processes", lo=1, hi=256)
+    n_jobs: int = knob(2, "worker processes", lo=1, hi=256, runtime=True)
     min_side: int = knob(16, "a smaller source (e.g. 1x1) is unusable: grey placeholder, readable=false", lo=2, hi=512)
     near_duplicates: NearDuplicates = knob(NearDuplicates(), "duplicate policy")
     blur: Blur = knob(Blur(), "blur detection and sharpening")
     red_cast: RedCast = knob(RedCast(), "red cast detection and correction")
     border: Border = knob(Border(), "border crop and zoom")
-    contact_sheet: ContactSheet = knob(ContactSheet(), "before/after contact sheets")
+    contact_sheet: ContactSheet = knob(ContactSheet(), "before/after contact sheets", runtime=True)

@@ -60,8 +60,8 @@ class NormaliseConfig:
     remove_accents: bool = knob(True, "strip accents after lemmatisation")
     remove_units: bool = knob(True, "measurement units and quantities glued to them (48cm, 300W)")
     min_token_length: int = knob(2, "shorter tokens are dropped", lo=1, hi=20)
-    batch_size: int = knob(512, "texts per spaCy batch", lo=1)
-    n_process: int = knob(1, "spaCy processes", lo=1, hi=64)
+    batch_size: int = knob(512, "texts per spaCy batch", lo=1, runtime=True)
+    n_process: int = knob(1, "spaCy processes", lo=1, hi=64, runtime=True)
 
 
 def strip_accents(text: str) -> str:

@@ -50,16 +50,16 @@ class TranslationConfig:
                                   "translation model per source language (Hugging Face id or local directory)")
     chunk_chars: int = knob(1000, "chunk size at sentence/word boundaries (study: 4900 for Google's "
                             "5000-char limit)", lo=50)
-    batch_size: int = knob(16, "chunks per translation batch", lo=1)
+    batch_size: int = knob(16, "chunks per translation batch", lo=1, runtime=True)
     cache_dir: str = knob("data/cache/translations", "translations cached by text hash: reruns never "
-                          "translate twice", nonempty=True)
+                          "translate twice", nonempty=True, runtime=True)
 
 
 @dataclass(frozen=True)
 class TextCleanConfig:
     """``text_clean``: HTML/entities/mojibake cleaning, language, translation, spaCy normalisation."""
 
-    n_jobs: int = knob(2, "processes for cleaning + language detection", lo=1, hi=64)
+    n_jobs: int = knob(2, "processes for cleaning + language detection", lo=1, hi=64, runtime=True)
     max_chars: int = knob(10000, "longer texts are cut at a word boundary (counted in reports/text_clean.json)",
                           lo=100)
     language: LanguageConfig = knob(LanguageConfig(), "language detection")
