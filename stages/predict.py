@@ -2,8 +2,8 @@
 from rakuten import fusion
 from rakuten.io import read_parquet, write_csv, write_json
 from rakuten.models.contract import read_probs
-from rakuten.predict import official_submission
 from rakuten.stage import run_stage
+from rakuten.submission import official_submission
 
 
 def main() -> None:

@@ -10,7 +10,8 @@ from rakuten import fusion
 from rakuten.classes import CLASS_CODES, CLASS_LABELS, N_CLASSES
 from rakuten.errors import PipelineError
 from rakuten.data.catalog import catalog_rows
-from rakuten.predict import official_submission, prediction_table, submission_frame
+from rakuten.predict import prediction_table
+from rakuten.submission import official_submission, submission_frame
 from stagerun import error_lines, run_stage_script
 
 SPEC = {"tfidf_svm": FIRST_HALF, "resnet50": SECOND_HALF}
