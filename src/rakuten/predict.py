@@ -24,6 +24,7 @@ from rakuten.config import parse_section
 from rakuten.data.catalog import X_COLUMNS, catalog_rows, read_official_csv
 from rakuten.errors import PipelineError
 from rakuten.models import registry
+from rakuten.models.contract import as_stored
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,14 @@ def prediction_table(orig_index: np.ndarray, proba: np.ndarray, inputs_used: lis
         out[f"top{j + 1}_proba"] = np.round(np.take_along_axis(proba, order[:, j:j + 1], axis=1)[:, 0], 6)
     out["inputs_used"] = inputs_used
     return out
+
+
+def trained_model_dir(models_dir: Path, name: str) -> Path:
+    """``models_dir/name``, or one line saying which stage trains it."""
+    model_dir = Path(models_dir) / name
+    if not model_dir.exists():
+        raise PipelineError(f"{model_dir}: trained model not found; run `dvc repro {name}`")
+    return model_dir
 
 
 @dataclass
@@ -76,8 +85,7 @@ def trained_preprocessing(models_dir: Path, model: "fusion.FusedModel", params: 
     runtime knobs the records leave out (processes, batch sizes; else their declared defaults).
     """
     for name in model.models:
-        if not (models_dir / name).exists():
-            raise PipelineError(f"{models_dir / name}: trained model not found; run `dvc repro {name}`")
+        trained_model_dir(models_dir, name)
     trained, sources = preprocessing.load_trained(models_dir, dict(zip(model.models, model.modalities)))
     if params is None:
         log.info("%s not found: preprocessing as recorded with the models, runtime knobs at their defaults",
@@ -131,12 +139,9 @@ def predict_frame(frame: pd.DataFrame, models_dir: str | Path = "models",
     mats = []
     for name in fused.models:
         module = registry.load_module(name)
-        model_dir = models_dir / name
-        if not model_dir.exists():
-            raise PipelineError(f"{model_dir}: trained model not found; run `dvc repro {name}`")
+        model_dir = trained_model_dir(models_dir, name)
         log.info("predicting with %s", name)
-        proba = np.asarray(module.predict_proba(module.load(model_dir), frame))
-        mats.append(proba.astype(np.float32).astype(np.float64))
+        mats.append(as_stored(module.predict_proba(module.load(model_dir), frame)).astype(np.float64))
     text_ok, image_ok = input_flags(frame)
     available = fusion.availability(fused.modalities, text_ok, image_ok)
     # rows renormalised as the fusion stage does before publishing reports/probs/fusion.parquet

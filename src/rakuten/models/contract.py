@@ -45,6 +45,12 @@ def check_proba(proba: np.ndarray, name: str = "probabilities", atol: float = 1e
     return proba
 
 
+def as_stored(proba: np.ndarray) -> np.ndarray:
+    """Probabilities at the precision the contract tables keep them (float32): what fusion and the
+    submission read, so a prediction made from the models directly must go through it too."""
+    return np.asarray(proba).astype(np.float32)
+
+
 def proba_frame(rows: pd.DataFrame, proba: np.ndarray) -> pd.DataFrame:
     """Build the contract table from ``rows`` (``row_id``, ``split``, ``prdtypecode``) and a matrix."""
     proba = check_proba(proba)
@@ -55,7 +61,7 @@ def proba_frame(rows: pd.DataFrame, proba: np.ndarray) -> pd.DataFrame:
         "split": rows["split"].astype(str).to_numpy(),
         "prdtypecode": pd.array(rows["prdtypecode"], dtype="Int64"),
     })
-    out[list(PROBA_COLUMNS)] = proba.astype(np.float32)
+    out[list(PROBA_COLUMNS)] = as_stored(proba)
     return out
 
 
