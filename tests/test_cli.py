@@ -8,6 +8,7 @@ import sys
 import types
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -92,7 +93,7 @@ def workspace(tmp_path, monkeypatch):
     images = tmp_path / "images"
     images.mkdir()
     for imageid, productid in ((1, 11), (3, 33)):
-        (images / f"image_{imageid}_product_{productid}.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"0" * 32)
+        (images / f"image_{imageid}_product_{productid}.jpg").write_bytes(cv2.imencode(".jpg", np.zeros((20, 20, 3), np.uint8))[1].tobytes())
     x = pd.DataFrame({"designation": ["abc", "abcd", "", ""], "description": ["", "", "", ""],
                       "productid": [11, 22, 33, 44], "imageid": [1, 2, 3, 4]}, index=[90000, 90001, 90002, 90003])
     x.to_csv(tmp_path / "X_new.csv")

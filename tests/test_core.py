@@ -46,7 +46,7 @@ def test_atomic_dir_replaces_whole_directory(tmp_path):
         (tmp / "a").write_text("1")
     with atomic_path(target, is_dir=True) as tmp:
         (tmp / "b").write_text("2")
-    assert sorted(p.name for p in target.iterdir()) == ["b"]
+    assert sorted(p.name for p in target.iterdir()) == [".rakuten-output", "b"]  # the marker: ours to replace
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
 
 
@@ -71,7 +71,7 @@ def test_scores_on_a_known_case():
 
 
 def test_stale_temp_from_a_killed_run_is_removed(tmp_path):
-    stale = tmp_path / ".out.json.abc123.tmp"
+    stale = tmp_path / ".out.json.rakuten-99999999-abc123.tmp"  # a pid above Linux's pid_max: a dead process
     stale.write_text("half-written by a killed run")
     write_json({"v": 2}, tmp_path / "out.json")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.json"]

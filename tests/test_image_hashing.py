@@ -158,3 +158,54 @@ def test_policy_keeps_one_per_class_and_weights_mixed_clusters():
     assert weight.tolist() == [1, 1, 1, 0.5, 1, 0.5, 1, 1]
     keep, _ = duplicate_policy(groups, labels, train, sharp, np.array([False] + [True] * 7), 0.5)
     assert not keep[0]
+
+
+def groups_searching_every_row(variants, usable, radius, exact_groups):
+    """The clusters as found before copies were collapsed: the pair search over every usable row."""
+    rows = np.flatnonzero(usable)
+    i, j, _ = radius_pairs(variants[rows, 0], variants[rows], radius)
+    i, j = rows[i], rows[j]
+    for g in range(int(exact_groups.max(initial=-1)) + 1):
+        members = np.flatnonzero(exact_groups == g)
+        i, j = np.concatenate([i, members[:1].repeat(len(members) - 1)]), np.concatenate([j, members[1:]])
+    return components(len(usable), i, j)
+
+
+def test_copies_collapse_to_one_representative_with_the_same_clusters_as_searching_every_row():
+    rng = np.random.default_rng(5)
+    bits = rng.random((150, 256)) < np.where(rng.random(256) < 0.7, 0.03, 0.5)
+    base = np.packbits(bits, axis=1)
+    index = np.concatenate([base, flip_random_bits(base[:50], 256, 40, rng)])
+    variants = np.stack([index, flip_random_bits(index, 256, 6, rng), flip_random_bits(index, 256, 6, rng)], 1)
+    keys = [f"f{k}" for k in range(len(variants))]
+    sources = rng.choice(len(variants), 30)  # copies of a few rows, some several times
+    variants = np.concatenate([variants, variants[sources]])
+    keys += [keys[s] if k % 3 else f"reencoded{k}" for k, s in enumerate(sources)]  # same hash, other bytes
+    keys[7] = keys[120]  # same bytes, hashes apart: still linked
+    order = rng.permutation(len(variants))
+    variants, keys = variants[order], [keys[k] for k in order]
+    usable = rng.random(len(variants)) > 0.05
+    keys = [key if ok else "" for key, ok in zip(keys, usable)]
+    exact = groups_from_keys(keys)
+    stats: dict = {}
+    groups = near_duplicate_groups(variants, usable, 24, exact, stats=stats)
+    assert groups.tolist() == groups_searching_every_row(variants, usable, 24, exact).tolist()
+    assert stats["rows"] == usable.sum() and stats["representatives"] < stats["rows"]
+    assert len(set(groups[groups >= 0])) > 20 and (groups[~usable] == -1).all()
+    distinct = np.unique(variants[usable].reshape(int(usable.sum()), -1), axis=0)
+    assert stats["representatives"] == len(distinct)
+
+
+def test_a_photo_shared_by_many_rows_costs_linear_work():
+    """A seller's placeholder on 20,000 rows: one cluster, and no pair of copies is ever verified
+    (searching every row verified ~13 candidates per pair of copies: 5e9 here, days and TBs)."""
+    rng = np.random.default_rng(6)
+    distinct = rng.integers(0, 256, (200, 5, 32), dtype=np.uint8)
+    for n in (400, 20_000):  # the small case fails in a second on a quadratic search
+        variants = np.concatenate([distinct[:100], np.repeat(distinct[100:101], n, axis=0), distinct[101:]])
+        exact = np.full(len(variants), -1)
+        exact[100:100 + n] = 0
+        stats: dict = {}
+        groups = near_duplicate_groups(variants, np.ones(len(variants), bool), 24, exact, stats=stats)
+        assert stats["representatives"] == 200 and stats["candidates_verified"] <= 200 * 200
+        assert (groups[100:100 + n] == 0).all() and (np.delete(groups, np.arange(100, 100 + n)) == -1).all()

@@ -42,7 +42,8 @@ def test_one_cleaned_image_per_row_and_the_contract_columns(cleaned, tiny_split)
     table, out = cleaned
     assert list(table.columns) == COLUMNS
     assert table["row_id"].tolist() == tiny_split["row_id"].tolist()
-    assert sorted(p.name for p in out.iterdir()) == sorted(f"{r}.jpg" for r in table["row_id"])
+    assert sorted(p.name for p in out.glob("*.jpg")) == sorted(f"{r}.jpg" for r in table["row_id"])
+    assert sorted(p.name for p in out.iterdir() if p.suffix != ".jpg") == [".rakuten-output"]
     image = cv2.imread(table["clean_path"].iloc[0])
     assert image.shape == (64, 64, 3)
     assert table["readable"].all() and (table["decode_status"] == "ok").all()
@@ -147,14 +148,46 @@ def test_stage_writes_its_outputs_and_fails_in_one_line(tiny_split, tiny_catalog
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads((tmp_path / "reports" / "image_quality.json").read_text())
     assert set(report["detection"]) == set(DETECTORS)
-    assert len(list((tmp_path / "data" / "processed" / "images").iterdir())) == len(tiny_catalog)
+    assert len(list((tmp_path / "data" / "processed" / "images").glob("*.jpg"))) == len(tiny_catalog)
     assert len(pd.read_parquet(tmp_path / "data" / "processed" / "image_quality.parquet")) == len(tiny_catalog)
     # the section it ran with, without the knobs that cannot change a cleaned image (n_jobs, contact sheets)
     recorded = json.loads((tmp_path / "data" / "processed" / "image_clean.json").read_text())["image_clean"]
     assert recorded["size"] == 64 and "n_jobs" not in recorded and "contact_sheet" not in recorded
     assert recorded["border"] == default_params()["image_clean"]["border"]
     assert sorted(p.name for p in (tmp_path / "reports" / "figures" / "image_clean").iterdir()) == \
-        sorted(f"{d}.png" for d in DETECTORS)
+        sorted([*(f"{d}.png" for d in DETECTORS), ".rakuten-output"])
     failed = run_stage_script("image_clean", tmp_path / "bad", {"image_clean.blur.threshold": "high"})
     assert failed.returncode == 2
     assert error_lines(failed) == ["error: params.yaml: image_clean.blur.threshold = 'high', expected a number"]
+
+
+def test_one_photo_on_thousands_of_rows_is_scored_and_drawn_without_listing_its_pairs():
+    """Predicted pairs are counted, not listed (a 20,000-row cluster is 2e8 pairs), and a planted
+    group none of whose files is in the catalog is ignored."""
+    import tracemalloc
+
+    import numpy as np
+
+    n = 2000
+    table = pd.DataFrame({"row_id": range(n), "exact_dup_group": 0, "near_dup_group": 0, "is_blurry": False,
+                          "is_red_cast": False, "has_border": False, "keep_for_train": True, "sample_weight": 1.0})
+    table.loc[n - 1, "exact_dup_group"] = -1  # a re-encode of the photo: a near duplicate only
+    paths = [f"/data/images/image_train/f{k}.jpg" for k in range(n)]
+    defects = {"exact_duplicates": [["images/image_train/f0.jpg", "images/image_train/f1.jpg"], ["x/y/absent.jpg"]],
+               "near_duplicates": [["images/image_train/f1.jpg", f"images/image_train/f{n - 1}.jpg"]]}
+    tracemalloc.start()
+    scores, missing = score_detectors(table, paths, defects)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert missing == 1 and peak < 16 << 20  # listing the 2e6 pairs of each kind took ~500 MB
+    assert {k: scores["exact_duplicates"][k] for k in ("predicted", "planted", "true_positives")} == \
+        {"predicted": (n - 1) * (n - 2) // 2, "planted": 1, "true_positives": 1}
+    assert {k: scores["near_duplicates"][k] for k in ("predicted", "planted", "true_positives")} == \
+        {"predicted": n - 1, "planted": 2, "true_positives": 2}
+    groups = np.arange(3 * n) // 3  # many clusters of exact copies only: all scanned for the near sheet
+    table = pd.concat([table] * 3, ignore_index=True).assign(row_id=range(3 * n), exact_dup_group=groups,
+                                                             near_dup_group=groups)
+    for column in ("blur_score", "red_ratio", "border_fraction"):
+        table[column] = 0.0
+    sheets = contact_sheets(table, [""] * len(table), None, 2)
+    assert sheets["exact_duplicates"].shape[0] > sheets["near_duplicates"].shape[0]

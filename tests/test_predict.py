@@ -1,6 +1,7 @@
 """Submission file (challenge format) and the prediction helpers."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -78,7 +79,7 @@ def test_prediction_table_top3_sorted_with_labels():
 
 def test_catalog_rows_flags_missing_images(tmp_path):
     """New products go through ingest's own conversion (rakuten.data.catalog.catalog_rows)."""
-    (tmp_path / "image_2_product_20.jpg").write_bytes(b"\xff\xd8\xff\xe0" + b"0" * 20)
+    (tmp_path / "image_2_product_20.jpg").write_bytes(cv2.imencode(".jpg", np.zeros((20, 20, 3), np.uint8))[1].tobytes())
     x = pd.DataFrame({"designation": ["a", None], "description": [None, "d"], "productid": ["20", "21"],
                       "imageid": ["2", "3"]}, index=[100, 101])
     rows, status = catalog_rows(x, tmp_path / "X_new.csv", tmp_path)

@@ -46,10 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from rakuten.io import write_csv
+    from rakuten.io import check_output_path, write_csv
     from rakuten.params import load_params
     from rakuten.predict import predict_csv
 
+    check_output_path(args.output, is_dir=False)  # before any work: a directory or a FIFO there is an error
+    if args.output.exists() and args.input.exists() and args.output.resolve() == args.input.resolve():
+        raise PipelineError(f"{args.output}: is the input file; choose another --output")
     params_path = args.params or Path("params.yaml")
     params = load_params(params_path) if args.params is not None or params_path.is_file() else None
     if not args.images.is_dir():

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import pandas as pd
 
 from rakuten.classes import CLASS_CODES
 from rakuten.errors import PipelineError
+from rakuten.image.files import STATUS_TEXT, probe_image
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,9 @@ X_TEST = "X_test_update.csv"
 IMAGE_DIRS = {False: "images/image_train", True: "images/image_test"}
 X_COLUMNS = ("designation", "description", "productid", "imageid")
 Y_COLUMNS = ("prdtypecode",)
-_IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"BM", b"RIFF")
+MAX_ID = 2**63 - 1   # ids are stored as int64
+# an integer written as text, optionally with a "+", leading zeros or a ".0" fraction (a spreadsheet export)
+_INTEGER = r"^\s*\+?0*(\d+)(\.0*)?\s*$"
 _DELIMITERS = ",;\t|"
 CATALOG_COLUMNS = ("row_id", "orig_index", "designation", "description", "productid", "imageid", "image_path",
                    "image_ok", "prdtypecode", "is_official_test")
@@ -79,24 +83,52 @@ def read_official_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
                             f"<index>, {', '.join(required)} (found: {', '.join(map(str, df.columns))})")
     if delimiter != ",":
         log.warning("%s: delimiter %r instead of ','; read anyway", path, delimiter)
-    index = pd.to_numeric(pd.Series(df.index), errors="coerce")
-    if index.isna().any():
-        bad = df.index[int(np.flatnonzero(index.isna().to_numpy())[0])]
-        raise PipelineError(f"{path}: index value {bad!r} is not an integer; expected the unnamed integer index")
-    df.index = index.astype(np.int64).to_numpy()
+    # a bad index value is named by its position among the data rows (1 = the first row after the header)
+    df.index = exact_integers(pd.Series(df.index, index=np.arange(1, len(df) + 1)), path, "index",
+                              row_word="data row")
     dup = df.index.duplicated()
     if dup.any():
         raise PipelineError(f"{path}: index {df.index[dup][0]} appears more than once; expected unique row indices")
     return df[list(required)]
 
 
+def exact_integers(values: pd.Series, path: Path, column: str, row_word: str = "row") -> np.ndarray:
+    """int64 ids parsed from their text, exactly (never through float: 2**53 + 1 stays itself).
+
+    Accepted: digits, with an optional ``+``, leading zeros or ``.0`` fraction (counted and logged:
+    a spreadsheet export writes ``123.0``). Anything else, or a value outside ``[0, 2**63 - 1]``, is
+    one line naming the file, the row (the series' index), the column and the value.
+    """
+    text = values.astype("string")
+    found = text.str.extract(_INTEGER, expand=True)
+    ok = found[0].notna().to_numpy(bool)
+    if not ok.all():
+        i = int(np.flatnonzero(~ok)[0])
+        raise PipelineError(f"{path}: {row_word} {values.index[i]}, column {column}: {_shown(values.iloc[i])} is not an "
+                            "integer id; expected a whole number in [0, 2**63 - 1]")
+    out = np.empty(len(values), np.int64)
+    for i, digits in enumerate(found[0].tolist()):
+        if len(digits) > 19 or int(digits) > MAX_ID:
+            raise PipelineError(f"{path}: {row_word} {values.index[i]}, column {column}: {_shown(values.iloc[i])} is out "
+                                "of range; expected a whole number in [0, 2**63 - 1]")
+        out[i] = int(digits)
+    fraction = found[1].notna().to_numpy(bool)
+    if fraction.any():
+        i = int(np.flatnonzero(fraction)[0])
+        log.warning("%s: %d value(s) of %s written with a zero fraction (e.g. %s %s: %r) read as whole numbers",
+                    path, int(fraction.sum()), column, row_word, values.index[i], values.iloc[i])
+    return out
+
+
+def _shown(value) -> str:
+    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
+        return "an empty value"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _integer_column(df: pd.DataFrame, column: str, path: Path) -> np.ndarray:
-    values = pd.to_numeric(df[column], errors="coerce")
-    bad = values.isna() | (values != values.round())
-    if bad.any():
-        row = df.index[int(np.flatnonzero(bad.to_numpy())[0])]
-        raise PipelineError(f"{path}: row {row}, column {column}: {df.loc[row, column]!r} is not an integer")
-    return values.astype(np.int64).to_numpy()
+    return exact_integers(df[column], path, column)
 
 
 def validate_labels(x: pd.DataFrame, y: pd.DataFrame, x_path: Path, y_path: Path) -> np.ndarray:
@@ -116,15 +148,9 @@ def validate_labels(x: pd.DataFrame, y: pd.DataFrame, x_path: Path, y_path: Path
 
 
 def image_status(path: Path) -> str:
-    """``ok``, ``missing`` or ``unreadable`` (empty file or no image signature) from a 16-byte peek."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(16)
-    except FileNotFoundError:
-        return "missing"
-    except OSError:
-        return "unreadable"
-    return "ok" if head.startswith(_IMAGE_SIGNATURES) else "unreadable"
+    """``ok``, ``missing``, ``unreadable``, ``not_a_file`` or ``oversized``, from the file's header
+    (:func:`rakuten.image.files.probe_image`: the one guarded reader, so a FIFO never blocks)."""
+    return probe_image(path)
 
 
 def catalog_rows(x: pd.DataFrame, x_path: Path, image_dir: str | Path, *, is_official_test: bool = True,
@@ -174,7 +200,12 @@ def load_catalog(root: str | Path, on_bad_image: str = "error", path_prefix: str
     x_train = read_official_csv(root / X_TRAIN, X_COLUMNS)
     y_train = read_official_csv(root / Y_TRAIN, Y_COLUMNS)
     x_test = read_official_csv(root / X_TEST, X_COLUMNS)
+    if not len(x_train):
+        raise PipelineError(f"{root / X_TRAIN}: a header but no rows; expected at least one labelled product")
     codes = validate_labels(x_train, y_train, root / X_TRAIN, root / Y_TRAIN)
+    if len(np.unique(codes)) < 2:
+        raise PipelineError(f"{root / Y_TRAIN}: every labelled row has class {codes[0]}; expected at least 2 "
+                            "classes to train a classifier")
     overlap = x_train.index.intersection(x_test.index)
     if len(overlap):
         raise PipelineError(f"{root / X_TEST}: index {overlap[0]} also appears in {X_TRAIN}; expected disjoint indices")
@@ -189,13 +220,13 @@ def load_catalog(root: str | Path, on_bad_image: str = "error", path_prefix: str
     if len(bad) and on_bad_image == "error":
         i = int(bad[0])
         split_file = X_TEST if catalog.at[i, "is_official_test"] else X_TRAIN
-        raise PipelineError(f"{catalog.at[i, 'image_path']}: image {statuses[i]} for {split_file} row "
+        raise PipelineError(f"{catalog.at[i, 'image_path']}: image {STATUS_TEXT[statuses[i]]} for {split_file} row "
                             f"{catalog.at[i, 'orig_index']}; expected a readable JPEG "
                             "(set ingest.on_bad_image: flag to keep such rows for text-only prediction)")
     report.rows_train = len(x_train)
     report.rows_official_test = len(x_test)
     report.images_missing = int((statuses == "missing").sum())
-    report.images_unreadable = int((statuses == "unreadable").sum())
+    report.images_unreadable = int(((statuses != "ok") & (statuses != "missing")).sum())
     report.missing_description = int(catalog["description"].isna().sum())
     empty = catalog["designation"].str.strip() == ""
     report.empty_designation = int(empty.sum())

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import ClassVar
 
@@ -34,6 +33,7 @@ from rakuten.classes import CLASS_CODES, class_proportions
 from rakuten.config import knob
 from rakuten.data import vocabulary as V
 from rakuten.io import atomic_path
+from rakuten.parallel import process_pool
 
 log = logging.getLogger(__name__)
 
@@ -465,7 +465,7 @@ def write_sample(cfg: SampleConfig, out_dir: str | os.PathLike) -> dict:
         x.iloc[n_train:].to_csv(tmp / "X_test_update.csv")
         chunks = max(1, len(tasks) // (cfg.n_jobs * 16) or 1)
         if cfg.n_jobs > 1:
-            with ProcessPoolExecutor(cfg.n_jobs) as pool:
+            with process_pool(cfg.n_jobs) as pool:
                 blobs = pool.map(render_row, tasks, chunksize=chunks)
                 for path, blob in tqdm(zip(files, blobs), total=len(files), desc="sample images", unit="img"):
                     (tmp / path).write_bytes(blob)

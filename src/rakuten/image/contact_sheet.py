@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from rakuten.image.correct import placeholder, resize_square, to_square
+from rakuten.image.decode import decode_image
 from rakuten.io import atomic_path
 
 CELL = 160
@@ -25,7 +26,8 @@ MAX_MEMBERS = 5
 
 
 def _thumb(path: str, caption: str) -> np.ndarray:
-    image = cv2.imread(path, cv2.IMREAD_COLOR) if path else None
+    # the guarded reader at thumbnail size: a huge or lying source never costs more than a cell
+    image = decode_image(path, CELL, 1, digest=False).image if path else None
     image = placeholder(CELL) if image is None else resize_square(to_square(image), CELL)
     canvas = np.full((CELL + CAPTION, CELL, 3), 255, np.uint8)
     canvas[:CELL] = image
@@ -73,9 +75,12 @@ def contact_sheets(table: pd.DataFrame, sources: list[str], labels: list | None 
     for name in ("exact_duplicates", "near_duplicates"):
         group_col = "exact_dup_group" if name == "exact_duplicates" else "near_dup_group"
         groups = table[group_col].to_numpy()
+        # members of every group at once (by group id, then row): scanning ``groups == g`` for each
+        # group costs rows x groups when most clusters are skipped (only exact copies)
+        grouped = np.flatnonzero(groups >= 0)
+        grouped = grouped[np.argsort(groups[grouped], kind="stable")]
         lines = []
-        for g in range(int(groups.max()) + 1 if len(groups) else 0):
-            members = np.flatnonzero(groups == g)
+        for members in np.split(grouped, np.flatnonzero(np.diff(groups[grouped])) + 1) if len(grouped) else []:
             if name == "near_duplicates" and len({int(exact[m]) if exact[m] >= 0 else -1 - int(m)
                                                    for m in members}) < 2:
                 continue  # only exact copies: shown on the other sheet

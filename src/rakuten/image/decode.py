@@ -10,7 +10,9 @@ decode. Anything unusual is converted and counted, never a crash:
 * formats OpenCV cannot read: decoded by Pillow (``converted_<format>``);
 * a JPEG without its end marker: what can be decoded is kept (``truncated``);
 * missing, empty, corrupt, or smaller than ``min_side`` (e.g. 1x1): no image (``missing``,
-  ``unreadable``, ``tiny``); the caller writes a neutral grey placeholder with ``readable=False``.
+  ``unreadable``, ``tiny``); the caller writes a neutral grey placeholder with ``readable=False``;
+* not a regular file (a FIFO...), or over the size budget: no image (``not_a_file``,
+  ``oversized``), decided by :mod:`rakuten.image.files` (the one guarded reader) before decoding.
 """
 from __future__ import annotations
 
@@ -25,8 +27,11 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from rakuten.errors import PipelineError
+from rakuten.image.files import JPEG as _JPEG
+from rakuten.image.files import image_header, jpeg_header, over_budget, read_image_bytes
 
-_JPEG = b"\xff\xd8\xff"
+__all__ = ["Decoded", "decode_bytes", "decode_image", "jpeg_header", "reduced_flag", "rows_and_paths"]
+
 _EOI = b"\xff\xd9"
 _ALPHA_MODES = ("RGBA", "LA", "PA")
 
@@ -74,55 +79,6 @@ def reduced_flag(width: int, height: int, target: int, grey: bool = False) -> in
     return full
 
 
-_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}  # start-of-frame (not DHT/JPG/DAC)
-_JPEG_MODES = {1: "L", 3: "RGB", 4: "CMYK"}  # what Pillow reports for these component counts
-
-
-def jpeg_header(data: bytes) -> tuple[str, int, int] | None:
-    """(mode, width, height) from a JPEG's start-of-frame segment, or None when not found.
-
-    Why not Pillow here: ``Image.open`` costs ~0.25 ms per file in Python, ~10% of cleaning one
-    image; walking the marker segments to the frame header costs ~10 us. Anything this walk
-    does not understand falls back to Pillow (:func:`_header`).
-    """
-    if not data.startswith(_JPEG):
-        return None
-    i, n = 2, len(data)
-    while i + 4 <= n:
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if 0xD0 <= marker <= 0xD9 or marker == 0x01:  # markers without a length
-            i += 2
-            continue
-        length = int.from_bytes(data[i + 2:i + 4], "big")
-        if marker in _SOF_MARKERS:
-            if i + 10 > n or length < 8:
-                return None
-            height = int.from_bytes(data[i + 5:i + 7], "big")
-            width = int.from_bytes(data[i + 7:i + 9], "big")
-            mode = _JPEG_MODES.get(data[i + 9])
-            return (mode, width, height) if mode and width and height else None
-        i += 2 + length
-    return None
-
-
-def _header(data: bytes) -> tuple[str, str, int, int, bool] | None:
-    """(format, mode, width, height, has_transparency) from the header only, or None."""
-    jpeg = jpeg_header(data)
-    if jpeg is not None:
-        return "JPEG", jpeg[0], jpeg[1], jpeg[2], False
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            transparent = im.mode in _ALPHA_MODES or (im.mode == "P" and "transparency" in im.info)
-            return im.format or "", im.mode, im.width, im.height, transparent
-    except Exception:  # noqa: BLE001 - any parser failure means "not an image Pillow knows"
-        return None
-
-
 def _pillow_decode(data: bytes, grey: bool = False) -> np.ndarray | None:
     """Decode with Pillow (truncated files allowed), alpha composited on white; BGR (or grey) or None."""
     previous = ImageFile.LOAD_TRUNCATED_IMAGES
@@ -156,10 +112,12 @@ def decode_bytes(data: bytes, target: int, min_side: int, grey: bool = False, di
     ``grey=True`` decodes a single grey channel (the hashing pass); ``digest=False`` skips the
     SHA-1 (``image_clean`` takes it from the ``image_hash`` table)."""
     sha1 = hashlib.sha1(data).hexdigest() if digest else ""
-    header = _header(data)
+    header = image_header(data)
     if header is None:
         return Decoded(None, "unreadable", sha1)
     fmt, mode, width, height, transparent = header
+    if over_budget(header):
+        return Decoded(None, "oversized", sha1, width, height)
     if min(width, height) < min_side:
         return Decoded(None, "tiny", sha1, width, height)
     image = None
@@ -181,13 +139,9 @@ def decode_bytes(data: bytes, target: int, min_side: int, grey: bool = False, di
 
 
 def decode_image(path: str | Path, target: int, min_side: int, grey: bool = False, digest: bool = True) -> Decoded:
-    """Read and decode one file; a missing or unreadable file gives ``image=None`` and a status."""
-    try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        return Decoded(None, "missing", "")
-    except OSError:
-        return Decoded(None, "unreadable", "")
-    if not data:
-        return Decoded(None, "unreadable", "")
+    """Read (:func:`rakuten.image.files.read_image_bytes`) and decode one file; a missing,
+    unreadable, special or oversized file gives ``image=None`` and a status."""
+    data, status = read_image_bytes(path)
+    if data is None:
+        return Decoded(None, status, "")
     return decode_bytes(data, target, min_side, grey, digest)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +38,7 @@ from rakuten.config import invalid, knob
 from rakuten.image.decode import decode_image, rows_and_paths
 from rakuten.image.neighbours import groups_from_keys, near_duplicate_groups
 from rakuten.image.phash import hash_variants
+from rakuten.parallel import process_pool
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def hash_files(paths: list[str], cfg: HashConfig) -> list[tuple[str, str, np.nda
         with threadpool_limits(1):
             return [_hash_task(t) for t in tqdm(tasks, **progress)]
     chunk = max(1, min(256, len(tasks) // (cfg.n_jobs * 8)))
-    with ProcessPoolExecutor(cfg.n_jobs, initializer=_limit_blas) as pool:
+    with process_pool(cfg.n_jobs, initializer=_limit_blas) as pool:
         return list(tqdm(pool.map(_hash_task, tasks, chunksize=chunk), **progress))
 
 
@@ -153,10 +153,10 @@ def hash_catalog(catalog: pd.DataFrame, cfg: HashConfig) -> pd.DataFrame:
     })
     table.attrs["timing_s"] = {"hashing": hashing_s, "search": search_s}
     table.attrs["search"] = stats
-    log.info("%d images hashed in %.1f s (%d without a picture); search %.2f s, %d candidates verified: "
-             "%d exact-duplicate groups, %d near-duplicate clusters", int(usable.sum()), hashing_s,
-             int((~usable).sum()), search_s, stats.get("candidates_verified", 0), int(exact.max(initial=-1) + 1),
-             int(near.max(initial=-1) + 1))
+    log.info("%d images hashed in %.1f s (%d without a picture); search %.2f s over %d distinct hashes, "
+             "%d candidates verified: %d exact-duplicate groups, %d near-duplicate clusters", int(usable.sum()),
+             hashing_s, int((~usable).sum()), search_s, stats.get("representatives", 0),
+             stats.get("candidates_verified", 0), int(exact.max(initial=-1) + 1), int(near.max(initial=-1) + 1))
     return table
 
 
@@ -176,6 +176,8 @@ def hash_report(table: pd.DataFrame) -> dict[str, Any]:
         "near_duplicate_rows": int((near >= 0).sum()),
         # single linkage can chain look-alike products into one big cluster: watch this number
         "largest_near_duplicate_cluster": int(np.bincount(near[near >= 0]).max()) if (near >= 0).any() else 0,
-        "search": {k: search[k] for k in ("n_chunks", "flips_per_chunk", "candidates_verified") if k in search},
+        # representatives: distinct hash sets searched (copies of one photo count once)
+        "search": {k: search[k] for k in ("representatives", "n_chunks", "flips_per_chunk", "candidates_verified")
+                   if k in search},
     }
 

@@ -156,6 +156,8 @@ def radius_pairs(index: np.ndarray, queries: np.ndarray, radius: int, block: int
     n, nbytes = index.shape
     empty = np.zeros(0, np.int64)
     if n < 2:
+        if stats is not None:
+            stats.update(candidates_verified=0)
         return empty, empty, empty
     n_variants = queries.shape[1]
     index_bits = np.unpackbits(index, axis=1)
@@ -230,10 +232,30 @@ def near_duplicate_groups(variants: np.ndarray, usable: np.ndarray, radius: int,
     Rows with ``usable=False`` (no decodable image) never join a cluster. Rows of one exact
     duplicate group are always in the same cluster (distance 0). Clusters are single-linkage
     connected components of the "within radius" graph.
+
+    Rows whose variants are byte-identical (the same file many times over, e.g. a seller's
+    placeholder photo, or re-encodings that hash alike) are at distance 0 of each other and at the
+    same distance of every other row: they collapse to one representative (their first row)
+    before the pair search, which then runs over representatives only, and each row is linked to
+    its representative. The clusters are those of the search over all rows, but the pairs found
+    and the candidates verified no longer grow as the square of the number of copies. ``stats``
+    also receives ``rows`` (usable rows) and ``representatives`` (distinct variant sets searched).
     """
     rows = np.flatnonzero(usable)
-    i, j, _ = radius_pairs(variants[rows, 0], variants[rows], radius, stats=stats)
-    i, j = rows[i], rows[j]
+    flat = np.ascontiguousarray(variants[rows]).reshape(len(rows), int(np.prod(variants.shape[1:])))
+    _, first, inverse = np.unique(flat.view(np.dtype((np.void, flat.shape[1] * flat.itemsize))).ravel(),
+                                  return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")  # representatives in row order, as the rows themselves
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    reps = first[order]
+    i, j, _ = radius_pairs(variants[rows[reps], 0], variants[rows[reps]], radius, stats=stats)
+    member_of = rank[inverse.reshape(-1)]
+    copies = np.flatnonzero(reps[member_of] != np.arange(len(rows)))  # rows that are not their own representative
+    i = np.concatenate([rows[reps[i]], rows[reps[member_of[copies]]]])
+    j = np.concatenate([rows[reps[j]], rows[copies]])
+    if stats is not None:
+        stats.update(rows=int(len(rows)), representatives=int(len(reps)))
     if exact_groups is not None and (exact_groups >= 0).any():
         members = np.flatnonzero(exact_groups >= 0)
         groups = exact_groups[members]

@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,7 @@ from rakuten.image.hashing import HashConfig, hash_catalog
 from rakuten.image.policy import duplicate_policy
 from rakuten.image.process import clean_task
 from rakuten.io import atomic_path
+from rakuten.parallel import process_pool
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def run_tasks(tasks: list[tuple], n_jobs: int) -> list[dict]:
     if n_jobs <= 1 or len(tasks) < 2:
         return [clean_task(t) for t in tqdm(tasks, **progress)]
     chunk = max(1, min(64, len(tasks) // (n_jobs * 8)))
-    with ProcessPoolExecutor(n_jobs) as pool:
+    with process_pool(n_jobs) as pool:
         return list(tqdm(pool.map(clean_task, tasks, chunksize=chunk), **progress))
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +16,7 @@ import pandas as pd
 
 from rakuten.config import knob
 from rakuten.errors import PipelineError
+from rakuten.parallel import process_pool
 from rakuten.text.cleaning import clean_text, concat_fields, truncate_words
 from rakuten.text.language import LanguageDetector, distribution
 from rakuten.text.normalise import NormaliseConfig, Normaliser
@@ -101,7 +101,7 @@ def light_clean(designations: list, descriptions: list, cfg: TextCleanConfig) ->
     tasks = [(designations[a:b], descriptions[a:b], cfg.max_chars, lang.candidates, lang.min_confidence,
               lang.fallback) for a, b in zip(bounds[:-1], bounds[1:])]
     if cfg.n_jobs > 1 and n_chunks > 1:
-        with ProcessPoolExecutor(cfg.n_jobs) as pool:
+        with process_pool(cfg.n_jobs) as pool:
             parts = list(pool.map(_clean_chunk, tasks))
     else:
         parts = [_clean_chunk(t) for t in tasks]
