@@ -331,3 +331,33 @@ def test_every_pool_in_the_package_dies_with_its_parent():
 def test_check_output_path_accepts_a_new_path(tmp_path):
     check_output_path(tmp_path / "new" / "file.csv", is_dir=False)
     check_output_path(tmp_path / "new_dir", is_dir=True)
+
+
+# ---------------------------------------------------------------- CSV shapes found by trying them
+
+def test_csv_header_with_a_repeated_column_is_named(tmp_path):
+    from rakuten.data.catalog import X_COLUMNS, read_official_csv
+
+    path = tmp_path / "X.csv"
+    path.write_text(",designation,designation,productid,imageid\n0,a,b,1,1\n")
+    with pytest.raises(PipelineError, match="column 'designation' appears more than once"):
+        read_official_csv(path, X_COLUMNS)
+
+
+def test_csv_with_old_mac_line_ends_is_read(tmp_path):
+    from rakuten.data.catalog import X_COLUMNS, read_official_csv
+
+    path = tmp_path / "X.csv"
+    path.write_bytes(b",designation,description,productid,imageid\r0,a,,1,1\r1,b,d,2,2\r")
+    df = read_official_csv(path, X_COLUMNS)
+    assert df.index.tolist() == [0, 1] and df["designation"].tolist() == ["a", "b"]
+
+
+def test_a_csv_path_that_is_a_folder_or_a_fifo_is_named_not_read(tmp_path):
+    from rakuten.data.catalog import X_COLUMNS, read_official_csv
+
+    fifo = tmp_path / "X.csv"
+    os.mkfifo(fifo)  # reading it would block forever
+    for path in (tmp_path, fifo):
+        with pytest.raises(PipelineError, match="not a regular file; expected a CSV file"):
+            read_official_csv(path, X_COLUMNS)

@@ -59,8 +59,10 @@ def read_official_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
 
     Extra columns are accepted and dropped with a note; missing ones are an error.
     """
-    if not path.is_file():
+    if not path.exists():
         raise PipelineError(f"{path}: file not found; expected the official layout (see docs/data.md)")
+    if not path.is_file():  # a directory, a FIFO (never read: it could block forever), a device
+        raise PipelineError(f"{path}: not a regular file; expected a CSV file")
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")
@@ -70,8 +72,13 @@ def read_official_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
                             "expected a UTF-8 CSV") from None
     if not text.strip():
         raise PipelineError(f"{path}: file is empty; expected a header and rows")
-    header = text.split("\n", 1)[0]
+    header = re.split(r"\r\n|\r|\n", text, maxsplit=1)[0]  # LF, CRLF or old-Mac CR line ends
     delimiter = max(_DELIMITERS, key=header.count)
+    names = next(csv.reader([header], delimiter=delimiter), [])
+    repeated = sorted({n for n in names if n and names.count(n) > 1})
+    if repeated:
+        raise PipelineError(f"{path}: column '{repeated[0]}' appears more than once in the header; "
+                            "expected each column once")
     try:
         df = pd.read_csv(io.StringIO(text), sep=delimiter, index_col=0, dtype=str, keep_default_na=False,
                          na_values=[""], quoting=csv.QUOTE_MINIMAL)

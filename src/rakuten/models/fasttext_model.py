@@ -129,4 +129,6 @@ def load(directory: str | Path) -> FastTextModel:
         raise PipelineError(f"{directory}/model.bin: not found (run `dvc repro {NAME}`)")
     config = parse_section(FastTextConfig, json.loads((directory / "config.json").read_text()), NAME,
                            source=str(directory / "config.json"))
+    # fastText prints a deprecation notice on every load straight to stderr (not through logging)
+    fasttext.FastText.eprint = lambda *args, **kwargs: None
     return FastTextModel(fasttext.load_model(str(directory / "model.bin")), config)
