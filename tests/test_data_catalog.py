@@ -126,6 +126,7 @@ def _first_image(raw: Path) -> Path:
     return raw / "images" / "image_train" / f"image_{x.iloc[4]['imageid']}_product_{x.iloc[4]['productid']}.jpg"
 
 
+@pytest.mark.param_effect("ingest.on_bad_image")
 def test_missing_image_stops_or_is_flagged(raw):
     _first_image(raw).unlink()
     _fails(raw, "image missing", "X_train_update.csv row 4", "ingest.on_bad_image")

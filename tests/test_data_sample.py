@@ -27,6 +27,7 @@ def test_same_seed_gives_byte_identical_files(tiny_sample, tmp_path):
     assert _tree_digest(tmp_path / "again") == _tree_digest(tiny_sample)
 
 
+@pytest.mark.param_effect("sample.seed")
 def test_other_seed_and_worker_count(tmp_path):
     small = SampleConfig(n_train=60, n_test=5, image_size=32, seed=1, n_jobs=1)
     write_sample(small, tmp_path / "a")

@@ -49,6 +49,7 @@ def test_no_duplicate_group_straddles_splits(tiny_split):
     assert (labelled.groupby("group_id").size() > 1).any(), "the tiny sample should contain duplicate groups"
 
 
+@pytest.mark.param_effect("split.seed")
 def test_deterministic_and_seed_sensitive(tiny_catalog):
     a, _ = split_catalog(tiny_catalog, FRACTIONS, seed=1)
     b, _ = split_catalog(tiny_catalog, FRACTIONS, seed=1)

@@ -41,6 +41,7 @@ def test_blur_score_is_measured_at_the_output_resolution():
         quality.blur_score(cv2.resize(img, (224, 224), interpolation=cv2.INTER_AREA)), rel=0.01)
 
 
+@pytest.mark.param_effect("image_clean.red_cast.method")
 @pytest.mark.parametrize("method", ["gray_world", "saturation", "equalize"])
 def test_red_cast_is_detected_and_reduced(method):
     img = scene().astype(np.float32)
@@ -54,6 +55,7 @@ def test_red_cast_is_detected_and_reduced(method):
     assert correct.correct_red_cast(cast, "none") is cast
 
 
+@pytest.mark.param_effect("image_clean.border.max_zoom")
 def test_white_border_box_and_crop_zoom_limit():
     canvas = np.full((200, 200, 3), 255, np.uint8)
     canvas[50:110, 70:130] = scene(60)
@@ -67,6 +69,7 @@ def test_white_border_box_and_crop_zoom_limit():
     assert (x0, y0, x1, y1) == (70, 50, 130, 110)
 
 
+@pytest.mark.param_effect("image_clean.border.background")
 def test_no_border_on_a_full_frame_photo_or_a_grey_background():
     assert quality.content_box(scene(), "white", 16)[1] == 0.0
     grey = np.full((100, 100, 3), 90, np.uint8)

@@ -53,6 +53,7 @@ def test_one_cleaned_image_per_row_and_the_contract_columns(cleaned, tiny_split)
     assert table.loc[table["is_blurry"], "actions"].str.contains("sharpen").all()
 
 
+@pytest.mark.param_effect("image_clean.near_duplicates.cross_class_weight")
 def test_policy_marks_only_train_rows_and_report_counts(cleaned, tiny_split):
     table, _ = cleaned
     train = (tiny_split["split"] == "train").to_numpy()

@@ -59,6 +59,7 @@ def test_beats_the_majority_class_baseline(trained, frames):
     assert _f1(model, test) > majority_weighted_f1(train, test) + 0.05
 
 
+@pytest.mark.param_effect("camembert.demo.epochs")
 def test_keeps_the_best_epoch_and_logs_dvclive_curves(trained, frames):
     model, live_dir = trained
     _, val, _ = frames
@@ -80,6 +81,7 @@ def test_save_load_round_trip_gives_the_same_probabilities(trained, frames, tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["camembert"]  # atomic: no temp dir left
 
 
+@pytest.mark.param_effect("camembert.seed", "camembert.demo.max_train_rows")
 def test_same_seed_same_metrics_on_cpu(frames):
     train, val, test = frames
     short = TINY.with_active(epochs=1, max_train_rows=150)

@@ -84,6 +84,7 @@ def test_same_seed_same_metrics_on_cpu(frames):
     np.testing.assert_array_equal(R.predict_proba(a, test), R.predict_proba(b, test))
 
 
+@pytest.mark.param_effect("resnet50.demo.patience")
 def test_early_stopping_when_val_f1_stops_improving(frames, monkeypatch):
     train, val, _ = frames
     flat = {"weighted_f1": 0.5, "macro_f1": 0.5, "accuracy": 0.5}  # val F1 never improves after epoch 1

@@ -62,11 +62,13 @@ def test_every_classifier_and_resampler_learns(frames, config, overrides):
     assert weighted_f1(tfidf_svm, model, held_out) >= majority_baseline_f1(train, held_out) + 0.3
 
 
+@pytest.mark.param_effect("tfidf_svm.C")
 def test_c_changes_the_model(frames, config, svm):
     other = tfidf_svm.train(frames[0], None, replace(config, C=0.05))
     assert not np.allclose(tfidf_svm.predict_proba(other, frames[1]), tfidf_svm.predict_proba(svm, frames[1]))
 
 
+@pytest.mark.param_effect("tfidf_svm.grid")
 def test_grid_search_picks_from_the_grid(frames, config):
     # logistic regression: the tiny catalog's rarest class is too small to calibrate an SVM inside CV folds
     model = tfidf_svm.train(frames[0], None, replace(config, classifier="logreg", max_iter=300,

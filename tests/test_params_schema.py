@@ -197,6 +197,7 @@ def test_check_value_uses_the_knob_declaration():
         check_value(TfidfSvmConfig, "rf.n_estimators", 0, "grid")
 
 
+@pytest.mark.param_effect("camembert.profile", "resnet50.profile")
 def test_profiles_give_a_flat_view_of_the_selected_profile():
     cfg = CamembertConfig()
     assert isinstance(cfg, ProfileView) and cfg.active is cfg.demo

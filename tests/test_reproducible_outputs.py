@@ -37,6 +37,7 @@ def test_warmup_is_a_whole_number_of_optimiser_steps(n_rows, batch, epochs, rati
     assert TrainingArguments(output_dir=str(tmp_path), warmup_steps=steps).get_warmup_steps(total) == steps
 
 
+@pytest.mark.param_effect("camembert.demo.warmup_ratio", "camembert.demo.learning_rate")
 def test_trainer_warms_up_for_those_steps_and_dvclive_records_no_temporary_path(tiny_split, tmp_path):
     train, val, _ = parts(model_frame(tiny_split))
     cfg = C.CamembertConfig(logging_steps=1, eval_batch_size=64, num_threads=1, seed=0, device="cpu").with_active(

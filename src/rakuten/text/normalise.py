@@ -99,6 +99,18 @@ def load_spacy(lemmatizer: str):
     return nlp
 
 
+def _case_like(lemma: str, original: str, lowercase: bool) -> str:
+    """``lemma`` with the case of ``original`` when ``lowercase`` is off (the lemma tables are all
+    lowercase, so ``Chaises`` must give ``Chaise``, ``LEGO`` ``LEGO``), else unchanged."""
+    if lowercase or not lemma:
+        return lemma
+    if len(original) > 1 and original.isupper():
+        return lemma.upper()
+    if original[:1].isupper():
+        return lemma[:1].upper() + lemma[1:]
+    return lemma
+
+
 class Normaliser:
     """Turns cleaned texts into space-joined normalised tokens (built once, reused for every batch)."""
 
@@ -113,12 +125,12 @@ class Normaliser:
     def _lemma(self, token) -> str:
         cfg = self.config
         if cfg.lemmatizer == "rule":
-            return token.lemma_ or token.text
+            return _case_like(token.lemma_ or token.text, token.text, cfg.lowercase)
         word = token.text.lower() if cfg.lowercase else token.text
         if self._table is not None:
             lemma = self._table.get(word.lower())
             if lemma:
-                return lemma[0] if isinstance(lemma, list) else lemma
+                return _case_like(lemma[0] if isinstance(lemma, list) else lemma, token.text, cfg.lowercase)
         return word
 
     def _keep(self, token) -> bool:
