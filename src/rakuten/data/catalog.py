@@ -35,7 +35,7 @@ X_COLUMNS = ("designation", "description", "productid", "imageid")
 Y_COLUMNS = ("prdtypecode",)
 MAX_ID = 2**63 - 1   # ids are stored as int64
 # an integer written as text, optionally with a "+", leading zeros or a ".0" fraction (a spreadsheet export)
-_INTEGER = r"^\s*\+?0*(\d+)(\.0*)?\s*$"
+_INTEGER = r"^\s*\+?0*([0-9]+)(\.0*)?\s*$"  # ASCII digits only: '١٢' is not read as 12
 _DELIMITERS = ",;\t|"
 CATALOG_COLUMNS = ("row_id", "orig_index", "designation", "description", "productid", "imageid", "image_path",
                    "image_ok", "prdtypecode", "is_official_test")
@@ -74,20 +74,24 @@ def read_official_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
         raise PipelineError(f"{path}: file is empty; expected a header and rows")
     header = re.split(r"\r\n|\r|\n", text, maxsplit=1)[0]  # LF, CRLF or old-Mac CR line ends
     delimiter = max(_DELIMITERS, key=header.count)
-    names = next(csv.reader([header], delimiter=delimiter), [])
+    if _implicit_index(text, delimiter, required):
+        text = delimiter + text  # give the index column its empty header name: then every row must fit the header
+    try:  # header=None: a data row with more fields than the header is an error, never a shifted index
+        table = pd.read_csv(io.StringIO(text), sep=delimiter, header=None, dtype=str, keep_default_na=False,
+                            na_values=[""], quoting=csv.QUOTE_MINIMAL)
+    except (pd.errors.ParserError, ValueError) as exc:
+        raise PipelineError(f"{path}: cannot parse CSV: {_one_line(str(exc).splitlines()[0])}; expected every "
+                            "row to have the header's fields") from None
+    names = ["" if pd.isna(n) else str(n) for n in table.iloc[0].tolist()][1:]  # the first column is the index
     repeated = sorted({n for n in names if n and names.count(n) > 1})
     if repeated:
-        raise PipelineError(f"{path}: column '{repeated[0]}' appears more than once in the header; "
+        raise PipelineError(f"{path}: column {_one_line(repeated[0])!r} appears more than once in the header; "
                             "expected each column once")
-    try:
-        df = pd.read_csv(io.StringIO(text), sep=delimiter, index_col=0, dtype=str, keep_default_na=False,
-                         na_values=[""], quoting=csv.QUOTE_MINIMAL)
-    except (pd.errors.ParserError, ValueError) as exc:
-        raise PipelineError(f"{path}: cannot parse CSV: {str(exc).splitlines()[0]}") from None
+    df = table.iloc[1:, 1:].set_axis(names, axis=1).set_axis(table.iloc[1:, 0].tolist(), axis=0)
     missing = [c for c in required if c not in df.columns]
     if missing:
-        raise PipelineError(f"{path}: missing column '{missing[0]}'; expected columns "
-                            f"<index>, {', '.join(required)} (found: {', '.join(map(str, df.columns))})")
+        raise PipelineError(f"{path}: missing column '{missing[0]}'; expected columns <index>, {', '.join(required)} "
+                            f"(found: {', '.join(_one_line(repr(c) if c != c.strip() or not c else c) for c in names)})")
     if delimiter != ",":
         log.warning("%s: delimiter %r instead of ','; read anyway", path, delimiter)
     # a bad index value is named by its position among the data rows (1 = the first row after the header)
@@ -125,6 +129,24 @@ def exact_integers(values: pd.Series, path: Path, column: str, row_word: str = "
         log.warning("%s: %d value(s) of %s written with a zero fraction (e.g. %s %s: %r) read as whole numbers",
                     path, int(fraction.sum()), column, row_word, values.index[i], values.iloc[i])
     return out
+
+
+def _implicit_index(text: str, delimiter: str, required: tuple[str, ...]) -> bool:
+    """True for a header that names every column but the index (``designation,...`` over rows
+    ``0,...``: pandas' implicit index), recognised by its first cell being a required column and
+    the first row having one field more. Any other header over longer rows is refused: there (e.g.
+    ``,designation,...`` over ``0,Lego,extra,...``) which field is extra cannot be known."""
+    try:
+        records = csv.reader(io.StringIO(text), delimiter=delimiter)
+        first, second = next(records, []), next(records, None)
+    except csv.Error:
+        return False
+    return bool(first) and first[0] in required and second is not None and len(second) == len(first) + 1
+
+
+def _one_line(text: str) -> str:
+    """``text`` with line breaks escaped, so a message naming it stays one line."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def _shown(value) -> str:

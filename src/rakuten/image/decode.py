@@ -28,7 +28,7 @@ from PIL import Image, ImageFile
 
 from rakuten.errors import PipelineError
 from rakuten.image.files import JPEG as _JPEG
-from rakuten.image.files import image_header, jpeg_header, over_budget, read_image_bytes
+from rakuten.image.files import image_header, jpeg_header, over_budget, png_chunks_fit, read_image_bytes
 
 __all__ = ["Decoded", "decode_bytes", "decode_image", "jpeg_header", "reduced_flag", "rows_and_paths"]
 
@@ -121,7 +121,7 @@ def decode_bytes(data: bytes, target: int, min_side: int, grey: bool = False, di
     if min(width, height) < min_side:
         return Decoded(None, "tiny", sha1, width, height)
     image = None
-    if not transparent:
+    if not transparent and (fmt != "PNG" or png_chunks_fit(data)):  # else Pillow: see png_chunks_fit
         flag = reduced_flag(width, height, target, grey) if data.startswith(_JPEG) else _FLAGS[grey][0]
         image = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
     if image is None:

@@ -5,16 +5,18 @@ Why one reader: every stage that looks at a product photo (``ingest``'s check, `
 
 * only a **regular file** is opened, and it is opened non-blocking, so a FIFO, socket or device
   where a photo is expected is a bad image (``not_a_file``) instead of a stage that hangs forever;
-* a file larger than :data:`MAX_FILE_BYTES`, or whose header declares more than
-  :data:`MAX_PIXELS` pixels (a 36000x30000 photo, or a small file with a forged header), is a bad
-  image (``oversized``) decided from the header alone, before anything is decoded;
+* a file larger than :data:`MAX_FILE_BYTES`, or whose header declares a picture whose padded
+  square exceeds :data:`MAX_PIXELS` pixels (a 36000x30000 photo, a small file with a forged header,
+  a 20x60000 strip), is a bad image (``oversized``) decided from the header alone, before anything
+  is decoded;
 * a file whose header cannot be parsed (an image signature followed by garbage) is
   ``unreadable`` here, where ``ingest.on_bad_image`` decides, not later in ``image_clean``.
 
 The budget is a code constant, not a param, for the reason OpenCV's and Pillow's limits are: it is
 a safety bound that must be the same in training and in prediction, and every stage that decodes
 images depends on this file in ``dvc.yaml``, so changing it reruns them. 64 megapixels is 8000x8000,
-more than any phone camera; a 500x500 catalog photo is 0.25.
+more than any phone camera; a 500x500 catalog photo is 0.25. The budget counts the square the
+picture is padded to (``max(w, h)`` a side), since that is what hashing and cleaning allocate.
 """
 from __future__ import annotations
 
@@ -67,6 +69,8 @@ def jpeg_header(data: bytes) -> tuple[str, int, int] | None:
         if marker == 0xFF:  # fill byte
             i += 1
             continue
+        if marker == 0x00:  # a stuffed zero: libjpeg skips it as garbage and rescans; let Pillow (which agrees) decide
+            return None
         if 0xD0 <= marker <= 0xD9 or marker == 0x01:  # markers without a length
             i += 2
             continue
@@ -102,8 +106,26 @@ def image_header(data: bytes) -> Header | None:
 
 
 def over_budget(header: Header) -> bool:
-    """True when decoding the image would exceed :data:`MAX_PIXELS`."""
-    return header.width * header.height > MAX_PIXELS
+    """True when the square the image is padded to (hashing and cleaning pad to ``max(w, h)``
+    a side) would exceed :data:`MAX_PIXELS`: a 20x60000 strip is 1.2 Mpx but a 3.6 Gpx square."""
+    return max(header.width, header.height) ** 2 > MAX_PIXELS
+
+
+def png_chunks_fit(data: bytes) -> bool:
+    """True when every chunk of PNG ``data`` declares no more bytes than the file holds after it.
+
+    Why: OpenCV's PNG reader allocates a chunk's declared length before reading it, so a 60-byte
+    file declaring a 2 GB chunk costs 2 GB; such a file is decoded by Pillow, which reads in blocks.
+    """
+    i, n = 8, len(data)
+    while i + 8 <= n:
+        length = int.from_bytes(data[i:i + 4], "big")
+        if i + 12 + length > n:
+            return False
+        if data[i + 4:i + 8] == b"IEND":
+            return True
+        i += 12 + length
+    return True
 
 
 def _open_regular(path: str | Path) -> tuple[int | None, int, str]:

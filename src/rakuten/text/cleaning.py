@@ -17,7 +17,7 @@ import warnings
 import ftfy
 import lxml.etree
 import lxml.html
-from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning
+from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning, XMLParsedAsHTMLWarning
 
 #: tags whose content is never product text
 _DROP_TAGS = ("script", "style", "noscript", "template", "head")
@@ -69,9 +69,12 @@ def _html_text(fragment: str) -> str:
         for tag in root.iter(*_DROP_TAGS):
             tag.drop_tree()
         return " ".join(root.itertext())
-    except (lxml.etree.ParserError, ValueError):
+    except (lxml.etree.ParserError, ValueError, AssertionError, IndexError):
+        # lxml asserts one <body> for a fragment that looks like a whole page ("<html>" without a body;
+        # an IndexError under python -O): BeautifulSoup reads those
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", MarkupResemblesLocatorWarning)
+            warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)  # "<?xml ...?>" opening a description
             soup = BeautifulSoup(fragment, "html.parser")
         for tag in soup(_DROP_TAGS):
             tag.decompose()
