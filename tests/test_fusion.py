@@ -85,6 +85,25 @@ def test_no_test_label_reaches_any_fit(monkeypatch):
         return real_fit(val_probs, val_y, cfg, groups)
 
     monkeypatch.setattr(fusion, "fit_fusion", spy)
+    # every candidate strategy, not only the chosen one: each instance's fit is recorded
+    fits = []
+    real_factories = fusion.strategy_factories
+
+    def recording_factories(cfg):
+        def record(name, make):
+            def factory():
+                strategy = make()
+                real = strategy.fit
+
+                def fit(probs, y):
+                    fits.append((name, [np.asarray(p).copy() for p in probs], np.asarray(y).copy()))
+                    return real(probs, y)
+                strategy.fit = fit
+                return strategy
+            return factory
+        return {name: record(name, make) for name, make in real_factories(cfg).items()}
+
+    monkeypatch.setattr(fusion, "strategy_factories", recording_factories)
     cfg = small_config(list(tables))
     clean = fusion.fuse_tables(tables, ["text", "image", "text"], cfg)
     corrupted = {}
@@ -97,6 +116,25 @@ def test_no_test_label_reaches_any_fit(monkeypatch):
 
     n_val = int((tables["tfidf_svm"]["split"] == "val").sum())
     assert [n for n, _ in seen] == [n_val, n_val]
+    # each strategy: one fit per CV fold (3) plus the final fit on all validation rows, per fuse_tables call;
+    # every fitted row is a validation row (matched on its probabilities and label), never a test row
+    rows, mats = fusion.align_tables(tables)
+    val = (rows["split"] == "val").to_numpy()
+    y_val = codes_to_indices(rows.loc[val, "prdtypecode"])
+    val_rows = {tuple(np.concatenate([m[i] for m in mats]).round(12)): y for i, y in zip(np.flatnonzero(val), y_val)}
+    assert sorted({name for name, _, _ in fits}) == sorted(fusion.STRATEGIES)
+    for name in fusion.STRATEGIES:
+        sizes = sorted(len(y) for n, _, y in fits if n == name)
+        assert len(sizes) == 2 * 4 and sizes[-2:] == [n_val, n_val] and sum(sizes[:6]) == 2 * 2 * n_val, name
+    for name, probs, y in fits:
+        for i, label in enumerate(y):
+            key = tuple(np.concatenate([p[i] for p in probs]).round(12))
+            assert val_rows.get(key) == label, f"{name} fitted on a row that is not a validation row"
+    # test labels only reach the reported scores: every strategy's test predictions are unchanged
+    for pred in (clean.predictions, dirty.predictions):
+        assert set(pred.loc[pred["split"] == "test", "strategy"]) == set(fusion.STRATEGIES)
+    cols = ["row_id", "split", "strategy", "predicted"]
+    pd.testing.assert_frame_equal(clean.predictions[cols], dirty.predictions[cols])
     assert clean.model.strategy == dirty.model.strategy
     proba_cols = [c for c in clean.table.columns if c.startswith("p_")]
     assert np.array_equal(clean.table[proba_cols].to_numpy(), dirty.table[proba_cols].to_numpy())
