@@ -25,7 +25,20 @@ KILLED, SURVIVED, TIMEOUT = {1, 3}, {0}, {24, -24, 152, 255, 36}
 TARGET = 0.90
 
 _EQ_DTYPE = "dtype=bool/None on values that are already bool or 0/1: same truth values"
-EQUIVALENT: dict[str, str] = {}     # filled in by the mutation-testing pass, see docs/mutation.md
+_EQ_WARN = "which warnings are silenced while parsing: never the text returned"
+_EQ_FALSY = "ftfy reads None like False (falsy), and fix_line_breaks=True is its default"
+EQUIVALENT: dict[str, str] = {      # judged by reading `mutmut show <name>`; see docs/mutation.md
+    "rakuten.text.cleaning.x__html_text__mutmut_11": _EQ_WARN,
+    "rakuten.text.cleaning.x__html_text__mutmut_13": _EQ_WARN,
+    "rakuten.text.cleaning.x__html_text__mutmut_17": _EQ_WARN,
+    "rakuten.text.cleaning.x__html_text__mutmut_19": _EQ_WARN,
+    "rakuten.text.cleaning.x__html_text__mutmut_6": "the name of the wrapper element: its text is the same",
+    "rakuten.text.cleaning.x__html_text__mutmut_7": "the name of the wrapper element: its text is the same",
+    "rakuten.text.cleaning.x_fix_encoding__mutmut_2": _EQ_FALSY,
+    "rakuten.text.cleaning.x_fix_encoding__mutmut_3": _EQ_FALSY,
+    "rakuten.text.cleaning.x_fix_encoding__mutmut_8": _EQ_FALSY,
+    "rakuten.text.cleaning.x_truncate_words__mutmut_5": "str.rfind start None is start 0",
+}
 
 
 def module_name(rel: str) -> str:
