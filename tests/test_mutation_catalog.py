@@ -339,8 +339,8 @@ def test_load_catalog_layout_errors(tmp_path):
 
 def test_delimiter_is_sniffed_from_the_header_line_only(tmp_path):
     # the data row holds more ';' than ',' in a quoted field: the header's ',' still decides
-    df = read(tmp_path, ',a,b\n1,"p;q;r;s;t;u",v\n2,"x;y",z\n')
-    assert df.loc[1].tolist() == ["p;q;r;s;t;u", "v"] and df.loc[2].tolist() == ["x;y", "z"]
+    df = read(tmp_path, ',a,b\n1,"p;q;r;s;t;u;v;w;x;y",v\n2,"x;y",z\n')
+    assert df.loc[1].tolist() == ["p;q;r;s;t;u;v;w;x;y", "v"] and df.loc[2].tolist() == ["x;y", "z"]
     df = read(tmp_path, ',a,b\r\n1,"p;q;r;s;t;u",v\r\n')
     assert df.loc[1].tolist() == ["p;q;r;s;t;u", "v"]
 

@@ -47,6 +47,9 @@ def test_clean_chunk_cleans_caps_and_falls_back_on_low_confidence():
     assert fell_back >= 2
     texts, langs, confs, truncated, fell_back = P._clean_chunk((["bonjour"], [None], 100, LANGS, 0.0, "it"))
     assert (truncated, fell_back) == (0, 0) and langs == [_detect("bonjour")[0]]
+    lang, conf = _detect("bonjour le monde")           # a confidence equal to the threshold is enough
+    _, langs, _, _, fell_back = P._clean_chunk((["bonjour le monde"], [None], 100, LANGS, conf, "it"))
+    assert langs == [lang] and fell_back == 0
 
 
 def _pid_chunk(args):
