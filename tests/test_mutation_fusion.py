@@ -604,9 +604,12 @@ def test_fuse_tables_groups_keep_duplicates_in_one_fold(monkeypatch):
         return real(y, g, n_splits, seed)
 
     monkeypatch.setattr(fusion, "cv_splits", spy)
-    cfg = small_config(list(tables), strategy="max_rule")
+    cfg = small_config(list(tables), strategy="voting_stacking")   # forced: not what "auto" would pick
     forced = fusion.fuse_tables(tables, ["text"], cfg, groups=groups)
-    assert forced.model.strategy == "max_rule" and forced.comparison["chosen"].tolist()[0] is True
+    assert forced.model.strategy == "voting_stacking" and forced.comparison["chosen"].tolist()[-1] is True
+    auto = fusion.choose_strategy({r.strategy: {"weighted_f1": r.val_cv_weighted_f1}
+                                   for r in forced.comparison.itertuples()})
+    assert auto != "voting_stacking"
     val_ids = t.loc[t["split"] == "val", "row_id"].sort_values().to_numpy()
     assert seen[-1].tolist() == (val_ids // 2).tolist()
     fusion.fuse_tables(tables, ["text"], cfg, groups=groups.iloc[1:])    # a val row without group: plain folds
