@@ -15,8 +15,9 @@ from test_image_detectors import scene
 from rakuten.config import parse_section
 from rakuten.errors import PipelineError
 from rakuten.image.hashing import COLUMNS, HashConfig, hash_catalog, hash_report
-from rakuten.image.neighbours import (components, entropy_balanced_chunks, groups_from_keys, hamming,
-                                      chunk_options, near_duplicate_groups, radius_pairs)
+from rakuten.image.neighbours import (colour_differences, components, entropy_balanced_chunks, groups_from_keys,
+                                      hamming, chunk_options, near_duplicate_groups, radius_pairs,
+                                      complete_clusters)
 from rakuten.image.phash import hash_variants
 from rakuten.image.policy import duplicate_policy
 
@@ -125,7 +126,8 @@ def test_hash_catalog_on_the_tiny_sample(tiny_catalog, tmp_path):
 
 
 def test_hash_params_validate_and_name_the_key():
-    section = {"n_jobs": 1, "min_side": 16, "hash_size": 16, "radius": 24, "query_crops": [0.05]}
+    section = {"n_jobs": 1, "min_side": 16, "hash_size": 16, "radius": 24, "query_crops": [0.05], "verify_side": 16,
+               "max_colour_difference": 6.0, "linkage": "complete"}
     assert parse_section(HashConfig, section, "image_hash").crops == (0.0, 0.05)
     with pytest.raises(PipelineError, match=r"image_hash\.query_crops\[0\] = 0\.5, expected a number in \[0\.0, 0\.25"):
         parse_section(HashConfig, {**section, "query_crops": [0.5]}, "image_hash")
@@ -209,3 +211,95 @@ def test_a_photo_shared_by_many_rows_costs_linear_work():
         groups = near_duplicate_groups(variants, np.ones(len(variants), bool), 24, exact, stats=stats)
         assert stats["representatives"] == 200 and stats["candidates_verified"] <= 200 * 200
         assert (groups[100:100 + n] == 0).all() and (np.delete(groups, np.arange(100, 100 + n)) == -1).all()
+
+
+def _chain_of_three():
+    """Hashes A, B, C (one variant each): A~B and B~C within radius 24, A and C 40 bits apart."""
+    bits = np.zeros((3, 256), bool)
+    bits[:, ::2] = True
+    bits[1, 1:41:2] = True    # B: 20 bits from A
+    bits[2, 1:81:2] = True    # C: 20 bits from B, 40 from A
+    return np.packbits(bits, axis=1)[:, None, :]
+
+
+def test_complete_linkage_does_not_chain_a_b_c():
+    variants = _chain_of_three()
+    usable = np.ones(3, bool)
+    assert near_duplicate_groups(variants, usable, 24, linkage="single").tolist() == [0, 0, 0]
+    assert near_duplicate_groups(variants, usable, 24).tolist() == [0, 0, -1]
+    # B and C closer than A and B: B pairs with C, A stays out
+    bits = np.unpackbits(variants[:, 0], axis=1).astype(bool)
+    bits[2] = bits[1]
+    bits[2, 41:61:2] = True   # C: 10 bits from B, 30 from A
+    closer = np.packbits(bits, axis=1)[:, None, :]
+    assert near_duplicate_groups(closer, usable, 24).tolist() == [-1, 0, 0]
+    # a fourth row near all three: it joins the closest pair it is near to both members of
+    more = np.concatenate([variants, variants[1:2]])
+    more[3, 0, -1] ^= 1
+    assert near_duplicate_groups(more, np.ones(4, bool), 24).tolist() == [0, 0, -1, 0]
+    with pytest.raises(ValueError, match="linkage"):
+        near_duplicate_groups(variants, usable, 24, linkage="average")
+
+
+def test_complete_clusters_merge_only_when_every_pair_is_an_edge():
+    # edges 0-1 and 1-2, no 0-2: whichever edge comes first clusters, the third row stays out
+    i, j = np.array([0, 1]), np.array([1, 2])
+    assert complete_clusters(3, i, j, np.array([1, 0])).tolist() == [-1, 0, 0]
+    assert complete_clusters(3, i, j, np.array([0, 1])).tolist() == [0, 0, -1]
+    # two triangles joined by one edge (2-3): two clusters when the bridge comes last; in any order
+    # every cluster is a clique of the edges
+    i, j = np.array([0, 0, 1, 3, 3, 4, 2]), np.array([1, 2, 2, 4, 5, 5, 3])
+    edges = set(zip(i.tolist(), j.tolist()))
+    assert complete_clusters(6, i, j, np.arange(7)).tolist() == [0, 0, 0, 1, 1, 1]
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        groups = complete_clusters(6, i, j, rng.permutation(7))
+        for g in set(groups[groups >= 0].tolist()):
+            rows = np.flatnonzero(groups == g).tolist()
+            assert all((a, b) in edges for k, a in enumerate(rows) for b in rows[k + 1:])
+
+
+def test_colour_differences_equalise_brightness_and_are_exact():
+    rng = np.random.default_rng(0)
+    base = rng.integers(20, 200, (1, 2, 4, 4, 3)).astype(np.uint8)
+    thumbs = np.concatenate([base, base + 8, base, base[:, ::-1]])   # a brighter copy; one value off; crops swapped
+    thumbs[2, :, 0, 0, 0] += 48
+    diff = colour_differences(thumbs, np.array([0, 0, 0]), np.array([1, 2, 3]))
+    # one of 48 values 48 levels off: after equalising means, 47 values 1 level off and one 47 levels off
+    assert diff.tolist() == [0.0, (47 * 1 + 47) / 48, 0.0]
+    other = base.copy()
+    other[..., 0], other[..., 2] = base[..., 2], base[..., 0]  # same grey shapes, colours swapped
+    assert colour_differences(np.concatenate([base, other]), np.array([0]), np.array([1]))[0] > 6
+
+
+def _look_alikes(tmp_path, n=40):
+    """``n`` products of one class; for each a recoloured version (the same design in another
+    colour: a look-alike, not a copy) and a re-encoded, cropped copy (a near duplicate)."""
+    from rakuten.data.sample import encode_jpeg, near_duplicate_of, render_product
+    paths = []
+    for k in range(n):
+        rng = np.random.default_rng(k)
+        img = render_product(2583, 128, rng)
+        hsv = cv2.cvtColor(img, cv2.COLOR_BGR2HSV)
+        hsv[..., 0] = (hsv[..., 0].astype(int) + int(rng.integers(40, 140))) % 180
+        for name, picture in (("a", img), ("b", cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)),
+                              ("c", near_duplicate_of(img, rng))):
+            (tmp_path / f"{k}{name}.jpg").write_bytes(encode_jpeg(picture, 90))
+            paths.append(str(tmp_path / f"{k}{name}.jpg"))
+    return pd.DataFrame({"row_id": np.arange(len(paths)), "image_path": paths})
+
+
+def test_near_duplicates_of_dense_look_alikes_precision_and_recall(tmp_path):
+    frame = _look_alikes(tmp_path)
+
+    def pair_scores(cfg):
+        groups = hash_catalog(frame, cfg)["near_dup_group"].to_numpy()
+        true = sum(groups[3 * k] >= 0 and groups[3 * k] == groups[3 * k + 2] for k in range(len(frame) // 3))
+        predicted = sum(c * (c - 1) // 2 for c in np.bincount(groups[groups >= 0]))
+        return true / max(predicted, 1), true / (len(frame) // 3)
+
+    precision, recall = pair_scores(HashConfig(n_jobs=1))
+    assert precision >= 0.95 and recall >= 0.95
+    # the grey pHash alone groups look-alikes: the colour check is what keeps precision
+    unchecked, _ = pair_scores(HashConfig(n_jobs=1, max_colour_difference=255.0, linkage="single"))
+    assert unchecked < 0.9

@@ -177,7 +177,11 @@ def test_split_catalog_table_and_report(tmp_path):
     assert sum(report["rows"].values()) == 17
     assert report["fractions_requested"] == FRACTIONS
     assert report["duplicate_groups"] == {"groups": 13, "multi_row_groups": 2, "rows_in_multi_row_groups": 4,
-                                          "image_groups": "file_sha1", "near_duplicate_groups_unioned": 0}
+                                          "image_groups": "file_sha1", "near_duplicate_groups_unioned": 0,
+                                          # class 10 is 10/11 of train and 1/2 of val: 40.9 points apart
+                                          "groups_over_20_rows": 0, "largest_group_rows": 2,
+                                          "largest_group_class": 10, "largest_group_share_of_class": 0.1667,
+                                          "max_class_share_gap_points": 40.909, "max_gap_class": 10}
     assert report["classes_train_only"] == []
     assert list(report["per_class"]) == ["10", "40"]
     assert report["per_class"]["40"] == {"train": 1, "val": 1, "test": 1}
@@ -260,3 +264,32 @@ def test_split_catalog_with_only_official_test_rows(tmp_path):
     assert report["duplicate_groups"]["groups"] == 0 and report["duplicate_groups"]["multi_row_groups"] == 0
     assert report["duplicate_groups"]["rows_in_multi_row_groups"] == 0
     assert report["per_class"] == {} and report["classes_train_only"] == []
+
+
+def test_a_group_too_big_for_val_or_test_goes_to_train():
+    # class 10: 100 single rows and one group of 30 (a placeholder photo): quotas val = test = 13 rows;
+    # the group would more than double either, so it trains whatever the seed, and the shares stay close
+    labels = np.array([10] * 130 + [40] * 100)
+    groups = np.concatenate([np.arange(100), np.full(30, 100), np.arange(101, 201)])
+    for seed in range(5):
+        splits, _ = S.assign_splits(labels, groups, FRACTIONS, seed=seed)
+        assert set(splits[100:130]) == {"train"}
+        counts = pd.crosstab(labels, splits)
+        assert counts.loc[10, "val"] == 13 and counts.loc[10, "test"] == 13
+    # a group of 25 with 13 rows missing: 25 < 26 brings test closer to its quota (12 over instead of 13 short)
+    groups = np.concatenate([np.arange(105), np.full(25, 105), np.arange(106, 206)])
+    placed = {S.assign_splits(labels, groups, FRACTIONS, seed=seed)[0][105] for seed in range(20)}
+    assert placed - {"train"}
+
+
+def test_group_balance_reports_large_groups_and_share_gaps():
+    labels = np.array([10] * 50 + [40] * 50)
+    groups = np.concatenate([np.zeros(22, int), np.arange(1, 79)])
+    splits = np.array(["train"] * 80 + ["val"] * 10 + ["test"] * 10, dtype=object)
+    splits[[0, 50]] = "train"
+    b = S.group_balance(labels, groups, splits)
+    assert b["groups_over_20_rows"] == 1 and b["largest_group_rows"] == 22 and b["largest_group_class"] == 10
+    assert b["largest_group_share_of_class"] == 0.44
+    # class 10: 50/80 of train, 0/10 of val and test -> 62.5 points; class 40 30/80 vs 10/10 -> 62.5 as well
+    assert b["max_class_share_gap_points"] == 62.5
+    assert S.group_balance(np.array([], int), np.array([], int), np.array([], object))["largest_group_rows"] == 0

@@ -770,9 +770,9 @@ def test_hash_min_side_and_hash_size(tmp_path):
     from tests.test_image_detectors import scene
 
     small = _image_file(tmp_path, "small", cv2.resize(scene(64), (24, 24)))
-    status, sha1, variants = hash_image(small, HashConfig(min_side=16, query_crops=(0.0,)))
+    status, sha1, variants, _ = hash_image(small, HashConfig(min_side=16, query_crops=(0.0,)))
     assert status == "ok" and sha1 and variants.shape == (1, 32)  # 16 x 16 bits
-    status, sha1, variants = hash_image(small, HashConfig(min_side=32, query_crops=(0.0,)))
+    status, sha1, variants, _ = hash_image(small, HashConfig(min_side=32, query_crops=(0.0,)))
     assert status == "tiny" and variants is None
     assert hash_image(small, HashConfig(hash_size=8, query_crops=(0.0, 0.05)))[2].shape == (2, 8)
 
@@ -794,6 +794,29 @@ def test_hash_radius_and_crops_decide_which_copies_cluster(tmp_path):
     assert groups() == [0, 0, -1]                                # defaults: the cropped copy is found
     assert groups(query_crops=(0.0,)) == [-1, -1, -1]            # without crop variants it is too far
     assert groups(radius=4) == [-1, -1, -1]                      # a tighter radius misses it too
+
+
+@pytest.mark.param_effect("image_hash.verify_side", "image_hash.max_colour_difference", "image_hash.linkage")
+def test_hash_colour_check_and_linkage_decide_look_alikes(tmp_path):
+    from rakuten.image.hashing import HashConfig, hash_catalog, hash_image
+    from tests.test_image_hashing import _look_alikes
+
+    rows = _look_alikes(tmp_path, n=12)   # per product: the photo, the same design recoloured, a re-encoded copy
+
+    def groups(**changes):
+        return hash_catalog(rows, HashConfig(n_jobs=1, **changes))["near_dup_group"].to_numpy()
+
+    checked = groups()
+    assert all(checked[3 * k] == checked[3 * k + 2] >= 0 and checked[3 * k + 1] == -1 for k in range(12))
+    unchecked = groups(max_colour_difference=255.0)         # grey pHash only: recoloured designs join
+    assert (unchecked[1::3] >= 0).any()
+    assert (groups(max_colour_difference=1.0)[::3] == -1).sum() > 6   # too strict: copies are missed
+    single = groups(max_colour_difference=255.0, linkage="single")
+    assert np.bincount(single[single >= 0]).max() == 3
+    assert not np.array_equal(single, unchecked)            # single linkage chains what complete keeps apart
+    path = rows["image_path"].iloc[0]
+    assert hash_image(path, HashConfig(verify_side=8))[3].shape == (5, 8, 8, 3)
+    assert hash_image(path, HashConfig())[3].shape == (5, 16, 16, 3)
 
 
 # ========================================================================================= image_clean

@@ -761,11 +761,12 @@ def test_any_image_file_gives_a_status_and_a_bounded_picture_or_none(case, warm_
         assert probed == grey.status == colour.status == "oversized"
     _check_decoded(grey, True, header)
     _check_decoded(colour, False, header)
-    status, sha1, variants = hashed
-    assert status == grey.status
-    assert (variants is None) == (grey.image is None) == (sha1 == "")
+    status, sha1, variants, thumbs = hashed
+    assert status == colour.status               # hashing decodes in colour (the pairs are checked in colour)
+    assert (variants is None) == (thumbs is None) == (colour.image is None) == (sha1 == "")
     if variants is not None:
         assert variants.shape == (len(hash_cfg.crops), hash_cfg.nbytes) and variants.dtype == np.uint8
+        assert thumbs.shape == (len(hash_cfg.crops), hash_cfg.verify_side, hash_cfg.verify_side, 3)
     assert record["readable"] == (colour.image is not None) and record["decode_status"] == colour.status
     assert cleaned is not None and cleaned.shape == (64, 64, 3)
 

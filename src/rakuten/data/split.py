@@ -5,7 +5,10 @@ slight crops: the ``image_hash`` stage's ``near_dup_group``) form one group (uni
 group never straddles two splits: otherwise a model is scored on copies of its training rows.
 Without the image-hash table (``image_groups=None``) images are grouped by file SHA-1 only.
 Groups are assigned per class (the group's majority label) in a seeded random order until each
-split's quota for that class is met, which keeps class proportions within a row or two of exact.
+split's quota for that class is met, which keeps class proportions within a row or two of exact. A
+group joins val or test only when that brings the split closer to its quota (its size is under
+twice what the split still lacks), so one large cluster lands in train instead of swamping a small
+split; ``reports/split.json`` says how large groups are and how far class shares differ between splits.
 
 Fallback for tiny classes: a class with fewer than 3 groups cannot be in all three splits; all its
 rows go to train and the class is listed in ``reports/split.json`` (``classes_train_only``).
@@ -112,10 +115,14 @@ def assign_splits(labels: np.ndarray, groups: np.ndarray, fractions: dict[str, f
         quotas = {s: max(1, int(round(fractions[s] * total))) if fractions[s] > 0 else 0 for s in ("val", "test")}
         filled = {"val": 0, "test": 0}
         for g in members:
-            target = next((s for s in ("test", "val") if filled[s] < quotas[s]), "train")
+            size = int(sizes.loc[g])
+            # a group joins test or val only when that brings the split closer to its quota: one big
+            # cluster (a seller's placeholder photo) cannot swamp a small split and skew its classes
+            target = next((s for s in ("test", "val") if filled[s] < quotas[s] and size < 2 * (quotas[s] - filled[s])),
+                          "train")
             split_of_group[int(g)] = target
             if target != "train":
-                filled[target] += int(sizes.loc[g])
+                filled[target] += size
         if fractions["train"] > 0 and all(split_of_group[int(g)] != "train" for g in members):
             split_of_group[int(members[-1])] = "train"
     return np.array([split_of_group[int(g)] for g in groups], dtype=object), train_only
@@ -146,6 +153,33 @@ def unioned_near_groups(before: np.ndarray, near_keys: list[str]) -> int:
     frame = pd.DataFrame({"near": near_keys, "group": before})
     spread = frame[frame["near"] != ""].groupby("near")["group"].nunique()
     return int((spread > 1).sum())
+
+
+LARGE_GROUP_ROWS = 20
+
+
+def group_balance(labels: np.ndarray, groups: np.ndarray, splits: np.ndarray) -> dict:
+    """How duplicate groups shape the split: groups above :data:`LARGE_GROUP_ROWS` rows, the largest
+    group's share of its class, and the widest gap between a class's share of one split and of another
+    (percentage points; 0 would be a perfectly stratified split)."""
+    if not len(labels):
+        return {"groups_over_20_rows": 0, "largest_group_rows": 0, "largest_group_class": None,
+                "largest_group_share_of_class": 0.0, "max_class_share_gap_points": 0.0, "max_gap_class": None}
+    sizes = np.bincount(groups)
+    largest = int(np.argmax(sizes))
+    in_largest = groups == largest
+    codes, counts = np.unique(labels[in_largest], return_counts=True)
+    code = int(codes[np.argmax(counts)])
+    shares = pd.crosstab(labels, splits, normalize="columns").reindex(columns=[s for s in SPLITS if (splits == s).any()])
+    gaps = (shares.max(axis=1) - shares.min(axis=1)) * 100 if shares.shape[1] > 1 else shares.iloc[:, 0] * 0
+    return {
+        "groups_over_20_rows": int((sizes > LARGE_GROUP_ROWS).sum()),
+        "largest_group_rows": int(sizes[largest]),
+        "largest_group_class": code,
+        "largest_group_share_of_class": round(float(counts.max() / (labels == code).sum()), 4),
+        "max_class_share_gap_points": round(float(gaps.max()), 3),
+        "max_gap_class": int(gaps.idxmax()),
+    }
 
 
 def split_catalog(catalog: pd.DataFrame, fractions: dict[str, float], seed: int,
@@ -184,6 +218,7 @@ def split_catalog(catalog: pd.DataFrame, fractions: dict[str, float], seed: int,
             "rows_in_multi_row_groups": int(group_sizes[group_sizes > 1].sum()),
             "image_groups": "file_sha1" if image_groups is None else "image_hash",
             "near_duplicate_groups_unioned": unioned,
+            **group_balance(labelled["prdtypecode"].to_numpy(np.int64), groups, splits),
         },
         "classes_train_only": train_only,
         "per_class": {str(code): {s: int(per_class.loc[code, s]) for s in SPLITS} for code in per_class.index},

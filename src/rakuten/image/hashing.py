@@ -3,9 +3,9 @@
 This runs *before* the split (DVC stage ``image_hash``) so that the split can keep near-duplicate
 pictures in one split, and ``image_clean`` reads the groups instead of hashing again.
 
-Per image (process pool, ``n_jobs``), decoded once, as one grey channel at reduced size (libjpeg
-DCT scaling: a 500 px JPEG is decoded at 125 px, several times faster than a full colour decode;
-a pHash only keeps the lowest frequencies anyway):
+Per image (process pool, ``n_jobs``), decoded once at reduced size (libjpeg DCT scaling: a 500 px
+JPEG is decoded at 125 px, several times faster than a full decode; a pHash only keeps the lowest
+frequencies anyway):
 
 * **exact duplicates**: SHA-1 of the file bytes (same bytes = same picture, whatever the pixels);
 * **near duplicates**: 256-bit pHashes (``hash_size`` 16) of the picture padded to a square as
@@ -13,11 +13,17 @@ a pHash only keeps the lowest frequencies anyway):
   batch (:mod:`rakuten.image.phash`); a slight crop of a photo lands within ``radius`` of one of
   its own zoomed variants. Why 256 bits and crop variants: docs/images.md (64-bit pHashes put
   unrelated look-alike products within 2 bits of each other on the sample);
+* **verification**: ``verify_side`` px colour thumbnails of the same crops
+  (:func:`rakuten.image.phash.thumbnail_variants`), 768 bytes per crop at 16 px;
 * rows whose image is missing, unreadable or smaller than ``min_side`` get empty hashes and no
   group (``decode_status`` says why; counted in ``reports/image_hash.json``).
 
-Then over all rows: exact groups (shared SHA-1) and near-duplicate clusters (single linkage within
-``radius`` over all crop variants, exact copies always together; :mod:`rakuten.image.neighbours`).
+Then over all rows: exact groups (shared SHA-1) and near-duplicate clusters: candidate pairs within
+``radius`` over all crop variants, kept when their colour thumbnails differ by at most
+``max_colour_difference`` grey levels, clustered so that every two rows of a cluster are near
+duplicates of each other (complete ``linkage``; exact copies always together;
+:mod:`rakuten.image.neighbours`). Why: on 84,916 generated look-alike photos the pHash alone and
+single linkage chained unrelated products into clusters of ~300 rows (pair precision 0.05).
 
 Output (``data/interim/image_hashes.parquet``): row_id, sha1, phash (hex of the un-cropped hash),
 exact_dup_group, near_dup_group (-1 = none), decode_status.
@@ -29,15 +35,17 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from rakuten.config import invalid, knob
+from rakuten.image.correct import to_square
 from rakuten.image.decode import decode_image, rows_and_paths
 from rakuten.image.neighbours import groups_from_keys, near_duplicate_groups
-from rakuten.image.phash import hash_variants
+from rakuten.image.phash import hash_variants, thumbnail_variants
 from rakuten.parallel import process_pool
 
 log = logging.getLogger(__name__)
@@ -58,6 +66,13 @@ class HashConfig:
     query_crops: tuple[float, ...] = knob((0.0, 0.0125, 0.025, 0.0375, 0.05),
                                           "each image also searched cropped by these fractions per side",
                                           lo=0.0, hi=0.25, hi_open=True, nonempty=True)
+    verify_side: int = knob(16, "side of the colour thumbnails that verify each candidate pair", lo=4, hi=64)
+    max_colour_difference: float = knob(6.0, "a pair within the radius is a near duplicate only if its colour "
+                                        "thumbnails differ by at most this (mean absolute difference, grey "
+                                        "levels, brightness equalised; 255 = no check)", lo=0.0, hi=255.0)
+    linkage: str = knob("complete", "complete: rows cluster only when every two of them are near duplicates "
+                        "(no chaining) | single: connected components (chains look-alikes)",
+                        choices=("complete", "single"))
 
     @property
     def nbytes(self) -> int:
@@ -76,32 +91,27 @@ class HashConfig:
             raise invalid(f"{key}.radius", self.radius, f"an integer in [0, {bits // 4}]")
 
 
-def _pad_square(grey: np.ndarray) -> np.ndarray:
-    """Centred white padding to a square (as :func:`rakuten.image.correct.to_square`)."""
-    h, w = grey.shape
-    if h == w:
-        return grey
-    side = max(h, w)
-    out = np.full((side, side), 255, np.uint8)
-    top, left = (side - h) // 2, (side - w) // 2
-    out[top:top + h, left:left + w] = grey
-    return out
+Hashed = tuple[str, str, "np.ndarray | None", "np.ndarray | None"]
 
 
-def hash_image(path: str, cfg: HashConfig) -> tuple[str, str, np.ndarray | None]:
-    """``(decode_status, sha1, variants)`` of one file; ``variants`` is (n_crops, nbytes) uint8,
-    and sha1 is empty, when no picture could be decoded."""
+def hash_image(path: str, cfg: HashConfig) -> Hashed:
+    """``(decode_status, sha1, variants, thumbs)`` of one file; ``variants`` is (n_crops, nbytes)
+    uint8 and ``thumbs`` (n_crops, verify_side, verify_side, 3) uint8; both None, and sha1 empty,
+    when no picture could be decoded."""
     if not path:
-        return "missing", "", None
-    # decode at >= 6 * hash_size px: the crops then still shrink (area filter) onto the DCT input
-    decoded = decode_image(path, 6 * cfg.hash_size, cfg.min_side, grey=True)
+        return "missing", "", None, None
+    # decode at >= 6 * hash_size px: the crops then still shrink (area filter) onto the DCT input.
+    # In colour: libjpeg's reduced colour decode costs the same as grey here, and the check needs colour
+    decoded = decode_image(path, 6 * cfg.hash_size, cfg.min_side)
     if decoded.image is None:
-        return decoded.status, "", None
-    grey = decoded.image if decoded.image.ndim == 2 else decoded.image[..., 0]
-    return decoded.status, decoded.sha1, hash_variants(_pad_square(grey), cfg.hash_size, cfg.crops)
+        return decoded.status, "", None, None
+    square = to_square(decoded.image)
+    grey = cv2.cvtColor(square, cv2.COLOR_BGR2GRAY)
+    return (decoded.status, decoded.sha1, hash_variants(grey, cfg.hash_size, cfg.crops),
+            thumbnail_variants(square, cfg.verify_side, cfg.crops))
 
 
-def _hash_task(task: tuple[str, HashConfig]) -> tuple[str, str, np.ndarray | None]:
+def _hash_task(task: tuple[str, HashConfig]) -> Hashed:
     return hash_image(*task)
 
 
@@ -109,7 +119,7 @@ def _limit_blas() -> None:
     threadpool_limits(1)  # small matrix products: one thread per worker is ~10x faster than many
 
 
-def hash_files(paths: list[str], cfg: HashConfig) -> list[tuple[str, str, np.ndarray | None]]:
+def hash_files(paths: list[str], cfg: HashConfig) -> list[Hashed]:
     """:func:`hash_image` of every path, in a pool of ``cfg.n_jobs`` processes, in input order."""
     tasks = [(p, cfg) for p in paths]
     progress = dict(total=len(tasks), desc="image_hash", unit="img", mininterval=2.0)
@@ -133,15 +143,17 @@ def hash_catalog(catalog: pd.DataFrame, cfg: HashConfig) -> pd.DataFrame:
     results = hash_files(paths, cfg)
     hashing_s = time.perf_counter() - start
     variants = np.zeros((len(results), len(cfg.crops), cfg.nbytes), np.uint8)
+    thumbs = np.zeros((len(results), len(cfg.crops), cfg.verify_side, cfg.verify_side, 3), np.uint8)
     usable = np.zeros(len(results), bool)
-    for k, (_, _, v) in enumerate(results):
+    for k, (_, _, v, t) in enumerate(results):
         if v is not None:
-            variants[k], usable[k] = v, True
+            variants[k], thumbs[k], usable[k] = v, t, True
     sha1 = [r[1] for r in results]
     start = time.perf_counter()
     exact = groups_from_keys(sha1)
     stats: dict = {}
-    near = near_duplicate_groups(variants, usable, cfg.radius, exact, stats=stats)
+    near = near_duplicate_groups(variants, usable, cfg.radius, exact, stats=stats, thumbs=thumbs,
+                                 max_difference=cfg.max_colour_difference, linkage=cfg.linkage)
     search_s = time.perf_counter() - start
     table = pd.DataFrame({
         "row_id": row_ids,
@@ -177,7 +189,7 @@ def hash_report(table: pd.DataFrame) -> dict[str, Any]:
         # single linkage can chain look-alike products into one big cluster: watch this number
         "largest_near_duplicate_cluster": int(np.bincount(near[near >= 0]).max()) if (near >= 0).any() else 0,
         # representatives: distinct hash sets searched (copies of one photo count once)
-        "search": {k: search[k] for k in ("representatives", "n_chunks", "flips_per_chunk", "candidates_verified")
-                   if k in search},
+        "search": {k: search[k] for k in ("representatives", "n_chunks", "flips_per_chunk", "candidates_verified",
+                                          "candidate_pairs", "verified_pairs") if k in search},
     }
 

@@ -225,22 +225,98 @@ def components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     return out
 
 
+def colour_differences(thumbs: np.ndarray, i: np.ndarray, j: np.ndarray, block: int = 4096) -> np.ndarray:
+    """For each pair ``(i, j)``: the smallest brightness-equalised mean absolute difference between a
+    crop variant of one row's colour thumbnails and the other's un-cropped thumbnail (variant 0),
+    both ways round, in grey levels (0-255).
+
+    ``thumbs`` is (n, n_variants, ...) uint8. Brightness is equalised by subtracting each thumbnail's
+    mean (a re-encode often shifts it by a few levels). Computed in integers
+    (``sum |K (a - b) - (S_a - S_b)| / K**2`` over the ``K`` values of a thumbnail), so the
+    result does not depend on the CPU's floating-point kernels.
+    """
+    n = len(thumbs)
+    flat = thumbs.reshape(n, thumbs.shape[1], -1)
+    k = flat.shape[2]
+    out = np.zeros(len(i), np.float64)
+    for lo in range(0, len(i), block):
+        a, b = i[lo:lo + block], j[lo:lo + block]
+        best = None
+        for q, r in ((a, b), (b, a)):
+            query = flat[q].astype(np.int32)                    # (p, variants, K)
+            ref = flat[r, 0].astype(np.int32)[:, None, :]       # (p, 1, K)
+            shift = query.sum(axis=2, keepdims=True) - ref.sum(axis=2, keepdims=True)
+            total = np.abs(k * (query - ref) - shift).sum(axis=2, dtype=np.int64).min(axis=1)
+            best = total if best is None else np.minimum(best, total)
+        out[lo:lo + len(a)] = best / float(k * k)
+    return out
+
+
+def complete_clusters(n: int, i: np.ndarray, j: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Cluster id per node from near-duplicate edges ``(i, j)``, without chaining; -1 when alone.
+
+    Edges are taken in ``order`` (closest first); two clusters merge on an edge only when every
+    pair across them is itself an edge (complete linkage), so every two rows of a cluster are near
+    duplicates of each other. Single linkage would also merge A~B~C when A and C differ: on a large
+    catalog of look-alike products that chained unrelated photos into clusters of hundreds of rows.
+    The checks stop at the first missing pair; a merge costs the pairs it adds, so the work stays
+    linear in the number of edges. Ids are dense and ordered by each cluster's smallest node.
+    """
+    parent = np.arange(n)
+    members: dict[int, list[int]] = {}
+    edges = {(int(a), int(b)) if a < b else (int(b), int(a)) for a, b in zip(i.tolist(), j.tolist())}
+
+    def find(x: int) -> int:
+        root = x
+        while parent[root] != root:
+            root = parent[root]
+        while parent[x] != root:
+            parent[x], x = root, parent[x]
+        return root
+
+    def all_edges(xs: list[int], ys: list[int]) -> bool:
+        return all(((x, y) if x < y else (y, x)) in edges for x in xs for y in ys)
+
+    for e in order.tolist():
+        ra, rb = find(int(i[e])), find(int(j[e]))
+        if ra == rb:
+            continue
+        lo, hi = min(ra, rb), max(ra, rb)
+        if (lo, hi) in edges and all_edges(members.get(lo, [lo]), members.get(hi, [hi])):
+            parent[hi] = lo
+            members[lo] = members.get(lo, [lo]) + members.pop(hi, [hi])
+    roots = np.array([find(x) for x in range(n)], dtype=np.int64)
+    moved = roots != np.arange(n)
+    return components(n, np.flatnonzero(moved), roots[moved])
+
+
 def near_duplicate_groups(variants: np.ndarray, usable: np.ndarray, radius: int,
-                          exact_groups: np.ndarray | None = None, stats: dict | None = None) -> np.ndarray:
+                          exact_groups: np.ndarray | None = None, stats: dict | None = None,
+                          thumbs: np.ndarray | None = None, max_difference: float = 255.0,
+                          linkage: str = "complete") -> np.ndarray:
     """Near-duplicate cluster per row (-1 none) from hash variants (n, n_variants, nbytes).
 
     Rows with ``usable=False`` (no decodable image) never join a cluster. Rows of one exact
-    duplicate group are always in the same cluster (distance 0). Clusters are single-linkage
-    connected components of the "within radius" graph.
+    duplicate group are always in the same cluster (distance 0).
+
+    Two rows are near duplicates when some crop variant of one is within ``radius`` bits of the
+    other's hash (the candidate search) *and*, when ``thumbs`` (n, n_variants, side, side, 3) is
+    given, their colour thumbnails differ by at most ``max_difference`` grey levels
+    (:func:`colour_differences`): an independent check, because look-alike products share a grey
+    pHash far more often than a colour picture. Clusters are then built with ``linkage``:
+    ``complete`` (:func:`complete_clusters`: every two rows of a cluster are near duplicates) or
+    ``single`` (connected components, the former behaviour).
 
     Rows whose variants are byte-identical (the same file many times over, e.g. a seller's
     placeholder photo, or re-encodings that hash alike) are at distance 0 of each other and at the
     same distance of every other row: they collapse to one representative (their first row)
     before the pair search, which then runs over representatives only, and each row is linked to
-    its representative. The clusters are those of the search over all rows, but the pairs found
-    and the candidates verified no longer grow as the square of the number of copies. ``stats``
-    also receives ``rows`` (usable rows) and ``representatives`` (distinct variant sets searched).
+    its representative. The pairs found and the candidates verified no longer grow as the square
+    of the number of copies. ``stats`` also receives ``rows`` (usable rows), ``representatives``
+    (distinct variant sets searched), ``candidate_pairs`` (within the radius) and ``verified_pairs``.
     """
+    if linkage not in ("complete", "single"):
+        raise ValueError(f"linkage must be 'complete' or 'single', got {linkage!r}")
     rows = np.flatnonzero(usable)
     flat = np.ascontiguousarray(variants[rows]).reshape(len(rows), int(np.prod(variants.shape[1:])))
     _, first, inverse = np.unique(flat.view(np.dtype((np.void, flat.shape[1] * flat.itemsize))).ravel(),
@@ -249,13 +325,32 @@ def near_duplicate_groups(variants: np.ndarray, usable: np.ndarray, radius: int,
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
     reps = first[order]
-    i, j, _ = radius_pairs(variants[rows[reps], 0], variants[rows[reps]], radius, stats=stats)
+    i, j, dist = radius_pairs(variants[rows[reps], 0], variants[rows[reps]], radius, stats=stats)
+    candidates = len(i)
+    if thumbs is not None and len(i):
+        diff = colour_differences(thumbs[rows[reps]], i, j)
+        keep = diff <= max_difference
+        i, j, dist, diff = i[keep], j[keep], dist[keep], diff[keep]
+    else:
+        diff = dist.astype(np.float64)
+    if linkage == "complete":
+        edge_order = np.lexsort((j, i, dist, diff))  # closest first; ties by rows: the same on any machine
+        rep_cluster = complete_clusters(len(reps), i, j, edge_order)
+        linked = np.flatnonzero(rep_cluster >= 0)
+        # star edges from each cluster's first member: the same clusters through `components` below
+        first_member = np.full(int(rep_cluster.max(initial=-1)) + 1, -1)
+        for node in linked[::-1]:
+            first_member[rep_cluster[node]] = node
+        i, j = first_member[rep_cluster[linked]], linked
+        keep = i != j
+        i, j = i[keep], j[keep]
     member_of = rank[inverse.reshape(-1)]
     copies = np.flatnonzero(reps[member_of] != np.arange(len(rows)))  # rows that are not their own representative
     i = np.concatenate([rows[reps[i]], rows[reps[member_of[copies]]]])
     j = np.concatenate([rows[reps[j]], rows[copies]])
     if stats is not None:
-        stats.update(rows=int(len(rows)), representatives=int(len(reps)))
+        stats.update(rows=int(len(rows)), representatives=int(len(reps)), candidate_pairs=int(candidates),
+                     verified_pairs=int(len(diff)))
     if exact_groups is not None and (exact_groups >= 0).any():
         members = np.flatnonzero(exact_groups >= 0)
         groups = exact_groups[members]

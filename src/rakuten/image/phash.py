@@ -72,3 +72,33 @@ def hash_variants(grey: np.ndarray, hash_size: int, crops: tuple[float, ...]) ->
     median = ranked[:, k] if ranked.shape[1] % 2 else (ranked[:, k - 1] + ranked[:, k]) / 2
     bits = coeffs > median[:, None]
     return np.packbits(bits, axis=1)
+
+
+@lru_cache(maxsize=64)
+def thumbnail_operators(side: int, thumb: int, crops: tuple[float, ...]) -> np.ndarray:
+    """(len(crops), thumb, side) float32 area filters: crop ``c`` of each side shrunk to ``thumb`` px."""
+    out = []
+    for crop in crops:
+        margin = side * crop
+        if side - 2 * margin < 4:
+            margin = 0.0
+        out.append(box_filter_matrix(side, margin, side - margin, thumb))
+    return np.ascontiguousarray(np.stack(out), dtype=np.float32)
+
+
+def thumbnail_variants(bgr: np.ndarray, thumb: int, crops: tuple[float, ...]) -> np.ndarray:
+    """Colour thumbnails of a square BGR image cropped by each fraction of ``crops`` per side.
+
+    Returns uint8 of shape ``(len(crops), thumb, thumb, 3)``, aligned with :func:`hash_variants`:
+    row ``v`` shows what hash ``v`` summarises, so a pair matched on hash variant ``v`` is checked on
+    the same crop. Why colour: the pHash sees only grey, and look-alike products (the same shape on
+    the same background, in another colour) are exactly what grey cannot tell apart.
+    """
+    if bgr.ndim != 3 or bgr.shape[0] != bgr.shape[1] or bgr.shape[2] != 3:
+        raise ValueError(f"expected a square BGR image, got shape {bgr.shape}")
+    side = bgr.shape[0]
+    ops = thumbnail_operators(side, thumb, tuple(crops))
+    left = ops.reshape(-1, side) @ bgr.reshape(side, side * 3).astype(np.float32)  # (crops*thumb, side*3)
+    left = left.reshape(len(crops), thumb, side, 3).transpose(0, 3, 1, 2)  # (crops, 3, thumb, side)
+    out = np.matmul(left, ops[:, None].transpose(0, 1, 3, 2)).transpose(0, 2, 3, 1)  # (crops, thumb, thumb, 3)
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
