@@ -7,9 +7,13 @@ import pytest
 from PIL import Image
 
 from rakuten.image import correct, quality
+from rakuten.image.config import Blur
 from rakuten.image.decode import decode_bytes, decode_image, jpeg_header, reduced_flag
 from rakuten.image.neighbours import hamming
 from rakuten.image.phash import hash_variants
+
+
+THRESHOLD = Blur().threshold
 
 
 def scene(size: int = 128, seed: int = 0) -> np.ndarray:
@@ -30,15 +34,96 @@ def jpeg(img: np.ndarray, q: int = 90) -> bytes:
 def test_blur_score_separates_a_known_blur():
     img = scene()
     blurred = cv2.GaussianBlur(img, (0, 0), 3.0)
-    assert quality.blur_score(img) > 40 > quality.blur_score(blurred)
+    assert quality.blur_score(img) > THRESHOLD > quality.blur_score(blurred)
     sharpened = correct.unsharp_mask(blurred, 1.0, 1.0)
     assert quality.blur_score(sharpened) > quality.blur_score(blurred)
+    assert quality.blur_score(np.full((64, 64, 3), 128, np.uint8)) == 0.0       # flat: no edges, no detail
 
 
-def test_blur_score_is_measured_at_the_output_resolution():
+def test_blur_score_is_measured_at_a_fixed_scale_capped_by_max_side():
     img = scene(448)
-    assert quality.blur_score(img, max_side=224) == pytest.approx(
-        quality.blur_score(cv2.resize(img, (224, 224), interpolation=cv2.INTER_AREA)), rel=0.01)
+    grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    at = {side: cv2.resize(grey, (side, side), interpolation=cv2.INTER_AREA) for side in (quality.BLUR_SIDE, 64)}
+    assert quality.blur_score(img) == pytest.approx(quality.blur_score(at[quality.BLUR_SIDE]), rel=1e-4)
+    # max_side (the output side) first shrinks the picture as resize_square does, so the output picture
+    # that clean_image reuses measures the same (up to the rounding of grey before or after the resize);
+    # above BLUR_SIDE it barely matters, below it sets the scale
+    for side in (224, 64):
+        output = correct.resize_square(img, side)
+        assert quality.blur_score(img, max_side=side) == pytest.approx(quality.blur_score(output, side), rel=0.01)
+        assert quality.blur_score(output[..., 0], side) == quality.blur_score(img[..., 0], side)  # grey: exact
+    assert quality.blur_score(img, max_side=224) == pytest.approx(quality.blur_score(img), rel=0.01)
+    assert quality.blur_score(img, max_side=64) == pytest.approx(quality.blur_score(at[64]), rel=0.05)
+    small = scene(80)
+    assert quality.blur_score(small) == quality.blur_score(small, max_side=224)         # never upscaled
+
+
+def edges(side: int, n: int = 1, contrast: int = 60, blur: float = 0.0) -> np.ndarray:
+    """``n`` x ``n`` flat squares on grey (no noise), drawn at relative coordinates; ``blur`` is the
+    Gaussian sigma as a share of the side."""
+    img = np.full((side, side), 120, np.uint8)
+    cell = side / n
+    for i in range(n):
+        for j in range(n):
+            x0, y0 = int((i + 0.25) * cell), int((j + 0.25) * cell)
+            img[y0:int(y0 + cell / 2), x0:int(x0 + cell / 2)] = 120 + contrast
+    return cv2.GaussianBlur(img.astype(np.float32), (0, 0), blur * side) if blur else img
+
+
+def test_blur_score_is_scale_free_and_does_not_depend_on_the_number_of_edges():
+    # the same blur (3% of the side) reads the same whatever the source size
+    scores = [quality.blur_score(edges(side, blur=0.03)) for side in (128, 250, 500, 1000)]
+    assert max(scores) < 1.15 * min(scores) and max(scores) < THRESHOLD / 4
+    # sharp: about the same score for one square or 16 (per unit of edge), while the study's variance
+    # of the Laplacian alone grows with the edge length, so a sparse clean picture read as blurry
+    # (448 px: the squares' edges fall on the 112 px grid)
+    one, many = quality.blur_score(edges(448, 1)), quality.blur_score(edges(448, 4))
+    assert THRESHOLD * 3 < one and 0.9 < many / one < 1.2
+    laplacian = [cv2.Laplacian(cv2.resize(edges(448, n), (112, 112), interpolation=cv2.INTER_AREA),
+                               cv2.CV_32F).var() for n in (1, 4)]
+    assert laplacian[1] > 3.5 * laplacian[0]
+    # sharper edges score higher: monotone in the blur
+    ladder = [quality.blur_score(edges(500, 2, blur=b)) for b in (0.0, 0.005, 0.01, 0.02, 0.04)]
+    assert ladder == sorted(ladder, reverse=True)
+
+
+def product(side: int, plain: bool = False, blur: float = 0.0, seed: int = 0) -> np.ndarray:
+    """A sample-like product photo drawn at relative coordinates, so one picture exists at any side:
+    pixel noise (sigma 7) like the generator's; ``plain``: one low-contrast shape on a gradient, the
+    little edge content that read as blurry at 500 px; ``blur``: Gaussian sigma as a share of the
+    side (the generator plants 2.5-4.5%)."""
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(-25, 25, side, dtype=np.float32)[None, :, None]
+    img = (np.full((side, side, 3), 150, np.float32) + ramp).astype(np.uint8)
+
+    def px(v: float) -> int:
+        return int(round(v * side))
+
+    if not plain:
+        for k in np.arange(-1, 1, 1 / 8):
+            cv2.line(img, (px(k), 0), (px(k + 1), side), (90, 170, 120), max(1, side // 64))
+        cv2.circle(img, (px(0.3), px(0.75)), px(0.06), (60, 60, 60), -1)
+    cv2.rectangle(img, (px(0.2), px(0.25)), (px(0.8), px(0.75)), (125, 125, 125) if plain else (120, 110, 170), -1)
+    img = np.clip(img + rng.normal(0, 7, img.shape), 0, 255).astype(np.uint8)
+    return cv2.GaussianBlur(img, (0, 0), blur * side) if blur else img
+
+
+@pytest.mark.parametrize("plain,q", [(False, 90), (True, 60)])  # q60: a re-encoded near copy
+def test_same_picture_gets_the_same_blur_decision_at_128_and_500_px(tmp_path, plain, q):
+    """Through ``clean_image`` (reduced decode of the 500 px JPEG, default config): clean -> not
+    flagged, planted blur -> flagged, at both sizes. The old measure (variance of the Laplacian at
+    <= 224 px, threshold 40) flagged the plain q60 picture at 500 px (score 39) but not at 128 px (69);
+    the new score is 29-30 at both."""
+    from rakuten.image import process
+    from rakuten.image.config import ImageCleanConfig
+
+    def flagged(image: np.ndarray) -> bool:
+        path = tmp_path / f"{image.shape[0]}.jpg"
+        path.write_bytes(jpeg(image, q))
+        return process.clean_image(0, str(path), str(tmp_path), ImageCleanConfig(n_jobs=1))["is_blurry"]
+
+    for blur, expected in ((0.0, False), (0.025, True), (0.045, True)):
+        assert [flagged(product(side, plain, blur)) for side in (128, 500)] == [expected, expected], blur
 
 
 @pytest.mark.param_effect("image_clean.red_cast.method")

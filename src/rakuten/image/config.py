@@ -28,7 +28,8 @@ class NearDuplicates:
 class Blur:
     """``image_clean.blur``: detection and sharpening."""
 
-    threshold: float = knob(40.0, "variance of the Laplacian (at <= size px) below this = blurry", lo=0.0)
+    threshold: float = knob(8.0, "sharpness below this = blurry: variance of the Laplacian / mean gradient "
+                            "magnitude, at <= 112 px whatever the source size (quality.blur_score)", lo=0.0)
     sharpen_amount: float = knob(1.0, "unsharp mask: out = img + amount * (img - gaussian(img, sigma))",
                                  lo=0.0, hi=5.0)
     sharpen_sigma: float = knob(1.0, "unsharp mask sigma, in output pixels", lo=0.1, hi=20.0)

@@ -100,7 +100,7 @@ class CamembertConfig(ProfileView):
     num_threads: int = knob(1, "torch CPU threads (0 = all cores); 1 is fastest on a shared 2-core box",
                             lo=0, hi=256)
     demo: CamembertProfile = knob(CamembertProfile(
-        model=SCRATCH, local_dir="", scratch=ScratchArchitecture(), max_length=64, max_train_rows=0, epochs=4,
+        model=SCRATCH, local_dir="", scratch=ScratchArchitecture(), max_length=64, max_train_rows=8000, epochs=4,
         batch_size=32, learning_rate=0.002, weight_decay=0.01, warmup_ratio=0.1),
         "small CamemBERT config from scratch: offline, 2 CPU cores, minutes")
     full: CamembertProfile = knob(CamembertProfile(

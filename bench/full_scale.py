@@ -1,0 +1,171 @@
+"""The whole graph on a full-size generated catalog, per stage: wall time and peak memory (not a test).
+
+Runs the documented full-size command in a clone of this repository (committed code; the clone is
+the ``--workdir``, outside the project, so the default run's outputs here are untouched):
+
+    dvc exp run -S sample.n_train=84916 -S sample.n_test=13812 -S sample.image_size=500
+
+and watches it from outside, every ``--interval`` seconds, through ``/proc`` (Linux): each DVC stage
+runs ``python stages/<name>.py``; that process and its descendants (worker pools) are the stage.
+Per stage: wall seconds (process start to exit), peak RSS of the stage's whole process tree (the
+sum over its processes: shared pages count once per process, so an upper bound) and of its largest
+process. The DVC overhead between stages (hashing outputs, checking the cache) is the whole run's
+wall time minus the stages' sum. Writes ``reports/bench/full_scale.json`` (with the run's
+metrics from ``reports/metrics.json``) and prints the table the README shows.
+
+    python bench/full_scale.py                       # ~40 min on 2 cores, ~25 GB of disk in --workdir
+    python bench/full_scale.py --set camembert.demo.max_train_rows=0   # extra -S overrides
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+FULL_SIZE = ("sample.n_train=84916", "sample.n_test=13812", "sample.image_size=500")
+STAGE = re.compile(r"stages/(\w+)\.py")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+TICKS = os.sysconf("SC_CLK_TCK")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def processes() -> dict[int, tuple[int, int, float, str]]:
+    """``pid -> (parent pid, RSS bytes, start time in seconds since boot, command line)`` of every process."""
+    out = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()
+            cmd = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            out[int(entry.name)] = (int(fields[1]), int(fields[21]) * PAGE, int(fields[19]) / TICKS, cmd)
+        except (OSError, ValueError, IndexError):
+            continue  # the process ended while being read
+    return out
+
+
+def uptime() -> float:
+    return float(Path("/proc/uptime").read_text().split()[0])
+
+
+class Watcher(threading.Thread):
+    """Samples the stage process trees below ``root_pid`` until :meth:`stop`."""
+
+    def __init__(self, root_pid: int, interval: float) -> None:
+        super().__init__(daemon=True)
+        self.root_pid, self.interval = root_pid, interval
+        self.stages: dict[str, dict] = {}
+        self._halt = threading.Event()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            self.sample()
+            self._halt.wait(self.interval)
+
+    def sample(self) -> None:
+        table = processes()
+        children: dict[int, list[int]] = {}
+        for pid, (ppid, *_rest) in table.items():
+            children.setdefault(ppid, []).append(pid)
+
+        def tree(pid: int) -> list[int]:
+            out, todo = [], [pid]
+            while todo:
+                p = todo.pop()
+                out.append(p)
+                todo.extend(children.get(p, []))
+            return out
+
+        now = uptime()
+        for pid in tree(self.root_pid):
+            match = STAGE.search(table.get(pid, (0, 0, 0.0, ""))[3])
+            if not match or STAGE.search(table.get(table[pid][0], (0, 0, 0.0, ""))[3]):
+                continue  # not a stage, or a worker of one (counted in its parent's tree)
+            members = [table[p] for p in tree(pid) if p in table]
+            rec = self.stages.setdefault(match.group(1), {"start": table[pid][2], "peak_tree_rss": 0,
+                                                          "peak_process_rss": 0, "processes": 0})
+            rec["end"] = now
+            rec["peak_tree_rss"] = max(rec["peak_tree_rss"], sum(m[1] for m in members))
+            rec["peak_process_rss"] = max(rec["peak_process_rss"], max(m[1] for m in members))
+            rec["processes"] = max(rec["processes"], len(members))
+
+
+def clone(workdir: Path) -> None:
+    """A fresh clone of this repository's committed HEAD (its own DVC cache)."""
+    if workdir.exists():
+        raise SystemExit(f"{workdir} exists; remove it or pass another --workdir")
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(workdir)], check=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/rakuten_full_scale"))
+    parser.add_argument("--set", action="append", default=[], help="extra `dvc exp run -S` override")
+    parser.add_argument("--interval", type=float, default=0.5)
+    parser.add_argument("--keep", action="store_true", help="keep the clone (default: removed at the end)")
+    parser.add_argument("--machine", default=f"{os.cpu_count()}-core {platform.machine()}")
+    parser.add_argument("--out", type=Path, default=ROOT / "reports/bench/full_scale.json")
+    args = parser.parse_args()
+    clone(args.workdir)
+    overrides = [*FULL_SIZE, *args.set]
+    command = ["dvc", "exp", "run", "--name", "full-size"] + [a for o in overrides for a in ("-S", o)]
+    # this interpreter's environment, the clone's code (not an editable install's source tree)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": str(args.workdir.resolve() / "src")}
+    start = time.perf_counter()
+    log_path = args.workdir.parent / f"{args.workdir.name}.log"
+    with open(log_path, "w") as log:
+        run = subprocess.Popen(command, cwd=args.workdir, stdout=log, stderr=subprocess.STDOUT, env=env)
+        watcher = Watcher(run.pid, args.interval)
+        watcher.start()
+        code = run.wait()
+        watcher.stop()
+    total = time.perf_counter() - start
+    if code:
+        raise SystemExit(f"`{' '.join(command)}` failed ({code}); see {log_path}")
+    stages = {name: {"wall_s": round(rec["end"] - rec["start"] + args.interval / 2, 1),
+                     "peak_tree_rss_mib": round(rec["peak_tree_rss"] / 2**20, 1),
+                     "peak_process_rss_mib": round(rec["peak_process_rss"] / 2**20, 1),
+                     "processes": rec["processes"]}
+              for name, rec in sorted(watcher.stages.items(), key=lambda kv: kv[1]["start"])}
+    metrics = json.loads((args.workdir / "reports/metrics.json").read_text())
+    split = json.loads((args.workdir / "reports/split.json").read_text())
+    hashes = json.loads((args.workdir / "reports/image_hash.json").read_text())
+    result = {
+        "command": " ".join(command),
+        "machine": args.machine,
+        "total_wall_s": round(total, 1),
+        "dvc_overhead_s": round(total - sum(s["wall_s"] for s in stages.values()), 1),
+        "stages": stages,
+        "metrics": metrics,
+        "split_groups": split["duplicate_groups"],
+        "image_hash": {k: hashes[k] for k in ("rows", "near_duplicate_clusters", "near_duplicate_rows",
+                                              "largest_near_duplicate_cluster", "search") if k in hashes},
+        "note": "peak_tree_rss_mib sums RSS over a stage's processes (shared pages counted per process: "
+                "an upper bound); wall_s is +-interval/2",
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    print(f"{'stage':<14}{'wall s':>9}{'peak tree RSS MiB':>20}{'largest process MiB':>22}")
+    for name, s in stages.items():
+        print(f"{name:<14}{s['wall_s']:>9.1f}{s['peak_tree_rss_mib']:>20.1f}{s['peak_process_rss_mib']:>22.1f}")
+    print(f"{'total':<14}{total:>9.1f}   (DVC between stages: {result['dvc_overhead_s']} s)")
+    if not args.keep:
+        shutil.rmtree(args.workdir)
+
+
+if __name__ == "__main__":
+    main()
