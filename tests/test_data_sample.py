@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -12,7 +13,9 @@ import pytest
 
 from rakuten.classes import CLASS_CODES, class_proportions
 from rakuten.config import defaults, parse_section
-from rakuten.data.sample import SampleConfig, proportional_labels, red_ratio, write_sample
+from rakuten.data import sample
+from rakuten.data.sample import (DEFECT_TYPES, SampleConfig, plan_image_defects, proportional_labels, red_ratio,
+                                 render_product, write_sample)
 from rakuten.errors import PipelineError
 from tests.conftest import TINY
 
@@ -35,6 +38,71 @@ def test_other_seed_and_worker_count(tmp_path):
     write_sample(SampleConfig(**{**small.__dict__, "seed": 2}), tmp_path / "c")
     assert _tree_digest(tmp_path / "a") == _tree_digest(tmp_path / "b")
     assert _tree_digest(tmp_path / "a") != _tree_digest(tmp_path / "c")
+
+
+def test_worker_count_never_changes_a_byte(tmp_path):
+    """Every file (the three CSVs, defects.json, each JPEG of every defect kind) is the same whether
+    1, 2 or 3 processes render the images: each row's noise offset and draws come from its own RNG."""
+    cfg = SampleConfig(n_train=60, n_test=10, image_size=64, seed=5, n_jobs=1)
+    digests = []
+    for n_jobs in (1, 2, 3):
+        sample._noise_bank.cache_clear()  # workers build their own bank (not one forked from this process)
+        write_sample(replace(cfg, n_jobs=n_jobs), tmp_path / f"jobs{n_jobs}")
+        digests.append(_tree_digest(tmp_path / f"jobs{n_jobs}"))
+    names = set(digests[0])
+    assert {"X_train_update.csv", "Y_train_CVw08PX.csv", "X_test_update.csv", "defects.json"} <= names
+    assert sum(name.endswith(".jpg") for name in names) == 70
+    defects = json.loads((tmp_path / "jobs1" / "defects.json").read_text())["image_defects"]
+    assert all(defects[name] for name in DEFECT_TYPES), "every render path runs in the workers"
+    assert digests[0] == digests[1] == digests[2]
+
+
+def _pixel_noise(code: int, seed: int, monkeypatch) -> np.ndarray:
+    """The noise of one clean render: the render minus the same row rendered without noise (noise is
+    its last draw), on blue and green (red may be rescaled after) away from 0 and 255 (clipping)."""
+    noisy = render_product(code, 128, np.random.default_rng(seed))
+    with monkeypatch.context() as patch:
+        patch.setattr(sample, "add_noise", lambda img, rng: img)
+        clean = render_product(code, 128, np.random.default_rng(seed))
+    keep = (clean[..., :2] >= 30) & (clean[..., :2] <= 225)
+    return (noisy[..., :2].astype(np.int16) - clean[..., :2])[keep]
+
+
+def test_clean_images_carry_gaussian_pixel_noise_of_sigma_7(monkeypatch):
+    noise = [_pixel_noise(code, k, monkeypatch) for k, code in enumerate(CLASS_CODES)]
+    pooled = np.concatenate(noise).astype(float)
+    assert abs(pooled.mean()) < 0.1 and 6.8 <= pooled.std() <= 7.2, (pooled.mean(), pooled.std())
+    assert 2.85 <= ((pooled / pooled.std()) ** 4).mean() <= 3.15  # Gaussian: 3 (uniform 1.8, Laplace 6)
+    assert 0.66 <= (np.abs(pooled) <= 7).mean() <= 0.77  # rounded N(0, 7): 0.716
+    assert all(6.3 <= n.std() <= 7.7 for n in noise), "every image carries the noise"
+    a, b = (_pixel_noise(1280, seed, monkeypatch) for seed in (1, 2))
+    size = min(len(a), len(b))
+    assert abs(np.corrcoef(a[:size], b[:size])[0, 1]) < 0.05, "two rows must not share one noise pattern"
+
+
+def test_defects_are_planted_at_their_rates(tiny_sample):
+    truth = json.loads((tiny_sample / "defects.json").read_text())["image_defects"]
+    p, n = SampleConfig.planted, TINY.n_train + TINY.n_test
+    rates = {"exact_duplicates": p.exact_duplicate_rate, "near_duplicates": p.near_duplicate_rate,
+             "blur": p.blur_rate, "red_cast": p.red_cast_rate, "border": p.border_rate}
+    planted = {name: (sum(len(group) - 1 for group in truth[name]) if name.endswith("duplicates")
+                      else len(truth[name])) for name in DEFECT_TYPES}
+    assert planted == {name: round(rate * n) for name, rate in rates.items()}
+
+
+def test_duplicate_sources_are_distinct_clean_rows_mostly_of_the_same_class():
+    n = 20000
+    labels = proportional_labels(n, np.random.default_rng(0))
+    defect, source = plan_image_defects(labels, SampleConfig(n_train=n, n_test=0, n_jobs=1), np.random.default_rng(1))
+    p = SampleConfig.planted
+    for name, rate, same_share in (("exact_duplicates", p.exact_duplicate_rate, 0.8),
+                                   ("near_duplicates", p.near_duplicate_rate, 0.7)):
+        rows = np.flatnonzero(defect == name)
+        assert len(rows) == round(rate * n) and (source[rows] >= 0).all()
+        assert abs((labels[source[rows]] == labels[rows]).mean() - same_share) < 0.07
+    used = source[source >= 0]
+    assert (source[defect == ""] == -1).all() and (defect[used] == "").all()
+    assert len(set(used.tolist())) == len(used), "a clean row is the source of one duplicate at most"
 
 
 def test_official_layout(tiny_sample):

@@ -15,12 +15,21 @@ ground truth (``defects.json``) so cleaning stages can be scored for precision a
 
 Every row draws from its own RNG seeded by ``(seed, row)``, so output is byte-identical for a seed
 whatever the number of worker processes.
+
+Speed (the full-size catalog, 98,728 images of 500 px, must take minutes on 2 cores): pixel noise
+is a slice of a fixed bank of rounded N(0, 7) values at an offset drawn from the row's RNG (drawing
+750k normals per image cost more than everything else together), added with saturating integer
+ops; channel means come from ``cv2.mean``; strong blurs run at reduced size; workers write their
+JPEG files themselves (no image bytes through the pipe); titles and descriptions use Python's
+``random.Random`` per row, ~10x cheaper per call than numpy's generators for scalar draws.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+import random
 from dataclasses import asdict, dataclass
 from typing import ClassVar
 
@@ -36,6 +45,9 @@ from rakuten.io import atomic_path
 from rakuten.parallel import process_pool
 
 log = logging.getLogger(__name__)
+
+#: text draws use Python's generator (cheap scalar draws), image draws numpy's (array draws)
+AnyRng = random.Random | np.random.Generator
 
 DEFECT_TYPES = ("exact_duplicates", "near_duplicates", "blur", "red_cast", "border")
 
@@ -91,13 +103,24 @@ def proportional_labels(n: int, rng: np.random.Generator) -> np.ndarray:
     return rng.permutation(labels)
 
 
-def _family_of(code: int) -> list[dict]:
-    return [f for f in V.FAMILIES if code in f["classes"]]
+@functools.lru_cache(maxsize=None)
+def _family_of(code: int) -> tuple[dict, ...]:
+    return tuple(f for f in V.FAMILIES if code in f["classes"])
 
 
-def _sibling(code: int, rng: np.random.Generator) -> int:
-    siblings = sorted({c for f in _family_of(code) for c in f["classes"]} - {code})
-    return int(rng.choice(siblings)) if siblings else code
+@functools.lru_cache(maxsize=None)
+def _siblings(code: int) -> tuple[int, ...]:
+    return tuple(sorted({c for f in _family_of(code) for c in f["classes"]} - {code}))
+
+
+def _sibling(code: int, rng: AnyRng) -> int:
+    """A random class of the same confusable family (``code`` itself when it has none)."""
+    siblings = _siblings(code)
+    if not siblings:
+        return code
+    if isinstance(rng, random.Random):
+        return rng.choice(siblings)
+    return siblings[int(rng.integers(len(siblings)))]
 
 
 def assign_languages(labels: np.ndarray, cfg: SampleConfig, rng: np.random.Generator) -> np.ndarray:
@@ -114,18 +137,22 @@ def assign_languages(labels: np.ndarray, cfg: SampleConfig, rng: np.random.Gener
 
 # ---------------------------------------------------------------- text
 
-def _pick(rng: np.random.Generator, words: list[str], k: int) -> list[str]:
-    k = min(k, len(words))
-    return [words[i] for i in rng.choice(len(words), size=k, replace=False)]
+def _pick(rng: random.Random, words: list[str], k: int) -> list[str]:
+    return rng.sample(words, min(k, len(words)))
 
 
-def make_title(code: int, lang: str, hard: bool, rng: np.random.Generator) -> str:
+def _text_rng(seed: int, row: int) -> random.Random:
+    """The row's text generator: seeded by ``(seed, row)`` only (rows < 2**32)."""
+    return random.Random((seed << 32) | row)
+
+
+def make_title(code: int, lang: str, hard: bool, rng: random.Random) -> str:
     """A product title: class words (or a sibling's when ``hard``), family words, brand, colour, size."""
     if lang in V.OTHER_LANGUAGE_TITLES:
         idx = V.OTHER_LANGUAGE_CLASSES[lang].index(code)
         return V.OTHER_LANGUAGE_TITLES[lang][idx]
     source = _sibling(code, rng) if hard else code
-    words = _pick(rng, V.CLASS_WORDS[source][lang], int(rng.integers(1, 3)))
+    words = _pick(rng, V.CLASS_WORDS[source][lang], rng.randrange(1, 3))
     if hard and rng.random() < 0.5:
         words += _pick(rng, V.CLASS_WORDS[code][lang], 1)
     for family in _family_of(code):
@@ -133,23 +160,24 @@ def make_title(code: int, lang: str, hard: bool, rng: np.random.Generator) -> st
             words += _pick(rng, family[lang], 1)
     glue = V.TITLE_GLUE[lang]
     parts: list[str] = []
-    for i, w in enumerate(rng.permutation(words)):
+    rng.shuffle(words)
+    for i, w in enumerate(words):
         if i and rng.random() < 0.7:
-            parts.append(str(rng.choice(glue)))
-        parts.append(str(w))
+            parts.append(rng.choice(glue))
+        parts.append(w)
     if rng.random() < 0.4:
-        parts.insert(0, str(rng.choice(V.BRANDS)))
+        parts.insert(0, rng.choice(V.BRANDS))
     if rng.random() < 0.3:
-        parts.append(str(rng.choice(V.COLOURS[lang])))
+        parts.append(rng.choice(V.COLOURS[lang]))
     if rng.random() < 0.4:
-        parts.append(f"{int(rng.integers(1, 250))} {rng.choice(V.UNITS)}")
+        parts.append(f"{rng.randrange(1, 250)} {rng.choice(V.UNITS)}")
     if lang != "fr" and rng.random() < 0.8:  # titles long enough to carry their language
-        parts += [str(rng.choice(glue)), str(rng.choice(glue))]
+        parts += [rng.choice(glue), rng.choice(glue)]
     title = " ".join(parts)
     return title[0].upper() + title[1:]
 
 
-def make_description(code: int, lang: str, hard: bool, rng: np.random.Generator) -> str:
+def make_description(code: int, lang: str, hard: bool, rng: random.Random) -> str:
     """An HTML description of 2-5 template sentences; entities for some accents and apostrophes."""
     if lang in V.OTHER_LANGUAGE_TITLES:
         lang_sentences = V.OTHER_LANGUAGE_TITLES[lang]
@@ -158,11 +186,11 @@ def make_description(code: int, lang: str, hard: bool, rng: np.random.Generator)
         source = _sibling(code, rng) if hard and rng.random() < 0.7 else code
         words = V.CLASS_WORDS[source][lang] + V.CLASS_WORDS[code][lang][:2]
         body = []
-        for template in _pick(rng, V.DESCRIPTION_SENTENCES[lang], int(rng.integers(2, 6))):
+        for template in _pick(rng, V.DESCRIPTION_SENTENCES[lang], rng.randrange(2, 6)):
             w1, w2 = _pick(rng, words, 2)
-            body.append(template.format(w1=w1, w2=w2, n=int(rng.integers(2, 300)),
+            body.append(template.format(w1=w1, w2=w2, n=rng.randrange(2, 300),
                                         u=rng.choice(V.UNITS), c=rng.choice(V.COLOURS[lang])))
-    style = int(rng.integers(0, 4))
+    style = rng.randrange(0, 4)
     if style == 0:
         html = "<p>" + " ".join(body) + "</p>"
     elif style == 1:
@@ -248,6 +276,38 @@ def _texture(img: np.ndarray, texture: str, rng: np.random.Generator) -> None:
             cv2.line(img, (y, 0), (y, s), colour, 1)
 
 
+# pixel noise: a fixed bank of rounded N(0, NOISE_SIGMA) values, built once per process from a
+# constant seed; an image takes a contiguous slice at an offset drawn from its row's RNG, so the
+# noise depends on (seed, row) only, never on the process that renders the row
+NOISE_SIGMA = 7.0
+_NOISE_BANK_SIZE = 1 << 24  # 16 M values: one 1024 px image uses 3.1 M; offsets rarely coincide
+_NOISE_BANK_SEED = 20_240_607
+
+
+@functools.lru_cache(maxsize=1)
+def _noise_bank() -> tuple[np.ndarray, np.ndarray]:
+    """The bank as its positive and negative parts (uint8), so that adding it is two saturating
+    OpenCV ops: ``(img + pos) - neg`` equals ``clip(img + noise)`` since one part is 0 everywhere."""
+    rng = np.random.default_rng(_NOISE_BANK_SEED)
+    pos, neg = np.empty(_NOISE_BANK_SIZE, np.uint8), np.empty(_NOISE_BANK_SIZE, np.uint8)
+    step = 1 << 20  # in slices: no 64 MB float temporaries in every worker
+    for start in range(0, _NOISE_BANK_SIZE, step):
+        noise = np.clip(np.rint(rng.standard_normal(step, dtype=np.float32) * NOISE_SIGMA), -255, 255)
+        pos[start:start + step] = np.maximum(noise, 0)
+        neg[start:start + step] = np.maximum(-noise, 0)
+    return pos, neg
+
+
+def add_noise(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Sensor-like noise, in place (no new 750 KB buffer to fault in): ``img`` plus rounded
+    N(0, 7) per pixel and channel, clipped to 0-255. Returns ``img``."""
+    pos, neg = _noise_bank()
+    n = img.size
+    offset = int(rng.integers(0, _NOISE_BANK_SIZE - n + 1))
+    cv2.add(img, pos[offset:offset + n].reshape(img.shape), dst=img)
+    return cv2.subtract(img, neg[offset:offset + n].reshape(img.shape), dst=img)
+
+
 def render_product(code: int, size: int, rng: np.random.Generator, overlap: float = 0.35) -> np.ndarray:
     """A BGR product photo whose content depends on the class, filling most of the frame.
 
@@ -257,51 +317,62 @@ def render_product(code: int, size: int, rng: np.random.Generator, overlap: floa
     hue, shape, texture = class_visual(code)
     if rng.random() < overlap:
         _, shape, texture = class_visual(_sibling(code, rng))
-    base = rng.integers(90, 200)
-    img = np.full((size, size, 3), base, np.uint8)
-    gradient = np.linspace(-25, 25, size, dtype=np.float32)[None, :, None]
-    img = np.clip(img.astype(np.float32) + gradient, 0, 255).astype(np.uint8)
+    base = int(rng.integers(90, 200))
+    row = np.clip(base + np.linspace(-25, 25, size, dtype=np.float32), 0, 255).astype(np.uint8)  # gradient
+    img = np.empty((size, size, 3), np.uint8)
+    img[:] = np.repeat(row[:, None], 3, axis=1)  # copying a (size, 3) row: 50x faster than a stride-0 broadcast
     _texture(img, texture, rng)
     _draw_shape(img, shape, _hsv_colour(hue + int(rng.integers(-6, 7)), rng), rng)
     for _ in range(int(rng.integers(1, 4))):  # small distractors of any colour
         p = tuple(int(v) for v in rng.integers(0, size, 2))
         cv2.circle(img, p, int(size * rng.uniform(0.03, 0.08)), tuple(int(v) for v in rng.integers(0, 255, 3)), -1)
-    noise = rng.normal(0, 7, img.shape).astype(np.float32)
-    img = np.clip(img.astype(np.float32) + noise, 0, 255).astype(np.uint8)
-    return balance_red(img)
+    return balance_red(add_noise(img, rng))
 
 
 def red_ratio(img: np.ndarray) -> float:
     """Mean red over the mean of green and blue (BGR input)."""
-    means = img.reshape(-1, 3).astype(np.float64).mean(axis=0)
-    return float(means[2] / max((means[0] + means[1]) / 2, 1e-6))
+    b, g, r, _ = cv2.mean(np.ascontiguousarray(img))
+    return float(r / max((b + g) / 2, 1e-6))
+
+
+_LEVELS = np.arange(256, dtype=np.float64)
+
+
+def _scale_channels(img: np.ndarray, blue_green: float, red: float, in_place: bool = False) -> np.ndarray:
+    """``img`` with blue and green times ``blue_green`` and red times ``red`` (rounded, saturated),
+    as a per-channel look-up table: a third of the cost of a float multiply over the pixels."""
+    lut = np.stack([_LEVELS * blue_green, _LEVELS * blue_green, _LEVELS * red], axis=-1)
+    lut = np.clip(np.rint(lut), 0, 255).astype(np.uint8).reshape(256, 1, 3)
+    return cv2.LUT(img, lut, dst=img) if in_place else cv2.LUT(img, lut)
 
 
 def balance_red(img: np.ndarray, limit: float = 1.04) -> np.ndarray:
-    """Scale the red channel down so a clean image never looks red-cast by accident."""
+    """Scale the red channel down (in place) so a clean image never looks red-cast by accident."""
     ratio = red_ratio(img)
-    if ratio <= limit:
-        return img
-    out = img.astype(np.float32)
-    out[..., 2] *= limit / ratio
-    return np.clip(out, 0, 255).astype(np.uint8)
+    return img if ratio <= limit else _scale_channels(img, 1.0, limit / ratio, in_place=True)
 
 
 def add_red_cast(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Raise red and lower green/blue until red is 18-35% above them (the study saw 10-15%+)."""
     target = rng.uniform(1.18, 1.35)
-    out = img.astype(np.float32)
-    for _ in range(4):
-        ratio = red_ratio(np.clip(out, 0, 255).astype(np.uint8))
-        gain = np.sqrt(target / ratio)
-        out[..., 2] *= gain
-        out[..., :2] /= gain
-    return np.clip(out, 0, 255).astype(np.uint8)
+    gain, out = 1.0, img
+    for _ in range(4):  # saturation moves the ratio: correct the gain on the clipped result
+        gain *= float(np.sqrt(target / red_ratio(out)))
+        out = _scale_channels(img, 1 / gain, gain)
+    return out
 
 
 def add_blur(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    sigma = img.shape[0] * rng.uniform(0.025, 0.045)
-    return cv2.GaussianBlur(img, (0, 0), sigma)
+    """A Gaussian blur of sigma 2.5-4.5% of the side; strong blurs run on a copy shrunk so sigma
+    is ~3 px there (the same look, ~15x cheaper than a 130-tap kernel at 500 px)."""
+    s = img.shape[0]
+    sigma = s * rng.uniform(0.025, 0.045)
+    factor = max(1, int(sigma // 3))
+    if factor == 1:
+        return cv2.GaussianBlur(img, (0, 0), sigma)
+    small = max(8, round(s / factor))
+    out = cv2.GaussianBlur(cv2.resize(img, (small, small), interpolation=cv2.INTER_AREA), (0, 0), sigma * small / s)
+    return cv2.resize(out, (s, s), interpolation=cv2.INTER_LINEAR)
 
 
 def add_border(code: int, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -320,7 +391,8 @@ def near_duplicate_of(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     crop = int(s * rng.uniform(0.0, 0.05))
     out = img[crop:s - crop, crop:s - crop] if crop else img
     out = cv2.resize(out, (s, s), interpolation=cv2.INTER_AREA)
-    out = np.clip(out.astype(np.int16) + int(rng.integers(-8, 9)), 0, 255).astype(np.uint8)
+    shift = np.clip(np.arange(256) + int(rng.integers(-8, 9)), 0, 255).astype(np.uint8)
+    out = cv2.LUT(out, shift)
     ok, buf = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(55, 80))])
     return cv2.imdecode(buf, cv2.IMREAD_COLOR)
 
@@ -360,10 +432,55 @@ def render_row(task: tuple) -> bytes:
     return encode_jpeg(img, quality)
 
 
+def render_to_file(job: tuple[str, tuple]) -> int:
+    """Render ``job = (path, task)`` and write the JPEG to ``path``; the byte count goes back.
+
+    Why: workers write their files themselves, so ~100 KB per image never crosses a pipe and the
+    parent (a third process on 2 cores) only counts.
+    """
+    path, task = job
+    blob = render_row(task)
+    with open(path, "wb") as fh:
+        fh.write(blob)
+    return len(blob)
+
+
+def render_all(jobs: list[tuple[str, tuple]], n_jobs: int) -> int:
+    """Write every job's image (``n_jobs`` processes), with a progress bar; returns total bytes."""
+    total = 0
+    if n_jobs == 1 or len(jobs) < 2:
+        for job in tqdm(jobs, desc="sample images", unit="img"):
+            total += render_to_file(job)
+        return total
+    # chunks of <= 64 images (~0.2 s at 500 px): a smooth bar and balanced workers at the end
+    chunksize = max(1, min(64, len(jobs) // (n_jobs * 8)))
+    # OpenCV on one thread while the workers are forked: they already use every core, and a child
+    # must never touch (or resize: that hangs in pthread_cond_destroy) a thread pool whose threads
+    # stayed in the parent
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        with process_pool(n_jobs) as pool:
+            sizes = pool.map(render_to_file, jobs, chunksize=chunksize)  # submits all: forked workers start here
+            cv2.setNumThreads(threads)
+            try:
+                for size in tqdm(sizes, total=len(jobs), desc="sample images", unit="img"):
+                    total += size
+            except BaseException:  # interrupted: drop queued chunks before the temporary output is removed
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+    finally:
+        cv2.setNumThreads(threads)
+    return total
+
+
 def plan_image_defects(labels: np.ndarray, cfg: SampleConfig, rng: np.random.Generator):
     """Choose disjoint rows for each defect; duplicates point at a clean source row.
 
-    Returns per-row defect names (``""`` for clean) and source rows (-1 when none).
+    A source is a uniform draw among the clean rows of the same class (or of the other classes)
+    not yet used as a source: the next row of its class in a random order, so a draw costs O(classes)
+    and the plan stays linear in rows. Returns per-row defect names (``""`` for clean) and source
+    rows (-1 when none).
     """
     n = len(labels)
     defect = np.full(n, "", dtype=object)
@@ -379,17 +496,29 @@ def plan_image_defects(labels: np.ndarray, cfg: SampleConfig, rng: np.random.Gen
         defect[rows] = name
         pos += counts[name]
     clean = order[pos:]
-    used_sources: set[int] = set()
+    codes, clean_class = np.unique(labels[clean], return_inverse=True)
+    queues = [clean[clean_class == k] for k in range(len(codes))]  # each class's clean rows, random order
+    taken = np.zeros(len(codes), np.int64)
+    left = np.array([len(q) for q in queues], np.int64)
+    class_of = {int(c): k for k, c in enumerate(codes)}
     for name, same_class_share in (("exact_duplicates", 0.8), ("near_duplicates", 0.7)):
         for row in np.flatnonzero(defect == name):
             same = rng.random() < same_class_share
-            pool = clean[labels[clean] == labels[row]] if same else clean[labels[clean] != labels[row]]
-            pool = np.array([r for r in pool[:200] if r not in used_sources]) if len(pool) else pool
-            if len(pool) == 0:
-                pool = clean
-            src = int(rng.choice(pool))
-            used_sources.add(src)
-            source[row] = src
+            own = class_of.get(int(labels[row]), -1)
+            weights = np.zeros_like(left)
+            if same and own >= 0:
+                weights[own] = left[own]
+            elif not same:
+                weights[:] = left
+                if own >= 0:
+                    weights[own] = 0
+            if weights.sum() == 0:  # nothing unused left there: any clean row
+                source[row] = int(clean[rng.integers(len(clean))])
+                continue
+            k = int(np.searchsorted(np.cumsum(weights), rng.integers(weights.sum()), side="right"))
+            source[row] = int(queues[k][taken[k]])
+            taken[k] += 1
+            left[k] -= 1
     return defect, source
 
 
@@ -408,11 +537,11 @@ def generate_tables(cfg: SampleConfig):
     hard = rng.random(n) < cfg.planted.hard_row_rate
     has_description = rng.random(n) >= cfg.planted.missing_description_rate
     designation, description = [], []
-    for i in range(n):
-        row_rng = _row_rng(cfg.seed, i, 0)
-        designation.append(make_title(int(labels[i]), langs[i], bool(hard[i]), row_rng))
-        description.append(make_description(int(labels[i]), langs[i], bool(hard[i]), row_rng)
-                           if has_description[i] else None)
+    for i, (code, lang, is_hard, described) in enumerate(zip(labels.tolist(), langs.tolist(), hard.tolist(),
+                                                             has_description.tolist())):
+        row_rng = _text_rng(cfg.seed, i)
+        designation.append(make_title(code, lang, is_hard, row_rng))
+        description.append(make_description(code, lang, is_hard, row_rng) if described else None)
     # exact duplicate texts within train (a share with a conflicting label from a sibling class)
     n_dup = int(round(cfg.planted.duplicate_text_rate * cfg.n_train))
     dup_rows = rng.choice(cfg.n_train, size=2 * n_dup, replace=False)
@@ -448,6 +577,13 @@ def image_file_name(imageid: int, productid: int) -> str:
     return f"image_{imageid}_product_{productid}.jpg"
 
 
+def image_tasks(cfg: SampleConfig, labels: np.ndarray, defect: np.ndarray, source: np.ndarray) -> list[tuple]:
+    """One :func:`render_row` task per row (plain Python values: cheap to pickle to a worker)."""
+    label_list, source_list = labels.tolist(), source.tolist()
+    return [(cfg.seed, i, label_list[i], cfg.image_size, cfg.planted.jpeg_quality, defect[i], source_list[i],
+             label_list[source_list[i]] if source_list[i] >= 0 else -1) for i in range(len(label_list))]
+
+
 def write_sample(cfg: SampleConfig, out_dir: str | os.PathLike) -> dict:
     """Write the catalog to ``out_dir`` (atomically, as a whole) and return a summary."""
     x, labels, langs, hard, defect, source, text_truth = generate_tables(cfg)
@@ -455,26 +591,18 @@ def write_sample(cfg: SampleConfig, out_dir: str | os.PathLike) -> dict:
     rel = ["image_train" if i < n_train else "image_test" for i in range(len(x))]
     files = [f"images/{d}/{image_file_name(int(iid), int(pid))}"
              for d, iid, pid in zip(rel, x["imageid"], x["productid"])]
-    tasks = [(cfg.seed, i, int(labels[i]), cfg.image_size, cfg.planted.jpeg_quality, defect[i], int(source[i]),
-              int(labels[source[i]]) if source[i] >= 0 else -1) for i in range(len(x))]
+    tasks = image_tasks(cfg, labels, defect, source)
     with atomic_path(out_dir, is_dir=True) as tmp:
         (tmp / "images" / "image_train").mkdir(parents=True)
         (tmp / "images" / "image_test").mkdir(parents=True)
         x.iloc[:n_train].to_csv(tmp / "X_train_update.csv")
         pd.DataFrame({"prdtypecode": labels[:n_train]}, index=x.index[:n_train]).to_csv(tmp / "Y_train_CVw08PX.csv")
         x.iloc[n_train:].to_csv(tmp / "X_test_update.csv")
-        chunks = max(1, len(tasks) // (cfg.n_jobs * 16) or 1)
-        if cfg.n_jobs > 1:
-            with process_pool(cfg.n_jobs) as pool:
-                blobs = pool.map(render_row, tasks, chunksize=chunks)
-                for path, blob in tqdm(zip(files, blobs), total=len(files), desc="sample images", unit="img"):
-                    (tmp / path).write_bytes(blob)
-        else:
-            for path, task in tqdm(zip(files, tasks), total=len(files), desc="sample images", unit="img"):
-                (tmp / path).write_bytes(render_row(task))
+        image_bytes = render_all([(str(tmp / path), task) for path, task in zip(files, tasks)], cfg.n_jobs)
         truth = ground_truth(files, labels, langs, hard, defect, source, text_truth, n_train, cfg)
         (tmp / "defects.json").write_text(json.dumps(truth, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    log.info("wrote %d train + %d test rows to %s", n_train, cfg.n_test, out_dir)
+    log.info("wrote %d train + %d test rows (%.0f MB of images) to %s", n_train, cfg.n_test, image_bytes / 1e6,
+             out_dir)
     return {k: (len(v) if isinstance(v, list) else v) for k, v in truth["image_defects"].items()}
 
 
