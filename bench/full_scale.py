@@ -11,7 +11,8 @@ Per stage: wall seconds (process start to exit), peak RSS of the stage's whole p
 sum over its processes: shared pages count once per process, so an upper bound) and of its largest
 process. The DVC overhead between stages (hashing outputs, checking the cache) is the whole run's
 wall time minus the stages' sum. Writes ``reports/bench/full_scale.json`` (with the run's
-metrics from ``reports/metrics.json``) and prints the table the README shows.
+metrics, split balance, near-duplicate clusters and detector scores against the planted defects,
+read from its reports) and prints the table the README shows.
 
     python bench/full_scale.py                       # ~40 min on 2 cores, ~25 GB of disk in --workdir
     python bench/full_scale.py --set camembert.demo.max_train_rows=0   # extra -S overrides
@@ -32,6 +33,7 @@ from pathlib import Path
 
 FULL_SIZE = ("sample.n_train=84916", "sample.n_test=13812", "sample.image_size=500")
 STAGE = re.compile(r"stages/(\w+)\.py")
+HASH_TIMING = re.compile(r"images hashed in ([\d.]+) s .*?search ([\d.]+) s")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 TICKS = os.sysconf("SC_CLK_TCK")
 ROOT = Path(__file__).resolve().parents[1]
@@ -144,6 +146,8 @@ def main() -> None:
     metrics = json.loads((args.workdir / "reports/metrics.json").read_text())
     split = json.loads((args.workdir / "reports/split.json").read_text())
     hashes = json.loads((args.workdir / "reports/image_hash.json").read_text())
+    quality = json.loads((args.workdir / "reports/image_quality.json").read_text())
+    timing = HASH_TIMING.search(log_path.read_text(errors="replace"))
     result = {
         "command": " ".join(command),
         "machine": args.machine,
@@ -154,6 +158,9 @@ def main() -> None:
         "split_groups": split["duplicate_groups"],
         "image_hash": {k: hashes[k] for k in ("rows", "near_duplicate_clusters", "near_duplicate_rows",
                                               "largest_near_duplicate_cluster", "search") if k in hashes},
+        "image_hash_s": {"hashing": float(timing.group(1)), "search": float(timing.group(2))} if timing else None,
+        "detection": {k: {m: round(v[m], 4) for m in ("precision", "recall")} | {"planted": v["planted"]}
+                      for k, v in quality.get("detection", {}).items()},
         "note": "peak_tree_rss_mib sums RSS over a stage's processes (shared pages counted per process: "
                 "an upper bound); wall_s is +-interval/2",
     }

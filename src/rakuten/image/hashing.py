@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import cv2
 import numpy as np
@@ -119,16 +119,18 @@ def _limit_blas() -> None:
     threadpool_limits(1)  # small matrix products: one thread per worker is ~10x faster than many
 
 
-def hash_files(paths: list[str], cfg: HashConfig) -> list[Hashed]:
-    """:func:`hash_image` of every path, in a pool of ``cfg.n_jobs`` processes, in input order."""
+def hash_files(paths: list[str], cfg: HashConfig) -> Iterator[Hashed]:
+    """:func:`hash_image` of every path, in a pool of ``cfg.n_jobs`` processes, yielded in input
+    order (the caller stores each result as it comes: no list of per-image arrays held twice)."""
     tasks = [(p, cfg) for p in paths]
     progress = dict(total=len(tasks), desc="image_hash", unit="img", mininterval=2.0)
     if cfg.n_jobs <= 1 or len(tasks) < 2:
         with threadpool_limits(1):
-            return [_hash_task(t) for t in tqdm(tasks, **progress)]
+            yield from (_hash_task(t) for t in tqdm(tasks, **progress))
+        return
     chunk = max(1, min(256, len(tasks) // (cfg.n_jobs * 8)))
     with process_pool(cfg.n_jobs, initializer=_limit_blas) as pool:
-        return list(tqdm(pool.map(_hash_task, tasks, chunksize=chunk), **progress))
+        yield from tqdm(pool.map(_hash_task, tasks, chunksize=chunk), **progress)
 
 
 def hash_catalog(catalog: pd.DataFrame, cfg: HashConfig) -> pd.DataFrame:
@@ -140,15 +142,16 @@ def hash_catalog(catalog: pd.DataFrame, cfg: HashConfig) -> pd.DataFrame:
     """
     row_ids, paths = rows_and_paths(catalog, "catalog")
     start = time.perf_counter()
-    results = hash_files(paths, cfg)
-    hashing_s = time.perf_counter() - start
-    variants = np.zeros((len(results), len(cfg.crops), cfg.nbytes), np.uint8)
-    thumbs = np.zeros((len(results), len(cfg.crops), cfg.verify_side, cfg.verify_side, 3), np.uint8)
-    usable = np.zeros(len(results), bool)
-    for k, (_, _, v, t) in enumerate(results):
+    variants = np.zeros((len(paths), len(cfg.crops), cfg.nbytes), np.uint8)
+    thumbs = np.zeros((len(paths), len(cfg.crops), cfg.verify_side, cfg.verify_side, 3), np.uint8)
+    usable = np.zeros(len(paths), bool)
+    statuses, sha1 = [], []
+    for k, (status, digest, v, t) in enumerate(hash_files(paths, cfg)):
+        statuses.append(status)
+        sha1.append(digest)
         if v is not None:
             variants[k], thumbs[k], usable[k] = v, t, True
-    sha1 = [r[1] for r in results]
+    hashing_s = time.perf_counter() - start
     start = time.perf_counter()
     exact = groups_from_keys(sha1)
     stats: dict = {}
@@ -161,7 +164,7 @@ def hash_catalog(catalog: pd.DataFrame, cfg: HashConfig) -> pd.DataFrame:
         "phash": [variants[k, 0].tobytes().hex() if ok else "" for k, ok in enumerate(usable)],
         "exact_dup_group": exact,
         "near_dup_group": near,
-        "decode_status": [r[0] for r in results],
+        "decode_status": statuses,
     })
     table.attrs["timing_s"] = {"hashing": hashing_s, "search": search_s}
     table.attrs["search"] = stats

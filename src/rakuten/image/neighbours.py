@@ -328,7 +328,7 @@ def near_duplicate_groups(variants: np.ndarray, usable: np.ndarray, radius: int,
     i, j, dist = radius_pairs(variants[rows[reps], 0], variants[rows[reps]], radius, stats=stats)
     candidates = len(i)
     if thumbs is not None and len(i):
-        diff = colour_differences(thumbs[rows[reps]], i, j)
+        diff = colour_differences(thumbs, rows[reps[i]], rows[reps[j]])  # rows indexed, no copy of the thumbnails
         keep = diff <= max_difference
         i, j, dist, diff = i[keep], j[keep], dist[keep], diff[keep]
     else:
