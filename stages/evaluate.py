@@ -5,6 +5,7 @@ from rakuten.config import from_params
 from rakuten.data.source import DataConfig
 from rakuten.io import atomic_path, read_json, read_parquet, write_csv, write_json, write_text
 from rakuten.models.contract import read_probs
+from rakuten.models.registry import MODELS
 from rakuten.params import load_params
 from rakuten.stage import run_stage
 
@@ -12,7 +13,9 @@ from rakuten.stage import run_stage
 def main() -> None:
     params = load_params()
     data, cfg = from_params(DataConfig, params, "data"), from_params(fusion.FusionConfig, params, "fusion")
-    tables = {name: read_probs(name) for name in cfg.models}
+    # every model stage's table (all are deps of this stage), not only those fused: dvc.yaml declares one
+    # confusion plot per model, and a model left out of fusion is still worth scoring
+    tables = {name: read_probs(name) for name in dict.fromkeys([*MODELS, *cfg.models])}
     fused = read_probs("fusion")
     preds = E.labelled_predictions(tables, fused, read_parquet("reports/fusion_predictions.parquet", "fusion"))
     table, per_class, confusion = E.evaluate_predictions(preds)

@@ -86,6 +86,14 @@ def test_stage_chain_fusion_then_evaluate(tmp_path):
         assert list(pairs.columns) == ["actual", "predicted"] and len(pairs) == 8 * 27
         assert (tmp_path / f"reports/evaluation/per_class_{name}.csv").is_file()
     assert "study weighted F1" in (tmp_path / "reports/results.md").read_text()
+    # the image model left out of fusion: still scored, and every declared plot is written (DVC needs them all)
+    text_only = {**FAST, "fusion.models": ["tfidf_svm", "fasttext", "camembert"]}
+    (tmp_path / "reports/plots/confusion_resnet50.csv").unlink()
+    assert run_stage_script("fusion", tmp_path, text_only).returncode == 0
+    result = run_stage_script("evaluate", tmp_path, text_only)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "reports/plots/confusion_resnet50.csv").is_file()
+    assert "resnet50" in json.loads((tmp_path / "reports/metrics.json").read_text())["test"]
 
 
 def test_declared_plots_match_the_files_evaluate_writes():
