@@ -25,7 +25,6 @@ import argparse
 import json
 import logging
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -42,6 +41,8 @@ from rakuten.image.hashing import HashConfig, hash_catalog, hash_report
 from rakuten.image.policy import duplicate_policy
 from rakuten.io import write_json
 from rakuten.logs import setup_logging
+
+from measure import cpu_s, peak_rss_mib
 
 log = logging.getLogger("bench.duplicates")
 
@@ -107,16 +108,6 @@ def write_images(root: Path, n_copies: int, n_distinct: int) -> pd.DataFrame:
         "image_path": [p.as_posix() for p in paths],
         "image_ok": np.ones(n, bool),
     })
-
-
-def cpu_s() -> float:
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-
-
-def peak_rss_mib() -> dict[str, float]:
-    return {who: round(resource.getrusage(flag).ru_maxrss / 1024, 1)
-            for who, flag in (("self", resource.RUSAGE_SELF), ("children", resource.RUSAGE_CHILDREN))}
 
 
 def one_size(n_copies: int, n_distinct: int, root: Path, n_jobs: int) -> dict:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -42,6 +41,8 @@ from rakuten.data.sample import SampleConfig, generate_tables, image_tasks, rend
 from rakuten.io import write_json
 from rakuten.logs import setup_logging
 
+from measure import cpu_s, peak_rss_mib
+
 FULL_TRAIN, FULL_TEST = 84916, 13812
 PER_IMAGE_ROWS = 300  # rows rendered in-process for the single-core cost of one image
 
@@ -50,16 +51,6 @@ def split_size(total: int) -> tuple[int, int]:
     """``(n_train, n_test)`` for ``total`` rows in the official ratio (98,728 -> 84,916 + 13,812)."""
     n_test = round(total * FULL_TEST / (FULL_TRAIN + FULL_TEST))
     return total - n_test, n_test
-
-
-def cpu_s() -> float:
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-
-
-def peak_rss_mib() -> dict[str, float]:
-    return {who: round(resource.getrusage(flag).ru_maxrss / 1024, 1)
-            for who, flag in (("self", resource.RUSAGE_SELF), ("children", resource.RUSAGE_CHILDREN))}
 
 
 def disk_usage(root: Path) -> dict[str, int]:

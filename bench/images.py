@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import resource
 import subprocess
 import sys
@@ -38,17 +39,12 @@ from rakuten.image.scoring import load_defects, score_detectors
 from rakuten.io import write_json
 from rakuten.logs import setup_logging
 
+from measure import cpu_s
+
 
 def _decode(path: str) -> int:
     image = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
     return image.shape[0]
-
-
-def cpu_s() -> float:
-    """CPU seconds of this process and its finished workers: rates that other users' load on a
-    shared machine does not distort (wall-clock rates do)."""
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def decode_rate(paths: list[str], n_jobs: int) -> float:
@@ -105,6 +101,7 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=Path("/tmp/rakuten_bench_images"))
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=Path("reports/bench/images.json"))
+    parser.add_argument("--machine", default=f"{os.cpu_count()}-core {platform.machine()}", help="recorded as is")
     args = parser.parse_args()
     setup_logging("WARNING")
     if args.one:
@@ -125,7 +122,9 @@ def main() -> None:
               f"{r['detection']['near_duplicates']['recall']:.3f} (largest cluster {r['largest_near_duplicate_cluster']})  "
               f"blur {r['detection']['blur']['precision']:.3f}/{r['detection']['blur']['recall']:.3f}  "
               f"peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
-    write_json({"machine_cpus": os.cpu_count(), "image_size": 500, "results": rows}, args.out)
+    write_json({"machine": args.machine, "machine_cpus": os.cpu_count(), "image_size": 500,
+                "command": " ".join(["python bench/images.py", "--sizes", *map(str, args.sizes), "--n-jobs",
+                                     str(args.n_jobs)]), "results": rows}, args.out)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,18 @@
+"""Process-level measurements shared by the benchmark scripts (``python bench/<name>.py`` puts this
+folder on ``sys.path``, so they import it as ``measure``)."""
+from __future__ import annotations
+
+import resource
+
+
+def cpu_s() -> float:
+    """CPU seconds of this process and its finished workers: rates that other users' load on a
+    shared machine distorts less than wall-clock rates."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def peak_rss_mib() -> dict[str, float]:
+    """Peak RSS of this process (``self``) and of its largest finished worker (``children``), MiB."""
+    return {who: round(resource.getrusage(flag).ru_maxrss / 1024, 1)
+            for who, flag in (("self", resource.RUSAGE_SELF), ("children", resource.RUSAGE_CHILDREN))}
