@@ -69,7 +69,7 @@ def rows_and_paths(rows, what: str) -> tuple[np.ndarray, list[str]]:
 
 def reduced_flag(width: int, height: int, target: int, grey: bool = False) -> int:
     """OpenCV read flag that decodes at 1/4 or 1/2 scale while staying >= ``target`` px
-    (grey flags for the hashing pass, which needs no colour)."""
+    (grey flags for callers that need only luminance)."""
     side = min(width, height)
     full, half, quarter = _FLAGS[grey]
     if side >= 4 * target:
@@ -109,7 +109,8 @@ def _is_truncated_jpeg(data: bytes) -> bool:
 
 def decode_bytes(data: bytes, target: int, min_side: int, grey: bool = False, digest: bool = True) -> Decoded:
     """Decode image bytes for an output of ``target`` px (see module docstring for statuses);
-    ``grey=True`` decodes a single grey channel (the hashing pass); ``digest=False`` skips the
+    ``grey=True`` decodes a single grey channel (for callers that need only luminance; hashing
+    decodes in colour for its colour check); ``digest=False`` skips the
     SHA-1 (``image_clean`` takes it from the ``image_hash`` table)."""
     sha1 = hashlib.sha1(data).hexdigest() if digest else ""
     header = image_header(data)

@@ -189,7 +189,8 @@ def hash_report(table: pd.DataFrame) -> dict[str, Any]:
         "exact_duplicate_rows": int((exact >= 0).sum()),
         "near_duplicate_clusters": int(near.max(initial=-1) + 1),
         "near_duplicate_rows": int((near >= 0).sum()),
-        # single linkage can chain look-alike products into one big cluster: watch this number
+        # complete linkage keeps a cluster to mutual near duplicates; a large one on new data says
+        # look-alikes pass the colour check (lower max_colour_difference): watch this number
         "largest_near_duplicate_cluster": int(np.bincount(near[near >= 0]).max()) if (near >= 0).any() else 0,
         # representatives: distinct hash sets searched (copies of one photo count once)
         "search": {k: search[k] for k in ("representatives", "n_chunks", "flips_per_chunk", "candidates_verified",
