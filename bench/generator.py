@@ -27,8 +27,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -41,7 +39,7 @@ from rakuten.data.sample import SampleConfig, generate_tables, image_tasks, rend
 from rakuten.io import write_json
 from rakuten.logs import setup_logging
 
-from measure import cpu_s, peak_rss_mib
+from measure import cpu_s, peak_rss_mib, run_in_own_process
 
 FULL_TRAIN, FULL_TEST = 84916, 13812
 PER_IMAGE_ROWS = 300  # rows rendered in-process for the single-core cost of one image
@@ -134,12 +132,8 @@ def main() -> None:
         return
     rows = []
     for n in args.sizes:
-        done = subprocess.run([sys.executable, __file__, "--one", str(n), "--image-size", str(args.image_size),
-                               "--n-jobs", str(args.n_jobs), "--root", str(args.root)] + ["--keep"] * args.keep,
-                              stdout=subprocess.PIPE, text=True)  # stderr (the progress bar) passes through
-        if done.returncode:
-            raise SystemExit(f"{n} rows: run failed (exit {done.returncode})")
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        rows.append(run_in_own_process([__file__, "--one", str(n), "--image-size", str(args.image_size), "--n-jobs",
+                                        str(args.n_jobs), "--root", str(args.root)] + ["--keep"] * args.keep))
         r = rows[-1]
         print(f"{r['rows']:>6} images ({r['n_train']} + {r['n_test']}, {r['image_size']} px, {r['n_jobs']} jobs): "
               f"{r['images_per_s']:>6.1f} images/s  wall {r['wall_s']:>6.1f} s (tables {r['generate_tables_s']:.1f}, "

@@ -21,8 +21,6 @@ import json
 import os
 import platform
 import resource
-import subprocess
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -39,7 +37,7 @@ from rakuten.image.scoring import load_defects, score_detectors
 from rakuten.io import write_json
 from rakuten.logs import setup_logging
 
-from measure import cpu_s
+from measure import cpu_s, run_in_own_process
 
 
 def _decode(path: str) -> int:
@@ -109,9 +107,8 @@ def main() -> None:
         return
     rows = []
     for n in args.sizes:
-        done = subprocess.run([sys.executable, __file__, "--one", str(n), "--n-jobs", str(args.n_jobs),
-                               "--root", str(args.root)], capture_output=True, text=True, check=True)
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        rows.append(run_in_own_process([__file__, "--one", str(n), "--n-jobs", str(args.n_jobs), "--root", str(args.root)],
+                                       show_progress=False))
         r = rows[-1]
         print(f"{r['n_images']:>7} images: decode-only {r['decode_only_images_per_s']:>7.1f}/s  "
               f"hash {r['hash_images_per_s']:>7.1f}/s  clean {r['clean_images_per_s']:>7.1f}/s  "
