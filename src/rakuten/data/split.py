@@ -163,7 +163,7 @@ def group_balance(labels: np.ndarray, groups: np.ndarray, splits: np.ndarray) ->
     group's share of its class, and the widest gap between a class's share of one split and of another
     (percentage points; 0 would be a perfectly stratified split)."""
     if not len(labels):
-        return {"groups_over_20_rows": 0, "largest_group_rows": 0, "largest_group_class": None,
+        return {f"groups_over_{LARGE_GROUP_ROWS}_rows": 0, "largest_group_rows": 0, "largest_group_class": None,
                 "largest_group_share_of_class": 0.0, "max_class_share_gap_points": 0.0, "max_gap_class": None}
     sizes = np.bincount(groups)
     largest = int(np.argmax(sizes))
@@ -173,7 +173,7 @@ def group_balance(labels: np.ndarray, groups: np.ndarray, splits: np.ndarray) ->
     shares = pd.crosstab(labels, splits, normalize="columns").reindex(columns=[s for s in SPLITS if (splits == s).any()])
     gaps = (shares.max(axis=1) - shares.min(axis=1)) * 100 if shares.shape[1] > 1 else shares.iloc[:, 0] * 0
     return {
-        "groups_over_20_rows": int((sizes > LARGE_GROUP_ROWS).sum()),
+        f"groups_over_{LARGE_GROUP_ROWS}_rows": int((sizes > LARGE_GROUP_ROWS).sum()),
         "largest_group_rows": int(sizes[largest]),
         "largest_group_class": code,
         "largest_group_share_of_class": round(float(counts.max() / (labels == code).sum()), 4),

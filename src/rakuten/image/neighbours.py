@@ -254,13 +254,19 @@ def colour_differences(thumbs: np.ndarray, i: np.ndarray, j: np.ndarray, block: 
 
 def complete_clusters(n: int, i: np.ndarray, j: np.ndarray, order: np.ndarray) -> np.ndarray:
     """Cluster id per node from near-duplicate edges ``(i, j)``, without chaining; -1 when alone.
+    Ids are dense and ordered by each cluster's smallest node (:func:`complete_linkage_edges`)."""
+    return components(n, *complete_linkage_edges(n, i, j, order))
+
+
+def complete_linkage_edges(n: int, i: np.ndarray, j: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Edges ``(root, node)`` linking every clustered node to its cluster's smallest node.
 
     Edges are taken in ``order`` (closest first); two clusters merge on an edge only when every
     pair across them is itself an edge (complete linkage), so every two rows of a cluster are near
     duplicates of each other. Single linkage would also merge A~B~C when A and C differ: on a large
     catalog of look-alike products that chained unrelated photos into clusters of hundreds of rows.
     The checks stop at the first missing pair; a merge costs the pairs it adds, so the work stays
-    linear in the number of edges. Ids are dense and ordered by each cluster's smallest node.
+    linear in the number of edges.
     """
     parent = np.arange(n)
     members: dict[int, list[int]] = {}
@@ -287,7 +293,7 @@ def complete_clusters(n: int, i: np.ndarray, j: np.ndarray, order: np.ndarray) -
             members[lo] = members.get(lo, [lo]) + members.pop(hi, [hi])
     roots = np.array([find(x) for x in range(n)], dtype=np.int64)
     moved = roots != np.arange(n)
-    return components(n, np.flatnonzero(moved), roots[moved])
+    return roots[moved], np.flatnonzero(moved)
 
 
 def near_duplicate_groups(variants: np.ndarray, usable: np.ndarray, radius: int,
@@ -335,15 +341,7 @@ def near_duplicate_groups(variants: np.ndarray, usable: np.ndarray, radius: int,
         diff = dist.astype(np.float64)
     if linkage == "complete":
         edge_order = np.lexsort((j, i, dist, diff))  # closest first; ties by rows: the same on any machine
-        rep_cluster = complete_clusters(len(reps), i, j, edge_order)
-        linked = np.flatnonzero(rep_cluster >= 0)
-        # star edges from each cluster's first member: the same clusters through `components` below
-        first_member = np.full(int(rep_cluster.max(initial=-1)) + 1, -1)
-        for node in linked[::-1]:
-            first_member[rep_cluster[node]] = node
-        i, j = first_member[rep_cluster[linked]], linked
-        keep = i != j
-        i, j = i[keep], j[keep]
+        i, j = complete_linkage_edges(len(reps), i, j, edge_order)  # the clusters, as star edges for `components`
     member_of = rank[inverse.reshape(-1)]
     copies = np.flatnonzero(reps[member_of] != np.arange(len(rows)))  # rows that are not their own representative
     i = np.concatenate([rows[reps[i]], rows[reps[member_of[copies]]]])

@@ -45,13 +45,19 @@ def hash_operators(side: int, hash_size: int, crops: tuple[float, ...]) -> np.nd
     shrink to ``4 * hash_size``, low DCT rows. Cached: images of one catalog share a few sides."""
     samples = 4 * hash_size
     basis = dct_rows(samples, hash_size)
+    return np.ascontiguousarray(np.stack([basis @ f for f in crop_filters(side, samples, crops)]), dtype=np.float32)
+
+
+def crop_filters(side: int, samples: int, crops: tuple[float, ...]) -> list[np.ndarray]:
+    """(samples, side) area filters, one per crop: crop ``c`` of each side shrunk to ``samples``
+    cells; a crop that would leave under 4 px keeps the whole picture (nothing sensible left)."""
     out = []
     for crop in crops:
         margin = side * crop
-        if side - 2 * margin < 4:  # nothing sensible left to hash: use the whole picture
+        if side - 2 * margin < 4:
             margin = 0.0
-        out.append(basis @ box_filter_matrix(side, margin, side - margin, samples))
-    return np.ascontiguousarray(np.stack(out), dtype=np.float32)
+        out.append(box_filter_matrix(side, margin, side - margin, samples))
+    return out
 
 
 def hash_variants(grey: np.ndarray, hash_size: int, crops: tuple[float, ...]) -> np.ndarray:
@@ -77,13 +83,7 @@ def hash_variants(grey: np.ndarray, hash_size: int, crops: tuple[float, ...]) ->
 @lru_cache(maxsize=64)
 def thumbnail_operators(side: int, thumb: int, crops: tuple[float, ...]) -> np.ndarray:
     """(len(crops), thumb, side) float32 area filters: crop ``c`` of each side shrunk to ``thumb`` px."""
-    out = []
-    for crop in crops:
-        margin = side * crop
-        if side - 2 * margin < 4:
-            margin = 0.0
-        out.append(box_filter_matrix(side, margin, side - margin, thumb))
-    return np.ascontiguousarray(np.stack(out), dtype=np.float32)
+    return np.ascontiguousarray(np.stack(crop_filters(side, thumb, crops)), dtype=np.float32)
 
 
 def thumbnail_variants(bgr: np.ndarray, thumb: int, crops: tuple[float, ...]) -> np.ndarray:
