@@ -1,4 +1,5 @@
-"""DVC stage `resnet50`: ResNet fine-tuning on the cleaned images (demo: small, from scratch; full: ImageNet)."""
+"""DVC stage `resnet50`: image-backbone fine-tuning on the cleaned images (any torchvision or timm model;
+demo: small ResNet from scratch; full: ResNet50 ImageNet; strongest: ConvNeXt-Base)."""
 from rakuten.config import from_params
 from rakuten.io import atomic_path, write_json
 from rakuten.models import resnet
@@ -10,7 +11,7 @@ from rakuten.stage import run_stage
 
 def main() -> None:
     cfg = from_params(resnet.ResnetConfig, load_params(), "resnet50")  # validated before any work
-    resnet.resolve_weights(cfg)  # full profile offline without weights: one line, before any work
+    resnet.resolve_weights(cfg)  # pretrained weights missing offline (any backbone): one line, before any work
     trained_on = load_records(["image_clean"])  # data/processed/image_clean.json
     frame = resnet.load_image_frame()
     with atomic_path("reports/live/resnet50", is_dir=True) as live_dir:

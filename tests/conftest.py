@@ -49,3 +49,14 @@ def tiny_split(tiny_catalog) -> pd.DataFrame:
     """Catalog rows joined with their split (train/val/test/official_test)."""
     table, _ = split_catalog(tiny_catalog, {"train": 0.8, "val": 0.1, "test": 0.1}, seed=0)
     return tiny_catalog.merge(table, on="row_id")
+
+
+@pytest.fixture
+def offline(monkeypatch, tmp_path) -> Path:
+    """No hub and empty caches (HF and torch) in ``tmp_path``, which becomes the working directory."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf_home" / "hub"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

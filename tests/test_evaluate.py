@@ -14,14 +14,15 @@ from rakuten import fusion
 from rakuten.classes import CLASS_CODES
 from stagerun import REPO, default_params, run_stage_script
 
-FOUR = {"tfidf_svm": FIRST_HALF, "fasttext": None, "camembert": ALL, "resnet50": SECOND_HALF}
+# every registered model (the evaluate stage scores them all); joint a useless one here, fusion must still win
+MODELS = {"tfidf_svm": FIRST_HALF, "fasttext": None, "camembert": ALL, "resnet50": SECOND_HALF, "joint": None}
 FAST = {"fusion.cv_folds": 3, "fusion.xgboost.n_estimators": 8, "fusion.n_jobs": 1}
 
 
 @pytest.fixture(scope="module")
 def evaluated():
-    tables, _ = make_tables(FOUR, per_class=8, strength=2.5)
-    result = fusion.fuse_tables(tables, ["text", "text", "text", "image"], small_config(list(tables)))
+    tables, _ = make_tables(MODELS, per_class=8, strength=2.5)
+    result = fusion.fuse_tables(tables, ["text", "text", "text", "image", "multimodal"], small_config(list(tables)))
     preds = E.labelled_predictions(tables, result.table, result.predictions)
     return tables, result, preds, E.evaluate_predictions(preds)
 
@@ -58,7 +59,7 @@ def test_summary_metrics_and_gain(evaluated):
     summary = E.summary_metrics(table)
     assert set(summary["test"]["camembert"]) == {"weighted_f1", "macro_f1", "accuracy"}
     assert set(summary["test"]["fusion_max_rule"]) == {"weighted_f1"}
-    best = max(summary["test"][m]["weighted_f1"] for m in FOUR)
+    best = max(summary["test"][m]["weighted_f1"] for m in MODELS)
     assert summary["fusion_gain_over_best_model"] == pytest.approx(summary["test"]["fusion"]["weighted_f1"] - best)
     assert summary["fusion_gain_over_best_model"] > 0  # complementary models: fusion must win
 
@@ -74,14 +75,14 @@ def test_results_markdown_puts_study_figures_beside_models(evaluated):
 
 
 def test_stage_chain_fusion_then_evaluate(tmp_path):
-    tables, _ = make_tables(FOUR, per_class=8, strength=2.5)
+    tables, _ = make_tables(MODELS, per_class=8, strength=2.5)
     write_stage_inputs(tmp_path, tables)
     assert run_stage_script("fusion", tmp_path, FAST).returncode == 0
     result = run_stage_script("evaluate", tmp_path, FAST)
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "reports/metrics.json").read_text())
     assert "fusion" in metrics["test"] and "resnet50" in metrics["test"]
-    for name in [*FOUR, "fusion", *(f"fusion_{s}" for s in fusion.STRATEGIES)]:
+    for name in [*MODELS, "fusion", *(f"fusion_{s}" for s in fusion.STRATEGIES)]:
         pairs = pd.read_csv(tmp_path / f"reports/plots/confusion_{name}.csv")
         assert list(pairs.columns) == ["actual", "predicted"] and len(pairs) == 8 * 27
         assert (tmp_path / f"reports/evaluation/per_class_{name}.csv").is_file()

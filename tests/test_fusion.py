@@ -203,7 +203,7 @@ def test_missing_table_names_the_stage(tmp_path, monkeypatch):
 @pytest.mark.parametrize("override, key", [
     ({"models": ["tfidf_svm", "bert"]}, "fusion.models"),
     ({"models": []}, "fusion.models"),
-    ({"weights": {"tfidf_svm": 0, "fasttext": 0, "camembert": 0, "resnet50": 0}}, "fusion.weights"),
+    ({"weights": {"tfidf_svm": 0, "fasttext": 0, "camembert": 0, "resnet50": 0, "joint": 0}}, "fusion.weights"),
     ({"strategy": "best"}, "fusion.strategy"),
     ({"weight_step": 0.3}, "fusion.weight_step"),
     ({"cv_folds": 1}, "fusion.cv_folds"),
@@ -222,8 +222,9 @@ def test_default_params_are_valid():
     from stagerun import default_params
 
     cfg = parse_section(fusion.FusionConfig, default_params()["fusion"], "fusion")
-    assert cfg.models == ("tfidf_svm", "fasttext", "camembert", "resnet50")
-    assert cfg.model_weights == [0.2, 0.2, 0.2, 0.4]  # study: 0.6 text / 0.4 image
+    assert cfg.models == ("tfidf_svm", "fasttext", "camembert", "resnet50", "joint")
+    # study: 0.6 text / 0.4 image, with joint (both inputs) counted half to each
+    assert cfg.model_weights == [0.15, 0.15, 0.15, 0.25, 0.3]
 
 
 FAST = {"fusion.models": ["tfidf_svm", "resnet50"], "fusion.cv_folds": 3, "fusion.xgboost.n_estimators": 10,

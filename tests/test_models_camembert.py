@@ -21,8 +21,10 @@ from tests.deep_frames import majority_weighted_f1, model_frame, parts
 from tests.stagerun import default_params
 
 TINY = C.CamembertConfig(logging_steps=5, eval_batch_size=64, num_threads=1, seed=0, device="cpu").with_active(
-    max_length=32, epochs=12, batch_size=16, learning_rate=3e-3, warmup_ratio=0.1,
+    max_length=32, epochs=12, batch_size=16, learning_rate=3e-3, warmup_ratio=0.1, group_by_length=False,
     scratch=C.ScratchArchitecture(vocab_size=1000, hidden_size=64, num_layers=1, num_heads=2, intermediate_size=128))
+# random batches: on these 426 rows length-grouped batches learnt less in 12 epochs (test weighted F1 0.059,
+# majority 0.020); on the 4,000-row sample they learnt more (0.55 against 0.45), so the profiles keep them
 
 
 @pytest.fixture(scope="module")

@@ -153,7 +153,7 @@ def test_default_params_parse_and_both_profiles_are_complete():
 
 
 @pytest.mark.parametrize("key, value", [("rebalance", "smote"), ("augment", {"hflip": 2.0}),
-                                        ("demo", {"arch": "vgg16"}), ("num_workers", -1)])
+                                        ("demo", {"arch": "not_a_model"}), ("num_workers", -1)])
 def test_bad_params_name_the_key(key, value):
     section = default_params()["resnet50"]
     merged = {**section, key: {**section[key], **value} if isinstance(value, dict) else value}

@@ -250,7 +250,8 @@ def test_fusion_config_validation_messages():
     assert replace(cfg, weights={"tfidf_svm": 0.3, "resnet50": 0.7, "camembert": 9}).model_weights == [0.3, 0.7]
     cfg.validate("fusion")
     with pytest.raises(ConfigError, match=r"^fusion\.models = \['tfidf_svm', 'tfidf_svm'\], expected a non-empty "
-                                          r"list of distinct names from tfidf_svm, fasttext, camembert, resnet50$"):
+                                          r"list of distinct names from tfidf_svm, fasttext, camembert, resnet50, "
+                                          r"joint$"):
         replace(cfg, models=("tfidf_svm", "tfidf_svm")).validate("fusion")
     with pytest.raises(ConfigError, match=r"^fusion\.models = \['bert'\], expected"):
         replace(cfg, models=("bert",)).validate("fusion")

@@ -45,6 +45,8 @@ EXEMPT: dict[str, str] = {
                         "test_single_thread_training_is_deterministic); Hogwild results are not comparable",
     "camembert.num_threads": "torch CPU threads: speed only; numerics pinned by rakuten.numerics (test_determinism)",
     "resnet50.num_threads": "torch CPU threads: speed only; numerics pinned by rakuten.numerics (test_determinism)",
+    "joint.num_threads": "torch CPU threads: speed only; numerics pinned by rakuten.numerics (set_threads, as "
+                         "camembert / resnet50)",
 }
 
 
@@ -660,10 +662,11 @@ def test_soft_vote_weights_follow_the_models_and_their_weights(val_probs):
     from rakuten import fusion
 
     probs, y = val_probs
-    four = fusion.FusionConfig()
-    two = replace(four, models=("tfidf_svm", "resnet50"))
-    assert _fitted(four, "soft_vote", probs * 2, y).weights_.tolist() == pytest.approx([0.2, 0.2, 0.2, 0.4])
-    assert _fitted(two, "soft_vote", probs, y).weights_.tolist() == pytest.approx([1 / 3, 2 / 3])  # renormalised
+    five = fusion.FusionConfig()
+    two = replace(five, models=("tfidf_svm", "resnet50"))
+    assert _fitted(five, "soft_vote", [*probs * 2, probs[0]], y).weights_.tolist() == pytest.approx(
+        [0.15, 0.15, 0.15, 0.25, 0.3])
+    assert _fitted(two, "soft_vote", probs, y).weights_.tolist() == pytest.approx([0.375, 0.625])  # renormalised
     first = replace(two, weights={**two.weights, "tfidf_svm": 1.0, "resnet50": 0.0})
     second = replace(two, weights={**two.weights, "tfidf_svm": 0.0, "resnet50": 1.0})
     assert np.array_equal(_fitted(first, "soft_vote", probs, y).predict_proba(probs), probs[0])
@@ -1037,8 +1040,10 @@ def camembert_trainer(monkeypatch):
     "camembert.profile", "camembert.demo.epochs", "camembert.demo.batch_size", "camembert.demo.learning_rate",
     "camembert.demo.weight_decay", "camembert.demo.warmup_ratio", "camembert.full.epochs",
     "camembert.full.batch_size", "camembert.full.learning_rate", "camembert.full.weight_decay",
-    "camembert.full.warmup_ratio", "camembert.logging_steps", "camembert.eval_batch_size")
-@pytest.mark.parametrize("profile", ["demo", "full"])
+    "camembert.full.warmup_ratio", "camembert.logging_steps", "camembert.eval_batch_size",
+    "camembert.strongest.epochs", "camembert.strongest.batch_size", "camembert.strongest.learning_rate",
+    "camembert.strongest.weight_decay", "camembert.strongest.warmup_ratio")
+@pytest.mark.parametrize("profile", ["demo", "full", "strongest"])
 def test_profile_selects_which_profile_the_model_reads(camembert_trainer, profile):
     from rakuten.models import camembert as C
 
@@ -1060,8 +1065,9 @@ def test_profile_selects_which_profile_the_model_reads(camembert_trainer, profil
 
 
 @pytest.mark.param_effect("camembert.demo.max_length", "camembert.full.max_length", "camembert.demo.max_train_rows",
-                          "camembert.full.max_train_rows", "camembert.seed", "camembert.text_column")
-@pytest.mark.parametrize("profile", ["demo", "full"])
+                          "camembert.full.max_train_rows", "camembert.seed", "camembert.text_column",
+                          "camembert.strongest.max_length", "camembert.strongest.max_train_rows")
+@pytest.mark.parametrize("profile", ["demo", "full", "strongest"])
 def test_camembert_inputs_rows_and_length(camembert_trainer, profile):
     seen = {n: camembert_trainer(_camembert_config(profile, max_length=n)) for n in (12, 24)}
     for n, got in seen.items():
@@ -1081,8 +1087,11 @@ def test_camembert_inputs_rows_and_length(camembert_trainer, profile):
                           "camembert.demo.scratch.num_layers", "camembert.demo.scratch.num_heads",
                           "camembert.demo.scratch.intermediate_size", "camembert.full.scratch.vocab_size",
                           "camembert.full.scratch.hidden_size", "camembert.full.scratch.num_layers",
-                          "camembert.full.scratch.num_heads", "camembert.full.scratch.intermediate_size")
-@pytest.mark.parametrize("profile", ["demo", "full"])
+                          "camembert.full.scratch.num_heads", "camembert.full.scratch.intermediate_size",
+                          "camembert.strongest.scratch.vocab_size", "camembert.strongest.scratch.hidden_size",
+                          "camembert.strongest.scratch.num_layers", "camembert.strongest.scratch.num_heads",
+                          "camembert.strongest.scratch.intermediate_size")
+@pytest.mark.parametrize("profile", ["demo", "full", "strongest"])
 def test_scratch_architecture(camembert_trainer, profile):
     for arch in ({"vocab_size": 60, "hidden_size": 16, "num_layers": 1, "num_heads": 2, "intermediate_size": 32},
                  {"vocab_size": 90, "hidden_size": 24, "num_layers": 2, "num_heads": 3, "intermediate_size": 48}):
@@ -1109,8 +1118,8 @@ def test_camembert_class_weighting_weights_the_loss(camembert_trainer):
 
 
 @pytest.mark.param_effect("camembert.demo.model", "camembert.demo.local_dir", "camembert.full.model",
-                          "camembert.full.local_dir")
-@pytest.mark.parametrize("profile", ["demo", "full"])
+                          "camembert.full.local_dir", "camembert.strongest.model", "camembert.strongest.local_dir")
+@pytest.mark.parametrize("profile", ["demo", "full", "strongest"])
 def test_camembert_model_and_local_dir_choose_the_weights(profile, tmp_path):
     from rakuten.models import camembert as C
 
@@ -1149,6 +1158,53 @@ def test_camembert_device_and_precision(camembert_trainer, monkeypatch):
     assert "needs a CUDA GPU" in _runtime_error(C.train, _camembert_config("demo", precision="bf16"), frame)
 
 
+@pytest.mark.param_effect("camembert.demo.scratch.model_type", "camembert.full.scratch.model_type",
+                          "camembert.strongest.scratch.model_type")
+@pytest.mark.parametrize("profile", ["demo", "full", "strongest"])
+def test_scratch_model_type_picks_the_encoder_family(camembert_trainer, profile):
+    built = {family: type(camembert_trainer(_camembert_config(profile, scratch={"model_type": family}))["model"])
+             for family in ("camembert", "xlm-roberta", "flaubert", "deberta-v2")}
+    assert [cls.__name__ for cls in built.values()] == [
+        "CamembertForSequenceClassification", "XLMRobertaForSequenceClassification",
+        "FlaubertForSequenceClassification", "DebertaV2ForSequenceClassification"]
+
+
+@pytest.mark.param_effect("camembert.demo.group_by_length", "camembert.full.group_by_length",
+                          "camembert.strongest.group_by_length", "camembert.compile")
+@pytest.mark.parametrize("profile", ["demo", "full", "strongest"])
+def test_length_grouping_and_compile_reach_the_trainer(camembert_trainer, profile):
+    plain = camembert_trainer(_camembert_config(profile, group_by_length=False))["args"]
+    grouped = camembert_trainer(_camembert_config(profile, group_by_length=True, compile=True))["args"]
+    assert getattr(plain, "train_sampling_strategy", "random") == "random" and not plain.torch_compile
+    assert getattr(grouped, "train_sampling_strategy", "group_by_length") == "group_by_length"
+    assert grouped.torch_compile
+
+
+@pytest.mark.param_effect("camembert.lora.r", "camembert.lora.alpha", "camembert.lora.dropout",
+                          "camembert.lora.target_modules")
+def test_lora_settings_shape_the_adapters(camembert_trainer):
+    from rakuten.models import camembert as C
+
+    def adapters(**lora):
+        cfg = _camembert_config("demo")
+        model = camembert_trainer(replace(cfg, lora=replace(cfg.lora, **lora)))["model"]
+        return model, {n: p for n, p in model.named_parameters() if "lora_" in n}
+
+    full, none = adapters(r=0)
+    assert not none and all(p.requires_grad for p in full.parameters())
+    model, lora = adapters(r=4, alpha=8.0, dropout=0.2)
+    assert lora and all(p.shape[0] == 4 or p.shape[1] == 4 for p in lora.values())
+    layer = next(m for n, m in model.named_modules() if n.endswith("query") and hasattr(m, "scaling"))
+    assert layer.scaling["default"] == 8.0 / 4 and layer.lora_dropout["default"].p == 0.2
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert any("word_embeddings" in n for n in frozen)  # only adapters (and the head) learn
+    _, on_value = adapters(r=4, target_modules=("value",))
+    assert on_value and all(".value." in n for n in on_value)
+    with pytest.raises(Exception) as err:
+        adapters(r=4, target_modules=("no_such_module",))
+    assert "camembert.lora.target_modules" in str(err.value) and "\n" not in str(err.value)
+
+
 # ========================================================================================= resnet50
 
 @pytest.fixture(scope="module")
@@ -1169,7 +1225,7 @@ def image_frame(tmp_path_factory) -> pd.DataFrame:
 
 
 def _resnet_config(profile: str = "demo", **changes):
-    """A tiny config; profile knobs in ``changes`` go to the selected profile (full: resnet18, no weights)."""
+    """A tiny config; profile knobs in ``changes`` go to the selected profile (full, strongest: resnet18, no weights)."""
     from rakuten.models import resnet as R
 
     shared = {k: v for k, v in changes.items() if k in {f.name for f in dataclasses.fields(R.ResnetConfig)}}
@@ -1218,8 +1274,10 @@ def resnet_setup(monkeypatch, image_frame):
 
 @pytest.mark.param_effect("resnet50.profile", "resnet50.demo.batch_size", "resnet50.demo.learning_rate",
                           "resnet50.demo.weight_decay", "resnet50.full.batch_size", "resnet50.full.learning_rate",
-                          "resnet50.full.weight_decay", "resnet50.eval_batch_size", "resnet50.num_workers")
-@pytest.mark.parametrize("profile", ["demo", "full"])
+                          "resnet50.full.weight_decay", "resnet50.eval_batch_size", "resnet50.num_workers",
+                          "resnet50.strongest.batch_size", "resnet50.strongest.learning_rate",
+                          "resnet50.strongest.weight_decay")
+@pytest.mark.parametrize("profile", ["demo", "full", "strongest"])
 def test_resnet_profile_selects_the_optimiser_and_loaders(resnet_setup, profile):
     other = "full" if profile == "demo" else "demo"
     for values in ({"batch_size": 4, "learning_rate": 0.01, "weight_decay": 0.0, "eval_batch_size": 5,
@@ -1236,8 +1294,9 @@ def test_resnet_profile_selects_the_optimiser_and_loaders(resnet_setup, profile)
 
 
 @pytest.mark.param_effect("resnet50.demo.arch", "resnet50.full.arch", "resnet50.demo.weights",
-                          "resnet50.full.weights", "resnet50.demo.image_size", "resnet50.full.image_size")
-@pytest.mark.parametrize("profile", ["demo", "full"])
+                          "resnet50.full.weights", "resnet50.demo.image_size", "resnet50.full.image_size",
+                          "resnet50.strongest.arch", "resnet50.strongest.weights", "resnet50.strongest.image_size")
+@pytest.mark.parametrize("profile", ["demo", "full", "strongest"])
 def test_resnet_arch_weights_and_input_size(resnet_setup, profile, tmp_path):
     import torch
     import torchvision
@@ -1255,8 +1314,9 @@ def test_resnet_arch_weights_and_input_size(resnet_setup, profile, tmp_path):
         assert train_loader.dataset[0][0].shape == val_loader.dataset[0][0].shape == (3, size, size)
 
 
-@pytest.mark.param_effect("resnet50.demo.max_train_rows", "resnet50.full.max_train_rows", "resnet50.seed")
-@pytest.mark.parametrize("profile", ["demo", "full"])
+@pytest.mark.param_effect("resnet50.demo.max_train_rows", "resnet50.full.max_train_rows", "resnet50.seed",
+                          "resnet50.strongest.max_train_rows")
+@pytest.mark.parametrize("profile", ["demo", "full", "strongest"])
 def test_resnet_row_cap_and_seed(resnet_setup, profile):
     paths = {}
     for rows, seed in ((0, 0), (12, 0), (12, 1)):
@@ -1316,8 +1376,8 @@ def test_resnet_augmentations(resnet_setup, image_frame):
 
 
 @pytest.mark.param_effect("resnet50.demo.epochs", "resnet50.full.epochs", "resnet50.demo.patience",
-                          "resnet50.full.patience")
-@pytest.mark.parametrize("profile", ["demo", "full"])
+                          "resnet50.full.patience", "resnet50.strongest.epochs", "resnet50.strongest.patience")
+@pytest.mark.parametrize("profile", ["demo", "full", "strongest"])
 def test_resnet_epochs_and_early_stopping(image_frame, monkeypatch, profile):
     from rakuten.models import resnet as R
 

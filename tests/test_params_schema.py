@@ -24,7 +24,9 @@ from rakuten.fusion import FusionConfig
 from rakuten.image.config import ImageCleanConfig
 from rakuten.image.hashing import HashConfig
 from rakuten.models.camembert import CamembertConfig
+from rakuten.models.embed import EmbedConfig
 from rakuten.models.fasttext_model import FastTextConfig
+from rakuten.models.joint import JointConfig
 from rakuten.models.resnet import ResnetConfig
 from rakuten.models.tfidf_svm import TfidfSvmConfig
 from rakuten.params import load_params
@@ -35,7 +37,7 @@ DECLARATIONS = {
     "data": DataConfig, "sample": SampleConfig, "ingest": IngestConfig, "split": SplitConfig,
     "text_clean": TextCleanConfig, "tfidf_svm": TfidfSvmConfig, "fasttext": FastTextConfig, "fusion": FusionConfig,
     "image_hash": HashConfig, "image_clean": ImageCleanConfig, "camembert": CamembertConfig,
-    "resnet50": ResnetConfig,
+    "resnet50": ResnetConfig, "embed": EmbedConfig, "joint": JointConfig,
 }
 PARAMS = load_params(REPO / "params.yaml")
 
@@ -123,7 +125,7 @@ def test_saved_configs_read_back(section):
     ("camembert.full.epochs", 0, "camembert.full.epochs = 0, expected an integer in [1, 100]"),
     ("resnet50.augment.hflip", 2.0, "resnet50.augment.hflip = 2.0, expected a number in [0.0, 1.0]"),
     ("fusion.models", ["tfidf_svm", "tfidf_svm"], "fusion.models = ['tfidf_svm', 'tfidf_svm'], expected a "
-     "non-empty list of distinct names from tfidf_svm, fasttext, camembert, resnet50"),
+     "non-empty list of distinct names from tfidf_svm, fasttext, camembert, resnet50, joint"),
     ("fusion.weights.resnet50", "high", "fusion.weights.resnet50 = 'high', expected a number"),
     ("image_hash.query_crops", [0.0, 0.3], "image_hash.query_crops[1] = 0.3, expected a number in [0.0, 0.25)"),
     ("data.raw_dir", "", "data.raw_dir = '', expected a non-empty string"),

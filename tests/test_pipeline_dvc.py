@@ -91,6 +91,41 @@ def test_second_repro_does_nothing(repo):
     assert json.loads(status.stdout) == {}
 
 
+def _set_params(repo: Path, overrides: dict) -> None:
+    path = repo / "params.yaml"
+    path.write_text(yaml.safe_dump(with_overrides(yaml.safe_load(path.read_text()), overrides), sort_keys=False))
+
+
+def test_embed_and_joint_write_their_outputs(repo):
+    report = json.loads((repo / "reports/embed.json").read_text())
+    catalog_rows = json.loads((repo / "reports/ingest.json").read_text())["rows_out"]
+    assert report["rows"] == catalog_rows and set(report["rows_per_split"]) == {"train", "val", "test",
+                                                                                   "official_test"}
+    assert report["encoders"] == {"text": "camembert", "image": "resnet50"}
+    assert set(json.loads((repo / "reports/metrics/joint.json").read_text())) >= {"val", "test"}
+    trained_on = json.loads((repo / "models/joint/preprocessing.json").read_text())
+    assert set(trained_on) == {"text_clean", "image_clean"}   # what `rakuten predict` cleans new rows with
+    assert "joint" in json.loads((repo / "reports/fusion.json").read_text())["models"]
+
+
+def test_a_head_param_reruns_joint_and_never_the_embeddings(repo):
+    """The frozen-embedding cache: a sweep of the head (`-S joint.hidden=...`) leaves `embed` up to date."""
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    hidden, batch = params["joint"]["hidden"], params["embed"]["eval_batch_size"]
+    try:
+        _set_params(repo, {"joint.hidden": hidden + 16})
+        assert set(dvc_status(repo)) == {"joint"}   # not embed: it does not read the joint section
+        result = dvc("repro", "joint", cwd=repo)
+        assert "Running stage 'joint'" in result.stdout and "Running stage 'embed'" not in result.stdout
+        _set_params(repo, {"embed.eval_batch_size": batch // 2})
+        assert "embed" in dvc_status(repo)   # an embed param recomputes the embeddings (then joint follows)
+    finally:
+        _set_params(repo, {"joint.hidden": hidden, "embed.eval_batch_size": batch})
+    result = dvc("repro", cwd=repo)   # the head retrains to the same bytes, so nothing downstream reruns
+    assert "Running stage 'joint'" in result.stdout and "Running stage 'fusion'" not in result.stdout
+    assert dvc_status(repo) == {}
+
+
 def predict_cli(repo: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
     """`rakuten predict` (the copy's own code) on the sample's official X_test rows, run from the copy."""
     return sh([sys.executable, "-m", "rakuten.cli", "predict", "--input", "data/sample/X_test_update.csv",
@@ -183,7 +218,7 @@ def test_row_accounting_stage_by_stage(repo):
                 "data/processed/image_quality.parquet"):
         assert sorted(table(rel)["row_id"]) == sorted(catalog["row_id"]), rel
     predicted = split[split["split"].isin(["val", "test", "official_test"])]
-    for name in ("tfidf_svm", "fasttext", "camembert", "resnet50", "fusion"):
+    for name in ("tfidf_svm", "fasttext", "camembert", "resnet50", "joint", "fusion"):
         probs = table(f"reports/probs/{name}.parquet")
         assert sorted(probs["row_id"]) == sorted(predicted["row_id"]), name
     training = json.loads((repo / "reports/training/resnet50.json").read_text())
@@ -201,7 +236,8 @@ def dvc_status(repo: Path) -> dict:
 @pytest.mark.parametrize("module, expected", [
     ("src/rakuten/io.py", "every stage"),
     ("src/rakuten/classes.py", "its importers"),   # the class order of every probability table
-    ("src/rakuten/models/camembert.py", {"camembert"}),   # not resnet50: the models share no module
+    # not resnet50: the models share no module; embed runs the trained camembert as the joint model's text encoder
+    ("src/rakuten/models/camembert.py", {"camembert", "embed"}),
 ])
 def test_editing_a_module_reruns_exactly_the_stages_that_execute_it(repo, module, expected):
     """`dvc status` after a one-comment edit lists exactly the stages whose import closure holds the

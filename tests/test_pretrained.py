@@ -12,17 +12,13 @@ import torch
 from rakuten.errors import PipelineError
 from rakuten.models import camembert as C
 from rakuten.models import resnet as R
-from rakuten.pretrained import resolve_hf, resolve_torchvision
+from rakuten.pretrained import resolve_hf, resolve_timm, resolve_torchvision
 from tests.stagerun import error_lines, run_stage_script
 
 
 @pytest.fixture(autouse=True)
-def offline(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf_home" / "hub"))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.chdir(tmp_path)
+def _offline_everywhere(offline):
+    """Every test here runs offline with empty caches (the ``offline`` fixture of conftest.py)."""
 
 
 def _one_line(err: pytest.ExceptionInfo) -> str:
@@ -98,6 +94,7 @@ def test_missing_or_wrong_local_weights_file_is_one_line(tmp_path):
 @pytest.mark.parametrize("stage, overrides, needle", [
     ("camembert", {"camembert.profile": "full", "camembert.full.local_dir": ""}, "camembert-base"),
     ("resnet50", {"resnet50.profile": "full"}, "resnet50 ImageNet"),
+    ("resnet50", {"resnet50.profile": "strongest"}, "hf download timm/convnext_base.fb_in22k_ft_in1k"),
 ])
 def test_full_profile_stage_offline_exits_with_one_error_line(stage, overrides, needle, tmp_path):
     result = run_stage_script(stage, tmp_path / "work", overrides, timeout=300)
@@ -106,6 +103,29 @@ def test_full_profile_stage_offline_exits_with_one_error_line(stage, overrides, 
     assert len(lines) == 1 and needle in lines[0]
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "work" / "models").exists()  # nothing written before the check
+
+
+def test_timm_pretrained_weights_offline_is_one_clear_line():
+    with pytest.raises(PipelineError) as err:
+        resolve_timm("convnext_base.fb_in22k_ft_in1k", "pretrained")
+    message = _one_line(err)
+    assert "timm/convnext_base.fb_in22k_ft_in1k not found locally" in message
+    assert ("--local-dir models/pretrained/timm--convnext_base.fb_in22k_ft_in1k" in message)
+    assert resolve_timm("convnext_atto", "none") is None
+
+
+def test_timm_weights_in_the_local_folder_or_a_named_file_are_used(tmp_path):
+    local = tmp_path / "models" / "pretrained" / "timm--convnext_atto.d2_in1k"
+    local.mkdir(parents=True)
+    (local / "pytorch_model.bin").write_bytes(b"x")  # the older format is found too
+    assert resolve_timm("convnext_atto", "imagenet") == Path("models/pretrained/timm--convnext_atto.d2_in1k/"
+                                                              "pytorch_model.bin")
+    with pytest.raises(PipelineError) as err:
+        resolve_timm("convnext_atto", str(tmp_path / "absent.safetensors"))
+    assert "absent.safetensors not found" in _one_line(err)
+    with pytest.raises(PipelineError) as err:
+        resolve_timm("convnext_atto", str(tmp_path / "models"))
+    assert "has no model.safetensors or pytorch_model.bin" in _one_line(err)
 
 
 def replace_full(cfg: C.CamembertConfig, local_dir: str) -> C.CamembertConfig:

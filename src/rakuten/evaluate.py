@@ -36,6 +36,7 @@ STUDY_NOTES: dict[str, str] = {
     "fusion_stacking_linear_svm": "tested, below XGBoost (no figure given)",
     "fusion_voting_stacking": "below plain stacking (no figure given)",
     "fusion_soft_vote_fit": "not in the study (weights searched on val)",
+    "joint": "not in the study (text + image head on frozen camembert / resnet50 embeddings)",
 }
 
 

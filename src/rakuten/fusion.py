@@ -269,14 +269,16 @@ class VotingStacking(Stacking):
 class FusionConfig:
     """``fusion``: late fusion of the models' probabilities; every strategy is fitted on val only."""
 
-    models: tuple[str, ...] = knob(("tfidf_svm", "fasttext", "camembert", "resnet50"),
+    models: tuple[str, ...] = knob(("tfidf_svm", "fasttext", "camembert", "resnet50", "joint"),
                                    "which reports/probs/<name>.parquet to fuse (any subset of the registered models)",
                                    nonempty=True)
     strategy: str = knob("auto", "auto = best out-of-fold val weighted F1; or force one of " + ", ".join(STRATEGIES),
                          choices=("auto", *STRATEGIES))
-    weights: dict[str, float] = knob({"tfidf_svm": 0.2, "fasttext": 0.2, "camembert": 0.2, "resnet50": 0.4},
-                                     "soft_vote weights per model (renormalised over fusion.models); "
-                                     "study: 0.6 text / 0.4 image", lo=0.0)
+    weights: dict[str, float] = knob({"tfidf_svm": 0.15, "fasttext": 0.15, "camembert": 0.15, "resnet50": 0.25,
+                                      "joint": 0.3},
+                                     "soft_vote weights per model (renormalised over fusion.models); study: 0.6 "
+                                     "text / 0.4 image; joint (both at once) gets the largest single share",
+                                     lo=0.0)
     weight_step: float = knob(0.1, "soft_vote_fit: simplex grid step of the weights searched on val "
                               "(must divide 1)", lo=0.0, hi=1.0, lo_open=True)
     voting_stacking_meta: str = knob("xgboost", "meta-learner of voting_stacking: logreg, linear_svm or xgboost",
@@ -394,12 +396,24 @@ def choose_strategy(val_scores: dict[str, dict[str, float]], forced: str = "auto
 
 # --------------------------------------------------------------------------- the fused model
 
+#: the inputs a model of each modality reads (registry.MODALITIES); it is available when it has any of them
+MODALITY_INPUTS = {"text": ("text",), "image": ("image",), "multimodal": ("text", "image")}
+
+
+def modality_inputs(modality: str) -> tuple[str, ...]:
+    """``text`` / ``image`` inputs of a modality; an unknown one is a one-line error."""
+    try:
+        return MODALITY_INPUTS[modality]
+    except KeyError:
+        raise PipelineError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITY_INPUTS)}") from None
+
+
 def availability(modalities: Sequence[str], text_ok: np.ndarray, image_ok: np.ndarray) -> np.ndarray:
-    """(n, m) bool: whether each model's input is present per row (text models need text, ...)."""
-    text_ok = np.asarray(text_ok, dtype=bool)
-    image_ok = np.asarray(image_ok, dtype=bool)
-    cols = [text_ok if mod == "text" else image_ok for mod in modalities]
-    return np.column_stack(cols) if cols else np.ones((len(text_ok), 0), dtype=bool)
+    """(n, m) bool: whether each model's input is present per row (text models need text, image models an
+    image, a multimodal model either: it zeroes the missing one itself)."""
+    ok = {"text": np.asarray(text_ok, dtype=bool), "image": np.asarray(image_ok, dtype=bool)}
+    cols = [np.logical_or.reduce([ok[i] for i in modality_inputs(mod)]) for mod in modalities]
+    return np.column_stack(cols) if cols else np.ones((len(ok["text"]), 0), dtype=bool)
 
 
 @dataclass
@@ -436,7 +450,7 @@ class FusedModel:
 
     def inputs_used(self, text_ok: np.ndarray, image_ok: np.ndarray) -> list[str]:
         """Per row, which modalities the prediction came from, and why one is missing."""
-        has = set(self.modalities)
+        has = {i for mod in self.modalities for i in modality_inputs(mod)}
         out = []
         for t, i in zip(np.asarray(text_ok, dtype=bool), np.asarray(image_ok, dtype=bool)):
             used = [m for m, ok in (("text", t), ("image", i)) if m in has and ok]

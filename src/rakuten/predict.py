@@ -126,6 +126,21 @@ def input_flags(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return text_ok, image_ok
 
 
+def model_input(module: Any, model: Any, frame: pd.DataFrame, models_dir: Path) -> pd.DataFrame:
+    """The frame a model reads: the cleaned rows, plus, for a model on frozen embeddings (``joint``: its
+    module has ``encoders(model)``), the embeddings of those rows by the saved encoders it names
+    (``models_dir/<encoder>``), computed as the ``embed`` stage computed them for training."""
+    encoders = getattr(module, "encoders", None)
+    if encoders is None:
+        return frame
+    from rakuten.models import embed
+
+    needed = encoders(model)
+    for encoder in sorted(needed.values()):
+        trained_model_dir(models_dir, encoder)
+    return embed.with_embeddings(frame, models_dir, needed)
+
+
 def predict_frame(frame: pd.DataFrame, models_dir: str | Path = "models",
                   fused: "fusion.FusedModel | None" = None) -> tuple[np.ndarray, list[str]]:
     """Fused probabilities (n, 27) and the inputs used per row, from the saved model artifacts.
@@ -141,7 +156,9 @@ def predict_frame(frame: pd.DataFrame, models_dir: str | Path = "models",
         module = registry.load_module(name)
         model_dir = trained_model_dir(models_dir, name)
         log.info("predicting with %s", name)
-        mats.append(as_stored(module.predict_proba(module.load(model_dir), frame)).astype(np.float64))
+        model = module.load(model_dir)
+        mats.append(as_stored(module.predict_proba(model, model_input(module, model, frame, models_dir)))
+                    .astype(np.float64))
     text_ok, image_ok = input_flags(frame)
     available = fusion.availability(fused.modalities, text_ok, image_ok)
     # rows renormalised as the fusion stage does before publishing reports/probs/fusion.parquet

@@ -1,9 +1,9 @@
 """Resolving pretrained weights: a local path first, then the library cache, then the hub.
 
 Why one resolver: every model that starts from pretrained weights (CamemBERT, MarianMT,
-ResNet50/ImageNet) must behave the same on an offline machine: use what is on disk, never silently
-fall back to random weights, and otherwise stop with ONE line that says what to download, with
-which command on a connected machine, and where to put it.
+torchvision ImageNet backbones, timm backbones) must behave the same on an offline machine: use
+what is on disk, never silently fall back to random weights, and otherwise stop with ONE line that
+says what to download, with which command on a connected machine, and where to put it.
 """
 from __future__ import annotations
 
@@ -16,6 +16,10 @@ from rakuten.errors import PipelineError
 log = logging.getLogger(__name__)
 
 LOCAL_ROOT = Path("models/pretrained")
+#: ``weights`` values meaning "the backbone's default pretrained weights"
+PRETRAINED = ("imagenet", "pretrained")
+#: weight files of a timm Hugging Face repo, in timm's own order of preference
+TIMM_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 def _offline() -> bool:
@@ -28,12 +32,15 @@ def hf_download_hint(repo_id: str, target: Path) -> str:
 
 
 def resolve_hf(name_or_path: str, local_dir: str | os.PathLike | None = None,
-               required_files: tuple[str, ...] = ("config.json",)) -> str:
+               required_files: tuple[str, ...] = ("config.json",),
+               allow_patterns: tuple[str, ...] | None = None) -> str:
     """Return a directory holding the Hugging Face model ``name_or_path``.
 
     Order: ``name_or_path`` if it is an existing directory; ``local_dir`` (default
     ``models/pretrained/<name>``); the Hugging Face cache (no network); the hub (skipped when
-    ``HF_HUB_OFFLINE=1``). Raises :class:`PipelineError` with one line when none works.
+    ``HF_HUB_OFFLINE=1``). A cache or hub snapshot counts only when it holds ``required_files``;
+    ``allow_patterns`` limits what is looked up and downloaded (e.g. one weights file of a repo
+    that ships several formats). Raises :class:`PipelineError` with one line when none works.
     """
     candidates = [Path(name_or_path)]
     default_local = LOCAL_ROOT / name_or_path.replace("/", "--")
@@ -47,17 +54,25 @@ def resolve_hf(name_or_path: str, local_dir: str | os.PathLike | None = None,
                             f"{', '.join(required_files)}; expected a saved Hugging Face model there")
     from huggingface_hub import snapshot_download
 
+    patterns = list(allow_patterns) if allow_patterns else None
+
+    def complete(path: str) -> bool:
+        return all((Path(path) / f).exists() for f in required_files)
+
     try:
-        path = snapshot_download(name_or_path, local_files_only=True)
-        log.info("pretrained %s: using the Hugging Face cache %s", name_or_path, path)
-        return path
+        path = snapshot_download(name_or_path, local_files_only=True, allow_patterns=patterns)
+        if complete(path):
+            log.info("pretrained %s: using the Hugging Face cache %s", name_or_path, path)
+            return path
     except Exception:  # noqa: BLE001 - any cache miss means "try the hub"
         pass
     if not _offline():
         try:
-            path = snapshot_download(name_or_path, etag_timeout=5)
-            log.info("pretrained %s: downloaded to %s", name_or_path, path)
-            return path
+            path = snapshot_download(name_or_path, etag_timeout=5, allow_patterns=patterns)
+            if complete(path):
+                log.info("pretrained %s: downloaded to %s", name_or_path, path)
+                return path
+            log.debug("hub snapshot of %s lacks %s", name_or_path, ", ".join(required_files))
         except Exception as exc:  # noqa: BLE001 - network errors vary by library version
             log.debug("hub download of %s failed: %s", name_or_path, exc)
     raise PipelineError(f"pretrained weights for {name_or_path} not found locally and the hub is unreachable; "
@@ -95,14 +110,14 @@ def resolve_file(description: str, local_file: str | os.PathLike | None, cache_n
 
 def resolve_torchvision(arch: str, weights: str) -> Path | None:
     """Weights file for torchvision model ``arch``: ``weights`` is ``none`` (random init, returns None),
-    ``imagenet`` (torchvision's default ImageNet weights: torch cache, then download) or a local file.
+    ``imagenet`` / ``pretrained`` (torchvision's default ImageNet weights: torch cache, then download) or a local file.
 
     The ImageNet file name and URL come from torchvision's weights enum, so the cache location is
     the one ``torchvision.models.<arch>(weights="DEFAULT")`` itself uses.
     """
     if weights == "none":
         return None
-    if weights != "imagenet":
+    if weights not in PRETRAINED:
         return resolve_file(f"{arch} weights", weights, Path(weights).name, None)
     from torchvision.models import get_model_weights
 
@@ -112,3 +127,43 @@ def resolve_torchvision(arch: str, weights: str) -> Path | None:
         raise PipelineError(f"pretrained weights: torchvision has no ImageNet weights for {arch!r}") from None
     url = default.url
     return resolve_file(f"{arch} ImageNet ({default.name})", None, url.rsplit("/", 1)[-1], url)
+
+
+def resolve_timm(name: str, weights: str) -> Path | None:
+    """Weights file for timm model ``name``: ``weights`` is ``none`` (random init, returns None),
+    ``imagenet`` / ``pretrained`` (the default pretrained weights of ``name``, tag included) or a local
+    file / directory.
+
+    Pretrained order, as for the other resolvers: ``models/pretrained/<hf_hub_id with / -> -->``
+    (e.g. ``models/pretrained/timm--convnext_base.fb_in22k_ft_in1k/model.safetensors``), the Hugging
+    Face cache, the hub unless ``HF_HUB_OFFLINE=1``; models published only as a URL go through the
+    torch cache like torchvision's. Never None when pretrained weights were asked for.
+    """
+    if weights == "none":
+        return None
+    if weights not in PRETRAINED:
+        path = Path(weights)
+        if path.is_dir():
+            found = [path / f for f in TIMM_FILES if (path / f).is_file()]
+            if not found:
+                raise PipelineError(f"pretrained weights: {path} has no {' or '.join(TIMM_FILES)}; "
+                                    f"expected the {name} weights there")
+            return found[0]
+        return resolve_file(f"{name} weights", weights, path.name, None)
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    if cfg is None or not (cfg.hf_hub_id or cfg.url):
+        raise PipelineError(f"pretrained weights: timm has no pretrained weights for {name!r}; "
+                            "use weights: none or a local file")
+    if not cfg.hf_hub_id:
+        return resolve_file(f"{name} ({cfg.tag or 'default'})", None, cfg.url.rsplit("/", 1)[-1], cfg.url)
+    files = (cfg.hf_hub_filename,) if cfg.hf_hub_filename else TIMM_FILES
+    first_error: PipelineError | None = None
+    for filename in files:
+        try:
+            folder = resolve_hf(cfg.hf_hub_id, required_files=(filename,), allow_patterns=(filename, "config.json"))
+            return Path(folder) / filename
+        except PipelineError as exc:
+            first_error = first_error or exc
+    raise first_error

@@ -1,15 +1,24 @@
-"""CamemBERT sequence classification fine-tuned with the Hugging Face ``Trainer``.
+"""Transformer text classifier (any Hugging Face encoder) fine-tuned with the Hugging Face ``Trainer``.
 
-Two profiles (``camembert.profile`` in params.yaml), same code path:
+The stage keeps the study's name, ``camembert``, and its default model; ``model`` takes any Hugging
+Face encoder id or local directory (camembert-base, camembert/camembert-large,
+almanach/camembertav2-base, FacebookAI/xlm-roberta-base, flaubert/flaubert_base_cased, ...), resolved
+by :mod:`rakuten.pretrained` (local dir -> HF cache -> hub, one-line error offline, never a silent
+random init). Three profiles (``camembert.profile`` in params.yaml), same code path:
 
-* ``full``: ``camembert-base`` resolved by :mod:`rakuten.pretrained` (local dir -> HF cache -> hub,
-  one-line error offline, never a silent random init), the study's 3 epochs, batch 16, weight decay 0.01;
-* ``demo`` (default): ``model: scratch``, a small CamemBERT-architecture config trained from random
-  init with a SentencePiece-style BPE tokenizer trained on the training texts with the
-  ``tokenizers`` library; runs offline on 2 CPU cores in minutes.
+* ``full``: camembert-base with the study's 3 epochs, batch 16, weight decay 0.01;
+* ``strongest``: camembert-large (the strongest text setting the published results justify);
+* ``demo`` (default): ``model: scratch``, a small config of one encoder family (``scratch.model_type``:
+  camembert, xlm-roberta, flaubert, deberta-v2, bert, roberta) trained from random init with a
+  SentencePiece-style BPE tokenizer trained on the training texts (``tokenizers``); runs offline on
+  2 CPU cores in minutes.
 
-Validation weighted F1 is computed every epoch and the best epoch's weights are kept
-(``load_best_model_at_end``); learning curves go to dvclive through its Hugging Face callback.
+Batches are padded per batch (dynamic padding); ``group_by_length`` also draws length-grouped
+batches, which removes most padding since most products are short. ``lora.r > 0`` fine-tunes
+low-rank adapters (``peft``) instead of every weight and merges them before saving, so the saved
+model is a plain Hugging Face model. Validation weighted F1 is computed every epoch and the best
+epoch's weights are kept (``load_best_model_at_end``); learning curves go to dvclive through its
+Hugging Face callback.
 """
 from __future__ import annotations
 
@@ -36,7 +45,9 @@ from rakuten.models.torch_utils import (DEVICES, PRECISIONS, Runtime, choose_run
 log = logging.getLogger(__name__)
 
 NAME = "camembert"
-PROFILES = ("demo", "full")
+PROFILES = ("demo", "full", "strongest")
+# encoder families a demo (scratch) config can take: Hugging Face ``model_type`` names
+MODEL_TYPES = ("camembert", "xlm-roberta", "flaubert", "deberta-v2", "bert", "roberta")
 SCRATCH = "scratch"
 TEXT_COLUMNS = ("text_light", "text_norm")
 SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")  # CamemBERT's order: ids 0..4
@@ -44,8 +55,10 @@ SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")  # CamemBERT's orde
 
 @dataclass(frozen=True)
 class ScratchArchitecture:
-    """``camembert.<profile>.scratch``: the small CamemBERT config of ``model: scratch`` (random init, own tokenizer)."""
+    """``camembert.<profile>.scratch``: the small encoder config of ``model: scratch`` (random init, own tokenizer)."""
 
+    model_type: str = knob("camembert", "encoder family (Hugging Face model_type): the same architecture as "
+                           "the pretrained model, at a tiny size", choices=MODEL_TYPES)
     vocab_size: int = knob(8000, "BPE vocabulary trained on the train texts", lo=100, hi=250_000)
     hidden_size: int = knob(128, "hidden size (a multiple of num_heads)", lo=8, hi=4096)
     num_layers: int = knob(2, "transformer layers", lo=1, hi=48)
@@ -71,6 +84,8 @@ class CamembertProfile:
     max_train_rows: int = knob(help="0 = all train rows; else a stratified subset", lo=0)
     epochs: int = knob(help="training epochs; the best epoch on val weighted F1 is kept", lo=1, hi=100)
     batch_size: int = knob(help="training batch size", lo=1, hi=4096)
+    group_by_length: bool = knob(help="draw training batches of similar lengths (less padding; most products "
+                                 "are short)")
     learning_rate: float = knob(help="peak learning rate (from scratch needs a larger step than fine-tuning)",
                                 lo=0.0, hi=1.0, lo_open=True)
     weight_decay: float = knob(help="AdamW weight decay", lo=0.0, hi=1.0)
@@ -83,11 +98,23 @@ class CamembertProfile:
 
 
 @dataclass(frozen=True)
+class LoraSettings:
+    """``camembert.lora``: parameter-efficient fine-tuning (LoRA via ``peft``) for large encoders."""
+
+    r: int = knob(0, "adapter rank; 0 = fine-tune every weight (no LoRA)", lo=0, hi=1024)
+    alpha: float = knob(16.0, "LoRA scaling numerator (the update is scaled by alpha / r)", lo=0.0, lo_open=True)
+    dropout: float = knob(0.1, "dropout on the adapter input", lo=0.0, hi=0.9)
+    target_modules: tuple[str, ...] = knob((), "module names that get adapters; [] = peft's default for the "
+                                           "model family (attention query/value)")
+
+
+@dataclass(frozen=True)
 class CamembertConfig(ProfileView):
     """``camembert``: shared knobs plus two profiles; ``cfg.epochs`` etc. read the selected profile."""
 
-    profile: str = knob("demo", "demo = small CamemBERT config from scratch, offline CPU, minutes; full = "
-                        "camembert-base (the study): `dvc exp run -S camembert.profile=full`", choices=PROFILES)
+    profile: str = knob("demo", "demo = small encoder config from scratch, offline CPU, minutes; full = "
+                        "camembert-base (the study): `dvc exp run -S camembert.profile=full`; strongest = "
+                        "camembert-large", choices=PROFILES)
     text_column: str = knob("text_light", "input column of data/processed/text.parquet", choices=TEXT_COLUMNS)
     class_weighting: str = knob("none", "none | balanced (cross-entropy weights n / (k * n_class))",
                                 choices=("none", "balanced"))
@@ -99,14 +126,24 @@ class CamembertConfig(ProfileView):
                           choices=PRECISIONS)
     num_threads: int = knob(1, "torch CPU threads (0 = all cores); 1 is fastest on a shared 2-core box",
                             lo=0, hi=256)
+    compile: bool = knob(False, "torch.compile the model for training (GPU: faster after a compile of ~1 min)")
+    lora: LoraSettings = knob(LoraSettings(), "LoRA adapters instead of full fine-tuning (r = 0: off)")
     demo: CamembertProfile = knob(CamembertProfile(
         model=SCRATCH, local_dir="", scratch=ScratchArchitecture(), max_length=64, max_train_rows=8000, epochs=4,
-        batch_size=32, learning_rate=0.002, weight_decay=0.01, warmup_ratio=0.1),
+        batch_size=32, group_by_length=True, learning_rate=0.002, weight_decay=0.01, warmup_ratio=0.1),
         "small CamemBERT config from scratch: offline, 2 CPU cores, minutes")
     full: CamembertProfile = knob(CamembertProfile(
         model="camembert-base", local_dir="models/pretrained/camembert-base", scratch=None, max_length=256,
-        max_train_rows=0, epochs=3, batch_size=16, learning_rate=0.00005, weight_decay=0.01, warmup_ratio=0.0),
-        "the study: camembert-base, 3 epochs, batch 16, weight decay 0.01, learning rate 5e-5 (Trainer default)")
+        max_train_rows=0, epochs=3, batch_size=16, group_by_length=True, learning_rate=0.00005, weight_decay=0.01,
+        warmup_ratio=0.0),
+        "the study: camembert-base, 3 epochs, batch 16, weight decay 0.01, learning rate 5e-5 (Trainer default); "
+        "length-grouped batches (same data, less padding)")
+    strongest: CamembertProfile = knob(CamembertProfile(
+        model="camembert/camembert-large", local_dir="models/pretrained/camembert--camembert-large", scratch=None,
+        max_length=256, max_train_rows=0, epochs=3, batch_size=32, group_by_length=True, learning_rate=0.00002,
+        weight_decay=0.01, warmup_ratio=0.06),
+        "camembert-large (335M): the study's best single model (camembert-base) at 3x the capacity; lr 2e-5 "
+        "with warm-up, the usual recipe for large encoders (GPU)")
 
 
 @dataclass
@@ -161,27 +198,79 @@ def resolve_weights(cfg: CamembertConfig) -> str | None:
     return resolve_hf(cfg.model, cfg.local_dir or None)
 
 
+def scratch_config(arch: ScratchArchitecture, tokenizer, max_length: int):
+    """A Hugging Face config of family ``arch.model_type`` at the given size, for random init.
+
+    Why ``AutoConfig.for_model``: the same code builds a tiny CamemBERT, XLM-R, FlauBERT, DeBERTa-v2
+    (CamemBERTa-v2) or BERT, so a demo run exercises the architecture the pretrained profile uses.
+    """
+    from transformers import AutoConfig
+
+    id2label, label2id = _label_maps()
+    specials = {"pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id,
+                "eos_token_id": tokenizer.eos_token_id}
+    extra: dict[str, Any] = {"type_vocab_size": 1}
+    if arch.model_type == "flaubert":  # XLM-style configs name their special ids *_index and derive masks from pad
+        extra = {"pad_index": tokenizer.pad_token_id, "bos_index": tokenizer.bos_token_id,
+                 "eos_index": tokenizer.eos_token_id, "unk_index": tokenizer.unk_token_id,
+                 "mask_index": tokenizer.mask_token_id, "n_langs": 1}
+    elif arch.model_type == "deberta-v2":
+        extra = {"type_vocab_size": 0, "relative_attention": True, "position_buckets": 64,
+                 "pos_att_type": ["p2c", "c2p"]}
+    return AutoConfig.for_model(
+        arch.model_type, vocab_size=len(tokenizer), hidden_size=arch.hidden_size,
+        num_hidden_layers=arch.num_layers, num_attention_heads=arch.num_heads,
+        intermediate_size=arch.intermediate_size, max_position_embeddings=max_length + 2,
+        num_labels=N_CLASSES, id2label=id2label, label2id=label2id, **specials, **extra)
+
+
 def build_model(cfg: CamembertConfig, train_texts: list[str]):
     """(tokenizer, model) for the config: pretrained weights resolved offline-first, or scratch."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from transformers import CamembertConfig as HFCamembertConfig
 
     id2label, label2id = _label_maps()
     if cfg.model == SCRATCH:
         tokenizer = train_tokenizer(train_texts, cfg.scratch.vocab_size)
-        a = cfg.scratch
-        hf_config = HFCamembertConfig(
-            vocab_size=len(tokenizer), hidden_size=a.hidden_size, num_hidden_layers=a.num_layers,
-            num_attention_heads=a.num_heads, intermediate_size=a.intermediate_size,
-            max_position_embeddings=cfg.max_length + 2, type_vocab_size=1,
-            pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id, num_labels=N_CLASSES, id2label=id2label, label2id=label2id)
+        hf_config = scratch_config(cfg.scratch, tokenizer, cfg.max_length)
         return tokenizer, AutoModelForSequenceClassification.from_config(hf_config)
     path = resolve_weights(cfg)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForSequenceClassification.from_pretrained(
         path, num_labels=N_CLASSES, id2label=id2label, label2id=label2id, ignore_mismatched_sizes=True)
     return tokenizer, model
+
+
+# attention query/value projections of the families peft has no default for (others: peft's own table)
+LORA_TARGETS = {"camembert": ["query", "value"], "flaubert": ["q_lin", "v_lin"], "xlm": ["q_lin", "v_lin"]}
+
+
+def add_lora(model, lora: LoraSettings):
+    """``model`` wrapped with LoRA adapters (``peft``); the classification head stays fully trainable.
+
+    A model family without a known default target (and ``lora.target_modules`` empty) is a one-line
+    error naming the key, rather than peft's multi-line exception.
+    """
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    targets = list(lora.target_modules) or LORA_TARGETS.get(model.config.model_type)
+    try:
+        peft_cfg = LoraConfig(task_type=TaskType.SEQ_CLS, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                              target_modules=targets)
+        wrapped = get_peft_model(model, peft_cfg)
+    except ValueError as exc:
+        first = str(exc).strip().splitlines()[0][:160]
+        raise PipelineError(f"camembert.lora.target_modules = {list(lora.target_modules)}: {first}; expected "
+                            f"module names of the {model.config.model_type} model (e.g. query, value)") from None
+    trainable = sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in wrapped.parameters())
+    log.info("camembert: LoRA r=%d trains %d of %d parameters (%.2f%%)", lora.r, trainable, total,
+             100.0 * trainable / max(total, 1))
+    return wrapped
+
+
+def merge_lora(model):
+    """The plain Hugging Face model with the adapters folded into its weights (saved and loaded as usual)."""
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
 
 
 # ----------------------------------------------------------------------------------------- data
@@ -277,6 +366,34 @@ def _live_callback(live_dir: str | None):
     return [TimingFreeDVCLiveCallback(live=Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False))]
 
 
+def training_arguments(cfg: CamembertConfig, runtime: Runtime, n_rows: int, output_dir: str) -> dict[str, Any]:
+    """The ``TrainingArguments`` of a run: the selected profile's schedule, length grouping, precision.
+
+    Why a function: what the Trainer is told is checked by the tests without training. Length
+    grouping is ``train_sampling_strategy`` in transformers 5 and ``group_by_length`` before.
+    """
+    import inspect
+
+    from transformers import TrainingArguments
+
+    args: dict[str, Any] = dict(
+        output_dir=output_dir, num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size, learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay, eval_strategy="epoch",
+        warmup_steps=warmup_steps(n_rows, cfg.batch_size, cfg.epochs, cfg.warmup_ratio),
+        save_strategy="epoch", save_total_limit=1, save_only_model=True, load_best_model_at_end=True,
+        metric_for_best_model="weighted_f1", greater_is_better=True, logging_strategy="steps",
+        logging_steps=cfg.logging_steps, seed=cfg.seed, data_seed=cfg.seed,
+        use_cpu=runtime.device == "cpu", bf16=runtime.precision == "bf16", fp16=runtime.precision == "fp16",
+        report_to="none", dataloader_num_workers=0, torch_compile=cfg.compile)
+    if cfg.group_by_length:
+        if "train_sampling_strategy" in inspect.signature(TrainingArguments).parameters:
+            args["train_sampling_strategy"] = "group_by_length"
+        else:  # transformers 4.x
+            args["group_by_length"] = True
+    return args
+
+
 def train(train_frame: pd.DataFrame, val_frame: pd.DataFrame, cfg: CamembertConfig,
           live_dir: str | Path | None = None) -> CamembertModel:
     """Fine-tune on ``train_frame``; evaluate weighted F1 on ``val_frame`` each epoch; keep the best epoch.
@@ -303,6 +420,8 @@ def train(train_frame: pd.DataFrame, val_frame: pd.DataFrame, cfg: CamembertConf
 
     seed_everything(cfg.seed)
     tokenizer, model = build_model(cfg, texts)
+    if cfg.lora.r:
+        model = add_lora(model, cfg.lora)
     train_ds = EncodedTexts(encode(tokenizer, texts, cfg.max_length), labels)
     val_ds = EncodedTexts(encode(tokenizer, val_texts, cfg.max_length), val_labels)
     loss_func = None
@@ -310,22 +429,13 @@ def train(train_frame: pd.DataFrame, val_frame: pd.DataFrame, cfg: CamembertConf
         loss_func = _weighted_loss(torch.tensor(class_weights(labels), dtype=torch.float32))
 
     with tempfile.TemporaryDirectory(prefix="camembert-ckpt-") as ckpt_dir:
-        args = TrainingArguments(
-            output_dir=ckpt_dir, num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
-            per_device_eval_batch_size=cfg.eval_batch_size, learning_rate=cfg.learning_rate,
-            weight_decay=cfg.weight_decay, eval_strategy="epoch",
-            warmup_steps=warmup_steps(len(train_ds), cfg.batch_size, cfg.epochs, cfg.warmup_ratio),
-            save_strategy="epoch", save_total_limit=1, save_only_model=True, load_best_model_at_end=True,
-            metric_for_best_model="weighted_f1", greater_is_better=True, logging_strategy="steps",
-            logging_steps=cfg.logging_steps, seed=cfg.seed, data_seed=cfg.seed,
-            use_cpu=runtime.device == "cpu", bf16=runtime.precision == "bf16", fp16=runtime.precision == "fp16",
-            report_to="none", dataloader_num_workers=0)
+        args = TrainingArguments(**training_arguments(cfg, runtime, len(train_ds), ckpt_dir))
         trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
                           data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
                           compute_metrics=_compute_metrics, compute_loss_func=loss_func,
                           callbacks=_live_callback(live_dir))
         trainer.train()
-        model = trainer.model
+        model = merge_lora(trainer.model)
     history = [{"epoch": round(float(e["epoch"]), 3), **{m: e[f"eval_{m}"] for m in
                                                         ("weighted_f1", "macro_f1", "accuracy", "loss")}}
                for e in trainer.state.log_history if "eval_weighted_f1" in e]
@@ -340,23 +450,21 @@ def training_report(model: CamembertModel) -> dict:
     """What the stage writes to ``reports/training/camembert.json``: profile, rows, per-epoch val scores."""
     cfg = model.config
     best = max(model.history, key=lambda h: h["weighted_f1"]) if model.history else {}
-    return {"profile": cfg.profile, "model": cfg.model, "max_length": cfg.max_length, "epochs": cfg.epochs,
+    family = cfg.scratch.model_type if cfg.model == SCRATCH else None
+    return {"profile": cfg.profile, "model": cfg.model, "scratch_model_type": family, "lora_r": cfg.lora.r,
+            "max_length": cfg.max_length, "epochs": cfg.epochs,
             "rows": dict(model.rows), "best_epoch": best.get("epoch"), "history": model.history}
 
 
 # ------------------------------------------------------------------------------------ inference
 
-def predict_proba(model: CamembertModel, frame: pd.DataFrame) -> np.ndarray:
-    """(n, 27) class probabilities in canonical order; batches sorted by length to limit padding."""
+def _forward_batches(model: CamembertModel, texts: list[str], **forward: Any):
+    """Yield ``(row indices, model output)`` over ``texts`` in length-sorted batches (little padding)."""
     cfg = model.config
-    texts = frame_texts(frame, cfg.text_column)
-    if not texts:
-        return np.zeros((0, N_CLASSES))
     enc = encode(model.tokenizer, texts, cfg.max_length)
     order = np.argsort([len(ids) for ids in enc["input_ids"]], kind="stable")
     device = next(model.model.parameters()).device
     runtime = Runtime(device.type, "fp32") if device.type == "cpu" else choose_runtime("cuda", cfg.precision)
-    logits = np.empty((len(texts), N_CLASSES), dtype=np.float64)
     model.model.eval()
     with torch.inference_mode():
         for start in range(0, len(order), cfg.eval_batch_size):
@@ -364,9 +472,38 @@ def predict_proba(model: CamembertModel, frame: pd.DataFrame) -> np.ndarray:
             batch = model.tokenizer.pad({k: [v[i] for i in idx] for k, v in enc.items()}, return_tensors="pt")
             batch = {k: v.to(device) for k, v in batch.items()}
             with torch.autocast(device.type, dtype=runtime.autocast_dtype, enabled=runtime.autocast_dtype is not None):
-                out = model.model(**batch).logits
-            logits[idx] = out.float().cpu().numpy()
+                yield idx, batch, model.model(**batch, **forward)
+
+
+def predict_proba(model: CamembertModel, frame: pd.DataFrame) -> np.ndarray:
+    """(n, 27) class probabilities in canonical order; batches sorted by length to limit padding."""
+    texts = frame_texts(frame, model.config.text_column)
+    if not texts:
+        return np.zeros((0, N_CLASSES))
+    logits = np.empty((len(texts), N_CLASSES), dtype=np.float64)
+    for idx, _, out in _forward_batches(model, texts):
+        logits[idx] = out.logits.float().cpu().numpy()
     return softmax_proba(logits)
+
+
+def embedding_dim(model: CamembertModel) -> int:
+    """Width of :func:`embed_texts` rows: the encoder's hidden size."""
+    return int(model.model.config.hidden_size)
+
+
+def embed_texts(model: CamembertModel, frame: pd.DataFrame) -> np.ndarray:
+    """(n, hidden) float32 sentence embeddings: the last hidden layer mean-pooled over real tokens.
+
+    Why mean pooling of the last layer: it exists for every encoder family (CamemBERT, XLM-R,
+    FlauBERT, DeBERTa-v2, BERT), unlike a pooler, and it is the frozen feature the joint model reads.
+    """
+    texts = frame_texts(frame, model.config.text_column)
+    out = np.zeros((len(texts), embedding_dim(model)), dtype=np.float32)
+    for idx, batch, result in _forward_batches(model, texts, output_hidden_states=True):
+        hidden = result.hidden_states[-1].float()
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        out[idx] = ((hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)).cpu().numpy()
+    return out
 
 
 # --------------------------------------------------------------------------------- persistence

@@ -3,7 +3,8 @@
 Fusion, evaluation and the ``rakuten predict`` command look models up here, so adding a model is
 one entry (and its stage), never a change in their code. The modality says which input a model
 needs: when a product has no usable image, fusion drops the ``image`` models for that row; when its
-text is empty, it drops the ``text`` models.
+text is empty, it drops the ``text`` models; a ``multimodal`` model (``joint``, text and image at
+once) is dropped only when the row has neither.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from types import ModuleType
 
 from rakuten.errors import PipelineError
 
-MODALITIES = ("text", "image")
+MODALITIES = ("text", "image", "multimodal")
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("fasttext", "rakuten.models.fasttext_model", "text"),
         ModelSpec("camembert", "rakuten.models.camembert", "text"),
         ModelSpec("resnet50", "rakuten.models.resnet", "image"),
+        ModelSpec("joint", "rakuten.models.joint", "multimodal"),
     )
 }
 
@@ -44,7 +46,7 @@ def spec(name: str) -> ModelSpec:
 
 
 def register(model: ModelSpec) -> None:
-    """Add or replace a model (plugins and tests); the modality must be ``text`` or ``image``."""
+    """Add or replace a model (plugins and tests); the modality must be one of :data:`MODALITIES`."""
     if model.modality not in MODALITIES:
         raise ValueError(f"model {model.name}: modality {model.modality!r}, expected one of {MODALITIES}")
     MODELS[model.name] = model

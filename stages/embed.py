@@ -1,0 +1,27 @@
+"""DVC stage `embed`: frozen text + image embeddings of every catalog row, from the trained camembert / resnet50."""
+import logging
+import time
+
+from rakuten.config import from_params
+from rakuten.io import write_json, write_parquet
+from rakuten.models import embed
+from rakuten.models.features import EMBEDDINGS, RECORD
+from rakuten.params import load_params
+from rakuten.stage import run_stage
+
+
+def main() -> None:
+    cfg = from_params(embed.EmbedConfig, load_params(), "embed")  # validated before any work
+    start = time.perf_counter()
+    trained = embed.encoder_preprocessing(cfg)  # models/<encoder>/preprocessing.json: fail fast
+    frame = embed.load_frame()
+    text_model, image_model = embed.load_encoders(cfg)
+    table = embed.embed_frame(frame, text_model, image_model, cfg)
+    write_parquet(table, EMBEDDINGS)
+    write_json(embed.record(cfg, table, trained), RECORD)
+    write_json(embed.report(cfg, table, frame), embed.REPORT)
+    logging.getLogger("rakuten").info("embed: %d rows in %.1f s", len(table), time.perf_counter() - start)
+
+
+if __name__ == "__main__":
+    run_stage(main)
