@@ -51,6 +51,15 @@ def tiny_split(tiny_catalog) -> pd.DataFrame:
     return tiny_catalog.merge(table, on="row_id")
 
 
+@pytest.fixture(scope="session")
+def tiny_built_repo(tmp_path_factory) -> Path:
+    """The project on the tiny profile, built by `dvc repro` and committed, once per session. Tests
+    never change it: they work on `tests.dvc_repo.copy_built_repo` copies."""
+    from tests.dvc_repo import build_tiny_repo
+
+    return build_tiny_repo(tmp_path_factory.mktemp("built") / "repo")
+
+
 @pytest.fixture
 def offline(monkeypatch, tmp_path) -> Path:
     """No hub and empty caches (HF and torch) in ``tmp_path``, which becomes the working directory."""

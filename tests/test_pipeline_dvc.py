@@ -1,14 +1,13 @@
 """End to end: the whole DVC graph on a tiny catalog, in a temporary copy of the repository.
 
 Checks the promises of the README: `dvc repro` builds everything, a second `dvc repro` does
-nothing, `--force` reruns give identical metrics, `dvc exp run -S` shows up in
-`dvc metrics diff`, editing a module makes exactly the stages that execute it stale, and the raw
-data dep follows `data.raw_dir`.
+nothing, `--force` reruns give identical metrics, editing a module makes exactly the stages that
+execute it stale, and the raw data dep follows `data.raw_dir`. (`dvc exp run -S` and
+`dvc metrics diff`, remotes and experiment sharing: tests/test_team.py.)
 """
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -17,40 +16,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.dvc_repo import copy_built_repo, dvc, sh
 from tests.import_closure import Project, stage_script, stages
-from tests.stagerun import REPO, default_params, with_overrides
-from tests.tiny_profile import TINY_PARAMS
+from tests.stagerun import with_overrides
 
 pytestmark = pytest.mark.slow
-ENV = {**os.environ, "DVC_NO_ANALYTICS": "1", "HF_HUB_OFFLINE": "1", "GIT_AUTHOR_NAME": "ci",
-       "GIT_AUTHOR_EMAIL": "ci@example.com", "GIT_COMMITTER_NAME": "ci", "GIT_COMMITTER_EMAIL": "ci@example.com"}
-
-
-def sh(args: list[str], cwd: Path, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
-    # the copy's own src/ and this interpreter's bin/ first: stages run `python`, as a user's shell would
-    env = {**ENV, "PYTHONPATH": str(cwd / "src"),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{ENV.get('PATH', '')}"}
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n"
-                             f"{result.stderr[-3000:]}")
-    return result
-
-
-def dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    return sh([sys.executable, "-m", "dvc", *args], cwd, check)
-
-
-def copy_repo(dst: Path) -> Path:
-    """Tracked and untracked-but-not-ignored files only: what a fresh clone plus the work tree holds."""
-    listing = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
-                             capture_output=True, text=True, check=True).stdout
-    for rel in filter(None, listing.split("\0")):
-        src = REPO / rel
-        if src.is_file():
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst / rel)
-    return dst
 
 
 def stage_names(repo: Path) -> list[str]:
@@ -63,16 +33,9 @@ def metrics_files(repo: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
-    root = copy_repo(tmp_path_factory.mktemp("e2e") / "repo")
-    params = with_overrides(default_params(), TINY_PARAMS)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    (root / "dvc.lock").unlink(missing_ok=True)
-    sh(["git", "init", "-q"], root)
-    sh(["git", "add", "-A"], root)
-    sh(["git", "commit", "-qm", "tiny"], root)
-    dvc("repro", cwd=root)
-    return root
+def repo(tiny_built_repo, tmp_path_factory) -> Path:
+    """This module's own copy of the tiny built repository (its tests run experiments and edits)."""
+    return copy_built_repo(tiny_built_repo, tmp_path_factory.mktemp("e2e") / "repo")
 
 
 def test_repro_builds_every_declared_output(repo):
@@ -172,33 +135,6 @@ def test_forced_rerun_gives_identical_metrics(repo):
     assert before
     dvc("repro", "--force", cwd=repo)
     assert metrics_files(repo) == before
-
-
-def test_exp_run_with_a_changed_param_shows_in_metrics_diff(repo):
-    sh(["git", "add", "-A"], repo)
-    sh(["git", "commit", "-qm", "baseline", "--allow-empty"], repo)
-    result = dvc("exp", "run", "-S", "tfidf_svm.C=0.5", cwd=repo)
-    assert "Running stage 'tfidf_svm'" in result.stdout
-    assert "Running stage 'camembert'" not in result.stdout  # only what depends on the param reruns
-    diff = json.loads(dvc("metrics", "diff", "--json", cwd=repo).stdout)
-    assert diff.get("reports/metrics/tfidf_svm.json"), diff
-    assert any("tfidf_svm" in key for key in diff.get("reports/metrics.json", {})), diff
-    shown = json.loads(dvc("exp", "show", "--json", cwd=repo).stdout)
-    assert 0.5 in _values_of(shown, "tfidf_svm", "C") and 1.0 in _values_of(shown, "tfidf_svm", "C")
-
-
-def _values_of(node, section: str, key: str) -> list:
-    """Every ``node[...][section][key]`` value anywhere in `dvc exp show --json` output."""
-    found = []
-    if isinstance(node, dict):
-        if isinstance(node.get(section), dict) and key in node[section]:
-            found.append(node[section][key])
-        for value in node.values():
-            found += _values_of(value, section, key)
-    elif isinstance(node, list):
-        for value in node:
-            found += _values_of(value, section, key)
-    return found
 
 
 def test_row_accounting_stage_by_stage(repo):

@@ -1,0 +1,214 @@
+"""Team round trips: what one person builds, another gets without recomputing.
+
+On copies of the tiny built repository, each with a bare git remote (`origin`) and the project's default
+DVC remote (`storage`, the directory `rakuten-dvc-storage` next to the clone, as committed in
+`.dvc/config`):
+- push from clone A, `dvc pull` in a fresh clone B: every stage up to date, nothing recomputes, no metrics diff;
+- `dvc exp run` in A, `dvc exp push`, then `dvc exp pull` / `show` / `apply` in a fresh clone;
+- the same push and pull against a real S3-protocol server on 127.0.0.1, credentials from the environment;
+- that server going away mid-push: a clear error, and a retry completes with nothing lost;
+- a queue of experiments run by two `dvc queue` workers, then pushed and collected in another clone.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.dvc_repo import copy_built_repo, dvc, git
+from tests.s3_server import ACCESS_KEY, SECRET_KEY, Outage, S3Server
+
+pytestmark = pytest.mark.slow
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+               "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+NO_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "", "AWS_EC2_METADATA_DISABLED": "true",
+                  "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent", "AWS_CONFIG_FILE": "/nonexistent"}
+
+
+@pytest.fixture(scope="module")
+def team(tiny_built_repo, tmp_path_factory) -> Path:
+    """A folder holding clone A (`a/`, built), the bare git remote `origin.git` it pushed to, and, once
+    pushed, the default DVC remote `rakuten-dvc-storage/`."""
+    root = tmp_path_factory.mktemp("team")
+    a = copy_built_repo(tiny_built_repo, root / "a")
+    git("init", "-q", "--bare", "-b", "main", str(root / "origin.git"), cwd=root)
+    git("remote", "add", "origin", str(root / "origin.git"), cwd=a)
+    git("push", "-q", "origin", "main", cwd=a)
+    return root
+
+
+def fresh_clone(team: Path, name: str) -> Path:
+    git("clone", "-q", str(team / "origin.git"), str(team / name), cwd=team)
+    return team / name
+
+
+def status(repo: Path) -> dict:
+    return json.loads(dvc("status", "--json", cwd=repo).stdout)
+
+
+def cached_outs(repo: Path) -> list[str]:
+    """Every stage output DVC caches (so pushes): models, probability tables, data; the metrics and
+    plots with `cache: false` travel by git."""
+    outs = []
+    for stage in yaml.safe_load((repo / "dvc.yaml").read_text())["stages"].values():
+        for out in stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", []):
+            path, opts = (next(iter(out.items())) if isinstance(out, dict) else (out, {}))
+            if opts.get("cache", True):
+                outs.append(path)
+    return outs
+
+
+def assert_same_results(repo: Path, reference: Path) -> None:
+    """Up to date (DVC rehashes the workspace against dvc.lock), nothing to rerun, the same metrics."""
+    assert status(repo) == {}
+    result = dvc("repro", cwd=repo)
+    assert "Running stage" not in result.stdout and "Data and pipelines are up to date" in result.stdout
+    assert json.loads(dvc("metrics", "diff", "--json", cwd=repo).stdout) == {}
+    for rel in ("reports/probs/fusion.parquet", "reports/submission.csv", "reports/metrics.json"):
+        assert (repo / rel).read_bytes() == (reference / rel).read_bytes(), rel
+
+
+def test_the_default_remote_is_a_directory_next_to_the_clone(team):
+    listed = dvc("remote", "list", cwd=team / "a").stdout.split()
+    assert listed[:2] == ["storage", str(team / "rakuten-dvc-storage")]
+    assert dvc("remote", "default", cwd=team / "a").stdout.strip() == "storage"
+
+
+def test_push_then_a_fresh_clone_pulls_everything_and_recomputes_nothing(team):
+    a = team / "a"
+    dvc("push", cwd=a)
+    assert json.loads(dvc("status", "--cloud", "--json", cwd=a).stdout) == {}   # remote holds A's cache
+    b = fresh_clone(team, "b")
+    for rel in cached_outs(b):
+        assert not (b / rel).exists(), rel   # git alone does not carry them
+    dvc("pull", cwd=b)
+    for rel in cached_outs(b):
+        assert (b / rel).exists(), rel
+    assert_same_results(b, a)
+
+
+def test_an_experiment_travels_with_exp_push_and_pull(team):
+    a = team / "a"
+    result = dvc("exp", "run", "-n", "c-half", "-S", "tfidf_svm.C=0.5", cwd=a)
+    assert "Running stage 'tfidf_svm'" in result.stdout
+    assert "Running stage 'camembert'" not in result.stdout  # only what depends on the param reruns
+    diff = json.loads(dvc("metrics", "diff", "--json", cwd=a).stdout)
+    assert diff.get("reports/metrics/tfidf_svm.json"), diff
+    assert any("tfidf_svm" in key for key in diff.get("reports/metrics.json", {})), diff
+    shown = json.loads(dvc("exp", "show", "--json", cwd=a).stdout)
+    assert [exp["data"]["params"]["params.yaml"]["data"]["tfidf_svm"]["C"] for exp in named(shown, "c-half")] == [0.5]
+    expected = (a / "reports/metrics/tfidf_svm.json").read_text()
+    git("checkout", "--", ".", cwd=a)   # A's workspace back to main's params
+    dvc("checkout", cwd=a)
+    dvc("exp", "push", "origin", "c-half", cwd=a)   # git refs to origin, its outputs to the DVC remote
+
+    c = fresh_clone(team, "c")
+    dvc("exp", "pull", "origin", "c-half", cwd=c)
+    shown = named(json.loads(dvc("exp", "show", "--json", cwd=c).stdout), "c-half")
+    assert [exp["data"]["params"]["params.yaml"]["data"]["tfidf_svm"]["C"] for exp in shown] == [0.5]
+    dvc("exp", "apply", "c-half", cwd=c)
+    assert yaml.safe_load((c / "params.yaml").read_text())["tfidf_svm"]["C"] == 0.5
+    assert (c / "reports/metrics/tfidf_svm.json").read_text() == expected
+    assert (c / "models/tfidf_svm").is_dir()
+    assert status(c) == {}   # its models and probabilities restored from the cache, not recomputed
+
+
+def named(node, name: str) -> list[dict]:
+    """The revisions called ``name`` anywhere in `dvc exp show --json` output (the ones with data)."""
+    if isinstance(node, list):
+        return [found for item in node for found in named(item, name)]
+    if not isinstance(node, dict):
+        return []
+    return ([node] if node.get("name") == name and "data" in node else []) + [found for value in node.values()
+                                                            for found in named(value, name)]
+
+
+@pytest.fixture(scope="module")
+def s3(team):
+    server = S3Server()
+    yield server
+    server.stop()
+
+
+def add_s3_remote(repo: Path, name: str, bucket: str, endpoint: str) -> None:
+    """What a team commits: the bucket and endpoint, never the keys (they come from the environment)."""
+    dvc("remote", "add", name, f"s3://{bucket}/rakuten", cwd=repo)
+    dvc("remote", "modify", name, "endpointurl", endpoint, cwd=repo)
+    git("commit", "-qam", f"DVC remote {name}", cwd=repo)
+    git("push", "-q", "origin", "main", cwd=repo)
+
+
+def test_push_and_pull_through_a_real_s3_server(team, s3):
+    a = team / "a"
+    s3.make_bucket("rakuten-team")
+    add_s3_remote(a, "s3team", "rakuten-team", s3.endpoint)
+    dvc("push", "-r", "s3team", cwd=a, env=CREDENTIALS)
+    d = fresh_clone(team, "d")
+    denied = dvc("pull", "-r", "s3team", cwd=d, check=False, env=NO_CREDENTIALS)
+    assert denied.returncode != 0   # the keys are not in the clone: without them, no data
+    dvc("pull", "-r", "s3team", cwd=d, env=CREDENTIALS)
+    assert_same_results(d, a)
+    committed = git("grep", "-I", "-l", SECRET_KEY, "HEAD", "--", ".dvc", "dvc.yaml", "params.yaml", cwd=d,
+                    check=False)
+    assert committed.returncode == 1 and not committed.stdout   # not in the DVC config the team shares
+    assert not (a / ".dvc/config.local").exists()
+
+
+def test_a_server_gone_mid_push_fails_clearly_and_a_retry_loses_nothing(team, s3):
+    a = team / "a"
+    s3.make_bucket("rakuten-outage")
+    pushed_bytes = sum(p.stat().st_size for p in (a / ".dvc/cache").rglob("*") if p.is_file())
+    outage = Outage(s3.port, bytes_before_outage=pushed_bytes // 3)   # about a third of the way
+    try:
+        add_s3_remote(a, "s3flaky", "rakuten-outage", outage.endpoint)
+        started = time.monotonic()
+        failed = dvc("push", "-r", "s3flaky", cwd=a, check=False, env=CREDENTIALS, timeout=300)
+        assert outage.tripped.is_set()
+        assert failed.returncode != 0
+        errors = [line for line in failed.stderr.splitlines() if line.startswith("ERROR:")]
+        assert errors and all(f"Could not connect to the endpoint URL: \"{outage.endpoint}/" in line
+                              for line in errors), failed.stderr   # names what failed and where
+        assert "Traceback" not in failed.stderr
+        assert time.monotonic() - started < 240   # retries are bounded: an error, not a hang
+        outage.restore()
+        missing = json.loads(dvc("status", "--cloud", "-r", "s3flaky", "--json", cwd=a, env=CREDENTIALS).stdout)
+        assert missing, "the outage left nothing to retry: it did not happen mid-push"
+        dvc("push", "-r", "s3flaky", cwd=a, env=CREDENTIALS)
+        assert json.loads(dvc("status", "--cloud", "-r", "s3flaky", "--json", cwd=a, env=CREDENTIALS).stdout) == {}
+        e = fresh_clone(team, "e")
+        dvc("pull", "-r", "s3flaky", cwd=e, env=CREDENTIALS)
+        assert_same_results(e, a)
+    finally:
+        outage.close()
+
+
+def test_a_queue_run_by_two_workers_is_collected_in_another_clone(team):
+    """The GPU-box routine: queue a sweep, let `dvc queue start -j 2` run it with two workers, push the
+    experiments; elsewhere `dvc exp pull` brings them (params, metrics and outputs) for comparison."""
+    a = team / "a"
+    steps = {"step-020": 0.2, "step-025": 0.25}
+    for name, step in steps.items():
+        dvc("exp", "run", "--queue", "-n", name, "-S", f"fusion.weight_step={step}", cwd=a)
+    dvc("queue", "start", "-j", "2", cwd=a)
+    deadline = time.monotonic() + 400
+    while True:
+        listing = dvc("queue", "status", cwd=a).stdout
+        if not any(state in listing for state in ("Queued", "Running")):
+            break
+        assert time.monotonic() < deadline, listing
+        time.sleep(3)
+    assert sum(line.split()[-1] == "Success" for line in listing.splitlines() if line.split()) == 2, listing
+    dvc("exp", "push", "origin", *steps, cwd=a)
+
+    f = fresh_clone(team, "f")
+    dvc("exp", "pull", "origin", *steps, cwd=f)
+    shown = json.loads(dvc("exp", "show", "--json", cwd=f).stdout)
+    for name, step in steps.items():
+        [exp] = named(shown, name)
+        assert exp["data"]["params"]["params.yaml"]["data"]["fusion"]["weight_step"] == step
+        assert exp["data"]["metrics"]["reports/metrics/fusion.json"]["data"]["test"]["weighted_f1"] > 0
+    dvc("exp", "apply", "step-025", cwd=f)
+    assert status(f) == {}   # its outputs came with it
