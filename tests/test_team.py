@@ -90,6 +90,21 @@ def test_push_then_a_fresh_clone_pulls_everything_and_recomputes_nothing(team):
     assert_same_results(b, a)
 
 
+def test_a_teammate_can_pull_only_the_models_and_still_recompute_nothing(team):
+    """What `rakuten predict` needs, without the data: `dvc repro --allow-missing` skips the stages
+    whose only change is data left on the remote."""
+    a = team / "a"
+    dvc("push", cwd=a)
+    g = fresh_clone(team, "g")
+    models = [path for path in cached_outs(g) if path.startswith("models/")]
+    dvc("pull", *models, cwd=g)
+    assert all((g / path).is_dir() for path in models) and not (g / "data/processed").exists()
+    result = dvc("repro", "--allow-missing", cwd=g)
+    assert "Running stage" not in result.stdout and "Data and pipelines are up to date" in result.stdout
+    for path in models:
+        assert sorted(p.name for p in (g / path).iterdir()) == sorted(p.name for p in (a / path).iterdir())
+
+
 def test_an_experiment_travels_with_exp_push_and_pull(team):
     a = team / "a"
     result = dvc("exp", "run", "-n", "c-half", "-S", "tfidf_svm.C=0.5", cwd=a)

@@ -1,0 +1,109 @@
+"""Benchmark of sharing a run: `dvc push` / `dvc pull` time and size of the committed run's artifacts.
+
+Works on the outputs of the last `dvc repro` committed in this repository (dvc.lock at HEAD; their
+cache must be here). In a scratch folder: clone A (git clone of HEAD, reading this repository's DVC
+cache) pushes to a fresh remote; a fresh clone B pulls everything into an empty cache, then
+`dvc status` rehashes B's workspace. Two remotes: a local directory (the default remote's kind) and an
+S3-protocol server on 127.0.0.1 (moto's server mode, the dev extra). Prints a table and writes
+reports/bench/remote.json.
+
+    python bench/remote.py
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.s3_server import ACCESS_KEY, SECRET_KEY, S3Server  # noqa: E402
+
+from rakuten.io import write_json  # noqa: E402
+from rakuten.logs import setup_logging  # noqa: E402
+
+LOG = logging.getLogger("rakuten")
+ENV = {**os.environ, "DVC_NO_ANALYTICS": "1", "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+       "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+def run(*args: str, cwd: Path) -> float:
+    """Seconds ``args`` took; a failure stops the benchmark with its last error line."""
+    start = time.perf_counter()
+    done = subprocess.run(args, cwd=cwd, env=ENV, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{' '.join(args)}: failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+    return time.perf_counter() - start
+
+
+def dvc(*args: str, cwd: Path) -> float:
+    return run(sys.executable, "-m", "dvc", *args, cwd=cwd)
+
+
+def clone(scratch: Path, name: str, remote_args: list[list[str]], cache: Path | None = None) -> Path:
+    repo = scratch / name
+    run("git", "clone", "-q", str(ROOT), str(repo), cwd=scratch)
+    if cache is not None:
+        dvc("cache", "dir", "--local", str(cache), cwd=repo)
+    for args in remote_args:
+        dvc("remote", *args, cwd=repo)
+    return repo
+
+
+def folder_size(path: Path) -> tuple[int, int]:
+    files = [p for p in path.rglob("*") if p.is_file()]
+    return len(files), sum(p.stat().st_size for p in files)
+
+
+def measure(scratch: Path, kind: str, remote_args: list[list[str]], stored: Path | None) -> dict:
+    a = clone(scratch, f"{kind}-a", remote_args, cache=ROOT / ".dvc" / "cache")
+    push_s = dvc("push", "-r", "bench", cwd=a)
+    b = clone(scratch, f"{kind}-b", remote_args)
+    pull_s = dvc("pull", "-r", "bench", cwd=b)
+    status = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=b, env=ENV,
+                            capture_output=True, text=True).stdout
+    if json.loads(status or "null") != {}:
+        raise SystemExit(f"{kind}: the pulled clone is not up to date: {status[:300]}")
+    files, size = folder_size(b / ".dvc" / "cache")
+    row = {"remote": kind, "push_s": round(push_s, 1), "pull_s": round(pull_s, 1), "files": files,
+           "mib": round(size / 2**20, 1)}
+    if stored is not None:
+        row["remote_mib"] = round(folder_size(stored)[1] / 2**20, 1)
+    LOG.info("%-6s push %6.1f s  pull %6.1f s  %5d files  %7.1f MiB", kind, push_s, pull_s, files, size / 2**20)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "reports/bench/remote.json")
+    args = parser.parse_args()
+    setup_logging()
+    lock = (ROOT / "dvc.lock").read_text()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="rakuten-remote-bench-") as tmp:
+        scratch = Path(tmp)
+        store = scratch / "store"
+        rows.append(measure(scratch, "local", [["add", "-d", "--local", "bench", str(store)]], store))
+        server = S3Server()
+        try:
+            server.make_bucket("rakuten-bench")
+            rows.append(measure(scratch, "s3", [["add", "-d", "--local", "bench", "s3://rakuten-bench/store"],
+                                                ["modify", "--local", "bench", "endpointurl", server.endpoint]], None))
+        finally:
+            server.stop()
+    write_json({"what": "the outputs of dvc.lock at HEAD (the committed default run)",
+                "stages": len(yaml.safe_load(lock)["stages"]),
+                "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "rows": rows}, args.out)
+
+
+if __name__ == "__main__":
+    main()
