@@ -23,7 +23,13 @@
 # (0 = 128 text, 64 for the large encoder, 256 images), LOADER_MODELS (families also timed through the
 # DataLoader path, resnet50), ONLY (family keys), COMPILE (1 = torch.compile), SMOKE_ROWS (2000; 0
 # skips the library train check), LIBRARY (0 skips the library paths).
-# The code paths are tested without a GPU by `python bench/deep.py --cpu-smoke` (tests/test_bench_backbones.py).
+# Multi-GPU step (bench/distributed.py): when `nvidia-smi -L` lists N > 1 GPUs, camembert-base and
+# resnet50 train under torchrun on 1 GPU and on all N (DDP, NCCL, SyncBatchNorm for ResNet; per-GPU batch
+# fixed: 16 texts, 64 images), and the scaling efficiency = samples/s(N) / (N x samples/s(1)) goes into the
+# JSON under `multi_gpu`; with one GPU it records `"skipped": "1 GPU"`. MULTI_GPU=0 skips the step,
+# MULTI_STEPS (30) sets its timed steps, SCALING=strong keeps the global batch instead (the stages' semantics).
+# The code paths are tested without a GPU by `python bench/deep.py --cpu-smoke` (tests/test_bench_backbones.py);
+# the multi-process one by `python bench/distributed.py` (2 gloo processes on the CPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${1:-reports/bench/gpu.json}"
@@ -43,4 +49,9 @@ python bench/deep.py --gpu \
   --budget "${BUDGET:-12}" --deadline "${DEADLINE:-420}" --text-batch "${TEXT_BATCH:-0}" \
   --image-batch "${IMAGE_BATCH:-0}" --loader-models "${LOADER_MODELS:-resnet50}" --only "${ONLY:-}" \
   --smoke-rows "${SMOKE_ROWS:-2000}" --out "$OUT" "${EXTRA[@]}"
+if [ "${MULTI_GPU:-1}" != "0" ]; then
+  NGPU="$(nvidia-smi -L 2>/dev/null | grep -c '^GPU ' || true)"
+  python bench/distributed.py --device cuda --processes "${NGPU:-0}" --steps "${MULTI_STEPS:-30}" \
+    --scaling "${SCALING:-weak}" --merge-into "$OUT"
+fi
 echo "gpu_check: wrote $OUT"

@@ -1,5 +1,7 @@
 """DVC stage `camembert`: CamemBERT fine-tuning (demo: small config from scratch; full: camembert-base)."""
+from rakuten import distributed
 from rakuten.config import from_params
+from rakuten.gpus import pin_free_gpus
 from rakuten.io import atomic_path, write_json
 from rakuten.models import camembert
 from rakuten.models.runner import fit_and_report, load_text_frame
@@ -11,8 +13,15 @@ from rakuten.stage import run_stage
 def main() -> None:
     cfg = from_params(camembert.CamembertConfig, load_params(), "camembert")  # validated before any work
     camembert.resolve_weights(cfg)  # full profile offline without weights: one line, before any work
+    # free GPUs of a shared machine (one per dvc queue worker; `processes` for torchrun), before CUDA starts
+    pin_free_gpus(cfg.device, distributed.check_launch(cfg.launcher, cfg.processes, "camembert"))
+    # launcher: torchrun -> this script reruns under torchrun with `processes` ranks; this process exits here
+    distributed.relaunch(cfg.launcher, cfg.processes, "camembert",
+                         batch=(f"camembert.{cfg.profile}.batch_size", cfg.batch_size))
     trained_on = load_records(["text_clean"])  # data/processed/text_clean.json
     frame = load_text_frame()
+    if not distributed.is_main():  # ranks 1..N-1 train their share; rank 0 writes every output
+        return distributed.worker_fit(camembert, cfg, frame)
     with atomic_path("reports/live/camembert", is_dir=True) as live_dir:
         model, _ = fit_and_report("camembert", camembert, cfg, frame, live_dir=live_dir)
     save_with_model("models/camembert", trained_on)  # read back by `rakuten predict`

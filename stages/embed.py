@@ -3,6 +3,7 @@ import logging
 import time
 
 from rakuten.config import from_params
+from rakuten.gpus import pin_free_gpus
 from rakuten.io import write_json, write_parquet
 from rakuten.models import embed
 from rakuten.models.features import EMBEDDINGS, RECORD
@@ -12,6 +13,7 @@ from rakuten.stage import run_stage
 
 def main() -> None:
     cfg = from_params(embed.EmbedConfig, load_params(), "embed")  # validated before any work
+    pin_free_gpus("auto")  # one free GPU of a shared machine (dvc queue workers), before CUDA starts
     start = time.perf_counter()
     trained = embed.encoder_preprocessing(cfg)  # models/<encoder>/preprocessing.json: fail fast
     frame = embed.load_frame()

@@ -1,6 +1,8 @@
 """DVC stage `resnet50`: image-backbone fine-tuning on the cleaned images (any torchvision or timm model;
 demo: small ResNet from scratch; full: ResNet50 ImageNet; strongest: ConvNeXt-Base)."""
+from rakuten import distributed
 from rakuten.config import from_params
+from rakuten.gpus import pin_free_gpus
 from rakuten.io import atomic_path, write_json
 from rakuten.models import resnet
 from rakuten.models.runner import fit_and_report
@@ -12,8 +14,15 @@ from rakuten.stage import run_stage
 def main() -> None:
     cfg = from_params(resnet.ResnetConfig, load_params(), "resnet50")  # validated before any work
     resnet.resolve_weights(cfg)  # pretrained weights missing offline (any backbone): one line, before any work
+    # free GPUs of a shared machine (one per dvc queue worker; `processes` for torchrun), before CUDA starts
+    pin_free_gpus(cfg.device, distributed.check_launch(cfg.launcher, cfg.processes, "resnet50"))
+    # launcher: torchrun -> this script reruns under torchrun with `processes` ranks; this process exits here
+    distributed.relaunch(cfg.launcher, cfg.processes, "resnet50",
+                         batch=(f"resnet50.{cfg.profile}.batch_size", cfg.batch_size))
     trained_on = load_records(["image_clean"])  # data/processed/image_clean.json
     frame = resnet.load_image_frame()
+    if not distributed.is_main():  # ranks 1..N-1 train their share; rank 0 writes every output
+        return distributed.worker_fit(resnet, cfg, frame)
     with atomic_path("reports/live/resnet50", is_dir=True) as live_dir:
         model, _ = fit_and_report("resnet50", resnet, cfg, frame, live_dir=live_dir)
     save_with_model("models/resnet50", trained_on)  # read back by `rakuten predict`

@@ -1404,3 +1404,50 @@ def test_resnet_device_and_precision(resnet_setup, image_frame):
 
     assert "no CUDA GPU" in _runtime_error(R.train, _resnet_config(device="cuda"), image_frame)
     assert "needs a CUDA GPU" in _runtime_error(R.train, _resnet_config(precision="fp16"), image_frame)
+
+
+# ================================================================================= deep stages: launcher
+
+@pytest.mark.param_effect("camembert.launcher", "camembert.processes", "resnet50.launcher", "resnet50.processes")
+@pytest.mark.parametrize("section", ["camembert", "resnet50"])
+def test_launcher_and_processes_choose_how_the_stage_starts(section, monkeypatch):
+    """``launcher: torchrun`` re-executes the stage under torchrun with ``processes`` ranks; ``none`` trains here.
+    (The 2-process training itself: tests/test_distributed.py.)"""
+    import sys
+
+    from rakuten import distributed
+    from rakuten.config import from_params
+    from rakuten.models.camembert import CamembertConfig
+    from rakuten.models.resnet import ResnetConfig
+    from tests.stagerun import default_params, with_overrides
+
+    started: list[list[str]] = []
+
+    class Launcher:
+        def __init__(self, argv, env=None):
+            started.append(list(argv))
+
+        def wait(self, timeout=None):
+            return 0
+
+    for name in distributed.TORCHRUN_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(distributed.subprocess, "Popen", Launcher)
+    monkeypatch.setattr(sys, "argv", [f"stages/{section}.py"])
+    declaration = CamembertConfig if section == "camembert" else ResnetConfig
+
+    def start(launcher: str, processes: int) -> list[str] | None:
+        started.clear()
+        params = with_overrides(default_params(), {f"{section}.launcher": launcher, f"{section}.processes": processes})
+        cfg = from_params(declaration, params, section)
+        try:
+            distributed.relaunch(cfg.launcher, cfg.processes, section)
+        except SystemExit as done:
+            assert done.code == 0
+        return started[0] if started else None
+
+    assert start("none", 4) is None and start("torchrun", 1) is None  # trains in this process
+    for n in (2, 4):
+        argv = start("torchrun", n)
+        assert argv[1:] == ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
+                            f"stages/{section}.py"]

@@ -24,17 +24,21 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
 import torch
 
+from rakuten import distributed
 from rakuten.classes import CLASS_CODES, N_CLASSES, indices_to_codes
 from rakuten.config import ConfigError, ProfileView, knob, parse_section
+from rakuten.distributed import LAUNCHERS, World
 from rakuten.errors import PipelineError
 from rakuten.io import atomic_path
 from rakuten.metrics import scores
@@ -127,6 +131,11 @@ class CamembertConfig(ProfileView):
     num_threads: int = knob(1, "torch CPU threads (0 = all cores); 1 is fastest on a shared 2-core box",
                             lo=0, hi=256)
     compile: bool = knob(False, "torch.compile the model for training (GPU: faster after a compile of ~1 min)")
+    launcher: str = knob("none", "none = one process; torchrun = the stage re-executes itself under `python -m "
+                         "torch.distributed.run --standalone --nproc_per_node <processes>` (so `dvc repro` starts it): "
+                         "data-parallel training (NCCL on GPUs, gloo on CPU), only rank 0 writes", choices=LAUNCHERS)
+    processes: int = knob(1, "processes with launcher: torchrun (one per GPU; 0 = one per visible GPU); the "
+                          "profile's batch_size stays the global batch and must divide by it", lo=0, hi=1024)
     lora: LoraSettings = knob(LoraSettings(), "LoRA adapters instead of full fine-tuning (r = 0: off)")
     demo: CamembertProfile = knob(CamembertProfile(
         model=SCRATCH, local_dir="", scratch=ScratchArchitecture(), max_length=64, max_train_rows=8000, epochs=4,
@@ -366,18 +375,22 @@ def _live_callback(live_dir: str | None):
     return [TimingFreeDVCLiveCallback(live=Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False))]
 
 
-def training_arguments(cfg: CamembertConfig, runtime: Runtime, n_rows: int, output_dir: str) -> dict[str, Any]:
+def training_arguments(cfg: CamembertConfig, runtime: Runtime, n_rows: int, output_dir: str,
+                       world_size: int = 1) -> dict[str, Any]:
     """The ``TrainingArguments`` of a run: the selected profile's schedule, length grouping, precision.
 
     Why a function: what the Trainer is told is checked by the tests without training. Length
     grouping is ``train_sampling_strategy`` in transformers 5 and ``group_by_length`` before.
+    With ``world_size`` processes (torchrun) each device takes ``batch_size / world_size`` rows, so
+    the global batch, the step count and the warm-up stay those of one process.
     """
     import inspect
 
     from transformers import TrainingArguments
 
+    per_device = distributed.per_rank_batch(cfg.batch_size, world_size, f"camembert.{cfg.profile}.batch_size")
     args: dict[str, Any] = dict(
-        output_dir=output_dir, num_train_epochs=cfg.epochs, per_device_train_batch_size=cfg.batch_size,
+        output_dir=output_dir, num_train_epochs=cfg.epochs, per_device_train_batch_size=per_device,
         per_device_eval_batch_size=cfg.eval_batch_size, learning_rate=cfg.learning_rate,
         weight_decay=cfg.weight_decay, eval_strategy="epoch",
         warmup_steps=warmup_steps(n_rows, cfg.batch_size, cfg.epochs, cfg.warmup_ratio),
@@ -386,25 +399,52 @@ def training_arguments(cfg: CamembertConfig, runtime: Runtime, n_rows: int, outp
         logging_steps=cfg.logging_steps, seed=cfg.seed, data_seed=cfg.seed,
         use_cpu=runtime.device == "cpu", bf16=runtime.precision == "bf16", fp16=runtime.precision == "fp16",
         report_to="none", dataloader_num_workers=0, torch_compile=cfg.compile)
+    parameters = inspect.signature(TrainingArguments).parameters
+    if world_size > 1:  # every parameter of these classifiers gets a gradient: skip DDP's per-step graph search
+        args.update(ddp_backend=distributed.backend(runtime.device), ddp_find_unused_parameters=False)
+        if "average_tokens_across_devices" in parameters:
+            # the Trainer multiplies the loss by the process count for models taking **kwargs, assuming a
+            # token-summed loss; a classifier's loss is a batch mean, so that doubled the gradients (measured:
+            # logged loss 6.5 = 2 x ln 27 at step 0); DDP's mean of per-rank means is already the global mean
+            args["average_tokens_across_devices"] = False
     if cfg.group_by_length:
-        if "train_sampling_strategy" in inspect.signature(TrainingArguments).parameters:
+        if "train_sampling_strategy" in parameters:
             args["train_sampling_strategy"] = "group_by_length"
         else:  # transformers 4.x
             args["group_by_length"] = True
     return args
 
 
+@contextmanager
+def _checkpoint_dir(here: World) -> Iterator[str]:
+    """The Trainer's temporary checkpoint folder, one for all ranks: rank 0 creates it, tells the others,
+    and removes it once every rank has loaded the best checkpoint from it (no race, nothing left)."""
+    if not here.distributed:
+        with tempfile.TemporaryDirectory(prefix="camembert-ckpt-") as path:
+            yield path
+        return
+    path = distributed.broadcast(tempfile.mkdtemp(prefix="camembert-ckpt-") if here.is_main else None)
+    try:
+        yield path
+        distributed.barrier()
+    finally:
+        if here.is_main:
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def train(train_frame: pd.DataFrame, val_frame: pd.DataFrame, cfg: CamembertConfig,
           live_dir: str | Path | None = None) -> CamembertModel:
     """Fine-tune on ``train_frame``; evaluate weighted F1 on ``val_frame`` each epoch; keep the best epoch.
 
-    ``live_dir``: where dvclive writes the learning curves (None = no curves).
+    ``live_dir``: where dvclive writes the learning curves (None = no curves; rank 0 only when
+    started by torchrun: the Trainer then runs DDP over the ranks with the global batch split evenly).
     """
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_warning()
     runtime = choose_runtime(cfg.device, cfg.precision)
+    here = distributed.init(runtime.device)
     threads = set_threads(cfg.num_threads)
     keep = stratified_cap(train_frame["prdtypecode"].to_numpy(dtype=np.int64), cfg.max_train_rows, cfg.seed)
     if len(keep) < len(train_frame):
@@ -415,8 +455,9 @@ def train(train_frame: pd.DataFrame, val_frame: pd.DataFrame, cfg: CamembertConf
     train_frame = train_frame.iloc[keep]
     texts, labels = frame_texts(train_frame, cfg.text_column), frame_labels(train_frame)
     val_texts, val_labels = frame_texts(val_frame, cfg.text_column), frame_labels(val_frame)
-    log.info("camembert (%s profile, %s): %d train / %d val rows on %s %s, %d CPU threads", cfg.profile,
-             cfg.model, len(texts), len(val_texts), runtime.device, runtime.precision, threads)
+    log.info("camembert (%s profile, %s): %d train / %d val rows on %s %s, %d CPU threads%s", cfg.profile,
+             cfg.model, len(texts), len(val_texts), runtime.device, runtime.precision, threads,
+             f", rank {here.rank} of {here.size}" if here.distributed else "")
 
     seed_everything(cfg.seed)
     tokenizer, model = build_model(cfg, texts)
@@ -428,12 +469,14 @@ def train(train_frame: pd.DataFrame, val_frame: pd.DataFrame, cfg: CamembertConf
     if cfg.class_weighting == "balanced":
         loss_func = _weighted_loss(torch.tensor(class_weights(labels), dtype=torch.float32))
 
-    with tempfile.TemporaryDirectory(prefix="camembert-ckpt-") as ckpt_dir:
-        args = TrainingArguments(**training_arguments(cfg, runtime, len(train_ds), ckpt_dir))
+    with _checkpoint_dir(here) as ckpt_dir:
+        args = TrainingArguments(**training_arguments(cfg, runtime, len(train_ds), ckpt_dir, here.size))
         trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
                           data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
                           compute_metrics=_compute_metrics, compute_loss_func=loss_func,
-                          callbacks=_live_callback(live_dir))
+                          callbacks=_live_callback(live_dir if here.is_main else None))
+        if here.distributed:  # accelerate may set its own thread count for CPU ranks: keep the param's
+            set_threads(cfg.num_threads)
         trainer.train()
         model = merge_lora(trainer.model)
     history = [{"epoch": round(float(e["epoch"]), 3), **{m: e[f"eval_{m}"] for m in
@@ -514,6 +557,7 @@ def save(model: CamembertModel, directory: str | Path) -> None:
         model.model.save_pretrained(tmp / "hf")
         model.tokenizer.save_pretrained(tmp / "hf")
         write_meta(tmp / "camembert.json", model.config, model.history, model.rows)
+        distributed.drop_launch_knobs(tmp / "camembert.json")  # how it was launched is not part of the model
 
 
 def load(directory: str | Path) -> CamembertModel:
@@ -522,7 +566,8 @@ def load(directory: str | Path) -> CamembertModel:
 
     directory = Path(directory)
     meta = read_meta(directory / "camembert.json", directory / "hf", "CamemBERT", NAME)
-    cfg = parse_section(CamembertConfig, meta["config"], NAME, source=str(directory / "camembert.json"))
+    cfg = parse_section(CamembertConfig, distributed.with_launch_knobs(meta["config"]), NAME,
+                        source=str(directory / "camembert.json"))
     set_threads(cfg.num_threads)  # predictions with the numerics the model was trained with, on any machine
     runtime = choose_runtime(cfg.device if cfg.device != "cuda" else "auto", "auto")
     tokenizer = AutoTokenizer.from_pretrained(directory / "hf")

@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import functools
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,8 +36,10 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from rakuten import distributed
 from rakuten.classes import N_CLASSES, indices_to_codes
 from rakuten.config import ConfigError, ProfileView, knob, parse_section
+from rakuten.distributed import LAUNCHERS, World
 from rakuten.errors import PipelineError
 from rakuten.io import atomic_path, read_parquet
 from rakuten.metrics import scores
@@ -143,6 +146,12 @@ class ResnetConfig(ProfileView):
     cache_images: bool = knob(False, "decode every train/val image once at image_size into RAM (N x S x S x 3 "
                               "bytes: 85k rows at 224 px = 12.8 GB) and augment from there instead of decoding "
                               "the JPEGs every epoch")
+    launcher: str = knob("none", "none = one process; torchrun = the stage re-executes itself under `python -m "
+                         "torch.distributed.run --standalone --nproc_per_node <processes>` (so `dvc repro` starts it): "
+                         "DDP training (NCCL + SyncBatchNorm on GPUs, gloo on CPU), only rank 0 writes",
+                         choices=LAUNCHERS)
+    processes: int = knob(1, "processes with launcher: torchrun (one per GPU; 0 = one per visible GPU); the "
+                          "profile's batch_size stays the global batch and must divide by it", lo=0, hi=1024)
     demo: ResnetProfile = knob(ResnetProfile(
         arch="resnet18", weights="none", image_size=32, max_train_rows=2500, epochs=3, batch_size=64,
         learning_rate=0.002, weight_decay=0.0001, patience=2),
@@ -338,6 +347,67 @@ def image_paths(frame: pd.DataFrame) -> list[str]:
     return paths
 
 
+class ShardedWeightedSampler(torch.utils.data.Sampler):
+    """``WeightedRandomSampler`` for N ranks: every rank draws the same seeded sample of ``num_samples``
+    rows (seed + epoch), padded to a multiple of N, and keeps every N-th index from its rank, so the
+    ranks' shares are disjoint parts of one draw of the size one process would make."""
+
+    def __init__(self, weights: np.ndarray, num_samples: int, rank: int, size: int, seed: int):
+        self.weights = torch.as_tensor(np.asarray(weights, dtype=np.float64))
+        self.num_samples, self.rank, self.size, self.seed, self.epoch = num_samples, rank, size, seed, 0
+        self.per_rank = math.ceil(num_samples / size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed + self.epoch)
+        drawn = torch.multinomial(self.weights, self.num_samples, replacement=True, generator=gen).tolist()
+        drawn += drawn[:self.per_rank * self.size - len(drawn)]
+        return iter(drawn[self.rank::self.size])
+
+
+def _train_sampler(dataset, weights: np.ndarray | None, cfg: ResnetConfig, here: World):
+    """The training sampler: None (the loader shuffles) or a ``WeightedRandomSampler`` in one process;
+    with torchrun, each rank's disjoint share (``DistributedSampler``, or :class:`ShardedWeightedSampler`)."""
+    if not here.distributed:
+        if weights is None:
+            return None
+        gen = torch.Generator().manual_seed(cfg.seed)
+        return torch.utils.data.WeightedRandomSampler(weights, len(weights), replacement=True, generator=gen)
+    if weights is not None:
+        return ShardedWeightedSampler(weights, len(weights), here.rank, here.size, cfg.seed)
+    return torch.utils.data.DistributedSampler(dataset, num_replicas=here.size, rank=here.rank, shuffle=True,
+                                               seed=cfg.seed)
+
+
+def _ddp(net: torch.nn.Module, runtime: Runtime, here: World) -> torch.nn.Module:
+    """``net`` wrapped for data-parallel training (DDP averages the gradients; every parameter is used).
+
+    On CUDA its BatchNorm layers become SyncBatchNorm first: each rank sees batch_size / N rows, and
+    statistics over the global batch keep the normalisation (and so the optimisation) of one process.
+    torch has no CPU SyncBatchNorm, so gloo ranks normalise over their own share (DDP broadcasts rank
+    0's running statistics every step).
+    """
+    if runtime.device == "cuda":
+        net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        return torch.nn.parallel.DistributedDataParallel(net, device_ids=[here.local_rank],
+                                                         find_unused_parameters=False)
+    return torch.nn.parallel.DistributedDataParallel(net, find_unused_parameters=False)
+
+
+def _global_sum(values: torch.Tensor) -> torch.Tensor:
+    """The sum of ``values`` over all ranks (a copy; no gradient)."""
+    import torch.distributed as dist
+
+    total = values.detach().clone()
+    dist.all_reduce(total)
+    return total
+
+
 def _loader(dataset, batch_size: int, cfg: ResnetConfig, runtime: Runtime, shuffle: bool = False,
             sampler=None) -> torch.utils.data.DataLoader:
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -502,10 +572,14 @@ def train(train_frame: pd.DataFrame, val_frame: pd.DataFrame, cfg: ResnetConfig,
           live_dir: str | Path | None = None) -> ResnetModel:
     """Fine-tune on the usable train rows; early stopping on val weighted F1; best epoch's weights kept.
 
-    ``live_dir``: where dvclive writes the learning curves (None = no curves).
+    ``live_dir``: where dvclive writes the learning curves (None = no curves). Started by torchrun
+    with N processes: DDP, each rank ``batch_size / N`` rows of its disjoint share, the loss the global
+    weighted mean; rank 0 alone validates, logs and decides early stopping (broadcast to all ranks).
     """
     runtime = choose_runtime(cfg.device, cfg.precision)
     weights_file = resolve_weights(cfg)  # before any work: fails offline in one line
+    here = distributed.init(runtime.device)
+    batch_size = distributed.per_rank_batch(cfg.batch_size, here.size, f"resnet50.{cfg.profile}.batch_size")
     threads = set_threads(cfg.num_threads)
     usable, rows = usable_train_rows(train_frame, cfg)
     if usable.empty:
@@ -517,17 +591,16 @@ def train(train_frame: pd.DataFrame, val_frame: pd.DataFrame, cfg: ResnetConfig,
         raise PipelineError(f"column sample_weight: row_id {usable['row_id'].iloc[int(np.argmin(sample_w))]} has "
                             "a negative or non-finite weight; expected weights >= 0")
     cw = class_weights(labels)
-    sampler = None
+    draw_w = None
     if cfg.rebalance == "sampler":  # balance by drawing, so the loss stays unweighted by class
-        gen = torch.Generator().manual_seed(cfg.seed)
-        sampler = torch.utils.data.WeightedRandomSampler(cw[labels] * sample_w, len(labels), replacement=True,
-                                                         generator=gen)
+        draw_w = cw[labels] * sample_w
         sample_w = np.ones(len(labels))
     elif cfg.rebalance == "class_weights":
         sample_w = sample_w * cw[labels]
     log.info("resnet (%s profile, %s %s, weights %s, %d px): %d train rows used %s, %d val rows on %s %s, "
-             "%d CPU threads", cfg.profile, backbone_library(cfg.arch), cfg.arch, cfg.weights, cfg.image_size,
-             len(usable), rows, len(val_frame), runtime.device, runtime.precision, threads)
+             "%d CPU threads%s", cfg.profile, backbone_library(cfg.arch), cfg.arch, cfg.weights, cfg.image_size,
+             len(usable), rows, len(val_frame), runtime.device, runtime.precision, threads,
+             f", rank {here.rank} of {here.size}" if here.distributed else "")
 
     seed_everything(cfg.seed)
     net = make_net(cfg.arch, cfg.image_size, weights_file).to(runtime.device)
@@ -547,26 +620,34 @@ def train(train_frame: pd.DataFrame, val_frame: pd.DataFrame, cfg: ResnetConfig,
     else:
         train_ds = ImageRows(train_paths, labels, sample_w, train_transform, cfg.image_size)
         val_ds = ImageRows(val_paths, val_labels, np.ones(len(val_frame)), eval_transform, cfg.image_size)
-    step_net = torch.compile(net) if cfg.compile else net  # shares the parameters of ``net``
-    train_loader = _loader(train_ds, cfg.batch_size, cfg, runtime, shuffle=True, sampler=sampler)
+    train_net = _ddp(net, runtime, here) if here.distributed else net  # DDP shares the parameters of ``net``
+    net = train_net.module if here.distributed else net  # (SyncBatchNorm: a converted copy's layers)
+    step_net = torch.compile(train_net) if cfg.compile else train_net  # shares the parameters of ``net``
+    sampler = _train_sampler(train_ds, draw_w, cfg, here)
+    train_loader = _loader(train_ds, batch_size, cfg, runtime, shuffle=True, sampler=sampler)
     val_loader = _loader(val_ds, cfg.eval_batch_size, cfg, runtime)
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.learning_rate,
                                                     total_steps=cfg.epochs * len(train_loader), pct_start=0.2)
     scaler = torch.amp.GradScaler("cuda", enabled=runtime.precision == "fp16")
-    live = _live(live_dir)
+    live = _live(live_dir) if here.is_main else None
     history: list[dict] = []
     best_f1, best_state, stale = -1.0, None, 0
     for epoch in range(1, cfg.epochs + 1):
-        net.train()
+        train_net.train()
+        if here.distributed:
+            sampler.set_epoch(epoch)
         loss_sum, weight_sum = 0.0, 0.0
-        for x, y, w in tqdm(train_loader, desc=f"resnet epoch {epoch}", leave=False):
+        for x, y, w in tqdm(train_loader, desc=f"resnet epoch {epoch}", leave=False, disable=not here.is_main):
             x, y, w = x.to(runtime.device, non_blocking=True), y.to(runtime.device), w.to(runtime.device)
             if runtime.device == "cuda":
                 x = x.contiguous(memory_format=fmt)
             with _autocast(runtime):
                 per_row = torch.nn.functional.cross_entropy(step_net(x).float(), y, reduction="none")
-            loss = (per_row * w).sum() / w.sum().clamp_min(1e-12)
+            denom = w.sum()
+            if here.distributed:  # N x share / global weight: DDP's mean over ranks is the global weighted mean
+                denom = _global_sum(denom) / here.size
+            loss = (per_row * w).sum() / denom.clamp_min(1e-12)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)
@@ -574,6 +655,13 @@ def train(train_frame: pd.DataFrame, val_frame: pd.DataFrame, cfg: ResnetConfig,
             scheduler.step()
             loss_sum += float((per_row * w).sum().detach())
             weight_sum += float(w.sum())
+        if here.distributed:  # the epoch's train loss over every rank's rows
+            loss_sum, weight_sum = _global_sum(torch.tensor([loss_sum, weight_sum], dtype=torch.float64,
+                                                            device=runtime.device)).tolist()
+            if not here.is_main:  # rank 0 validates and decides; the others wait for its decision
+                if distributed.broadcast(None):
+                    break
+                continue
         logits = _logits(net, val_loader, runtime, "resnet val", fmt)
         val_loss = float(torch.nn.functional.cross_entropy(torch.from_numpy(logits), torch.from_numpy(val_labels)))
         entry = {"epoch": epoch, "train_loss": round(loss_sum / max(weight_sum, 1e-12), 6),
@@ -589,15 +677,26 @@ def train(train_frame: pd.DataFrame, val_frame: pd.DataFrame, cfg: ResnetConfig,
                 live.log_metric(f"val/{m}", entry[m])
             live.log_metric("learning_rate", optimizer.param_groups[0]["lr"])
             live.next_step()
+        stop = False
         if entry["weighted_f1"] > best_f1:
             best_f1, best_state, stale = entry["weighted_f1"], copy.deepcopy(net.state_dict()), 0
         else:
             stale += 1
             if stale >= cfg.patience:
                 log.info("resnet: early stop after epoch %d (no val improvement for %d epochs)", epoch, stale)
-                break
+                stop = True
+        if here.distributed:
+            distributed.broadcast(stop)
+        if stop:
+            break
+    if not here.is_main:
+        return ResnetModel(net=net.eval(), config=cfg, history=[], rows=rows)
     if live is not None:
         live.end()
+    if here.distributed:  # the plain network one process would have trained (BatchNorm, no DDP), best weights
+        net = make_net(cfg.arch, cfg.image_size).to(runtime.device)
+        if fmt == torch.channels_last:
+            net = net.to(memory_format=fmt)
     net.load_state_dict(best_state)
     rows["val_rows"] = int(len(val_frame))
     rows["best_epoch"] = int(max(history, key=lambda h: h["weighted_f1"])["epoch"])
@@ -674,13 +773,15 @@ def save(model: ResnetModel, directory: str | Path) -> None:
     with atomic_path(directory, is_dir=True) as tmp:
         torch.save({k: v.cpu() for k, v in model.net.state_dict().items()}, tmp / "weights.pt")
         write_meta(tmp / "resnet.json", model.config, model.history, model.rows)
+        distributed.drop_launch_knobs(tmp / "resnet.json")  # how it was launched is not part of the model
 
 
 def load(directory: str | Path) -> ResnetModel:
     """Load a model saved by :func:`save` onto CUDA when present, else CPU."""
     directory = Path(directory)
     meta = read_meta(directory / "resnet.json", directory / "weights.pt", "ResNet", NAME)
-    cfg = parse_section(ResnetConfig, meta["config"], NAME, source=str(directory / "resnet.json"))
+    cfg = parse_section(ResnetConfig, distributed.with_launch_knobs(meta["config"]), NAME,
+                        source=str(directory / "resnet.json"))
     set_threads(cfg.num_threads)  # predictions with the numerics the model was trained with, on any machine
     net = make_net(cfg.arch, cfg.image_size)  # timm: same img_size kwargs, so the saved state dict fits
     net.load_state_dict(torch.load(directory / "weights.pt", map_location="cpu", weights_only=True))
