@@ -43,11 +43,21 @@ class S3Server:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def make_bucket(self, name: str) -> None:
+    def client(self):
         import boto3
 
-        boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1", aws_access_key_id=ACCESS_KEY,
-                     aws_secret_access_key=SECRET_KEY).create_bucket(Bucket=name)
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY)
+
+    def make_bucket(self, name: str) -> None:
+        self.client().create_bucket(Bucket=name)
+
+    def objects(self, bucket: str) -> dict[str, str]:
+        """Every object of ``bucket``: key -> MD5 of its content (the ETag S3 gives a single-part PUT)."""
+        found = {}
+        for page in self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            found.update({item["Key"]: item["ETag"].strip('"') for item in page.get("Contents", [])})
+        return found
 
     def stop(self) -> None:
         self._server.shutdown()
