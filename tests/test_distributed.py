@@ -36,6 +36,7 @@ import sys
 from pathlib import Path
 
 import rakuten  # noqa: F401 - first: the numeric pins of rakuten.numerics apply before torch loads
+from tests.tiny_profile import TINY_PARAMS  # noqa: E402 - the end-to-end tests' tiny CamemBERT
 
 REPO = Path(__file__).resolve().parents[1]
 #: |weighted F1 (2 gloo processes) - weighted F1 (1 process)| allowed on val and on test, tiny catalog
@@ -44,9 +45,7 @@ STAGES = ("camembert", "resnet50")
 #: tiny runs: CamemBERT 1 layer x 64 for 8 epochs (it learns: val weighted F1 ~0.1, majority 0.02),
 #: ResNet18 at 32 px on 192 rows for 1 epoch
 OVERRIDES: dict = {
-    "camembert.demo.max_length": 32,
-    "camembert.demo.scratch": {"model_type": "camembert", "vocab_size": 1000, "hidden_size": 64, "num_layers": 1,
-                               "num_heads": 2, "intermediate_size": 128},
+    **{key: TINY_PARAMS[key] for key in ("camembert.demo.max_length", "camembert.demo.scratch")},
     "camembert.demo.epochs": 8,
     "camembert.demo.batch_size": 16,
     "camembert.demo.learning_rate": 0.003,
