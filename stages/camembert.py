@@ -1,7 +1,6 @@
 """DVC stage `camembert`: CamemBERT fine-tuning (demo: small config from scratch; full: camembert-base)."""
 from rakuten import distributed
 from rakuten.config import from_params
-from rakuten.gpus import pin_free_gpus
 from rakuten.io import atomic_path, write_json
 from rakuten.models import camembert
 from rakuten.models.runner import fit_and_report, load_text_frame
@@ -13,10 +12,9 @@ from rakuten.stage import run_stage
 def main() -> None:
     cfg = from_params(camembert.CamembertConfig, load_params(), "camembert")  # validated before any work
     camembert.resolve_weights(cfg)  # full profile offline without weights: one line, before any work
-    # free GPUs of a shared machine (one per dvc queue worker; `processes` for torchrun), before CUDA starts
-    pin_free_gpus(cfg.device, distributed.check_launch(cfg.launcher, cfg.processes, "camembert"))
-    # launcher: torchrun -> this script reruns under torchrun with `processes` ranks; this process exits here
-    distributed.relaunch(cfg.launcher, cfg.processes, "camembert",
+    # claims free GPUs of a shared machine (one per dvc queue worker) before CUDA starts; launcher: torchrun ->
+    # this script reruns under torchrun with `processes` ranks and this process exits here
+    distributed.relaunch(cfg.launcher, cfg.processes, "camembert", device=cfg.device,
                          batch=(f"camembert.{cfg.profile}.batch_size", cfg.batch_size))
     trained_on = load_records(["text_clean"])  # data/processed/text_clean.json
     frame = load_text_frame()

@@ -2,7 +2,6 @@
 demo: small ResNet from scratch; full: ResNet50 ImageNet; strongest: ConvNeXt-Base)."""
 from rakuten import distributed
 from rakuten.config import from_params
-from rakuten.gpus import pin_free_gpus
 from rakuten.io import atomic_path, write_json
 from rakuten.models import resnet
 from rakuten.models.runner import fit_and_report
@@ -14,10 +13,9 @@ from rakuten.stage import run_stage
 def main() -> None:
     cfg = from_params(resnet.ResnetConfig, load_params(), "resnet50")  # validated before any work
     resnet.resolve_weights(cfg)  # pretrained weights missing offline (any backbone): one line, before any work
-    # free GPUs of a shared machine (one per dvc queue worker; `processes` for torchrun), before CUDA starts
-    pin_free_gpus(cfg.device, distributed.check_launch(cfg.launcher, cfg.processes, "resnet50"))
-    # launcher: torchrun -> this script reruns under torchrun with `processes` ranks; this process exits here
-    distributed.relaunch(cfg.launcher, cfg.processes, "resnet50",
+    # claims free GPUs of a shared machine (one per dvc queue worker) before CUDA starts; launcher: torchrun ->
+    # this script reruns under torchrun with `processes` ranks and this process exits here
+    distributed.relaunch(cfg.launcher, cfg.processes, "resnet50", device=cfg.device,
                          batch=(f"resnet50.{cfg.profile}.batch_size", cfg.batch_size))
     trained_on = load_records(["image_clean"])  # data/processed/image_clean.json
     frame = resnet.load_image_frame()

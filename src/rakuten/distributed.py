@@ -127,8 +127,12 @@ def check_launch(launcher: str, processes: int, key: str) -> int:
 
 
 def relaunch(launcher: str, processes: int, key: str, batch: tuple[str, int] | None = None,
-             script: str | Path | None = None) -> None:
+             script: str | Path | None = None, device: str | None = None) -> None:
     """Re-execute this stage under torchrun when the params ask for it, then exit with torchrun's code.
+
+    With ``device`` (the stage's device knob), first claim the free GPUs this run needs, one per
+    process, before CUDA starts (:func:`rakuten.gpus.pin_free_gpus`; one per dvc queue worker), so a
+    one-process run claims its GPU too and torchrun's ranks inherit the claimed set.
 
     Returns (does nothing) when ``launcher`` is ``none``, when one process is asked for, or when this
     process was itself started by torchrun (a worker, or a user's own ``torchrun stages/<x>.py``).
@@ -136,6 +140,8 @@ def relaunch(launcher: str, processes: int, key: str, batch: tuple[str, int] | N
     A failed run adds one ``error:`` line after the ranks' own output and exits with torchrun's code.
     """
     n = check_launch(launcher, processes, key)
+    if device is not None:
+        gpus.pin_free_gpus(device, n)
     if launched() or n <= 1:
         return
     if batch is not None:
