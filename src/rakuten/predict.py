@@ -10,13 +10,16 @@ missing image is still classified, from the models whose input it has (see
 """
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from rakuten import fusion, preprocessing
 from rakuten.classes import CLASS_LABELS, indices_to_codes
@@ -126,63 +129,155 @@ def input_flags(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return text_ok, image_ok
 
 
-def model_input(module: Any, model: Any, frame: pd.DataFrame, models_dir: Path) -> pd.DataFrame:
-    """The frame a model reads: the cleaned rows, plus, for a model on frozen embeddings (``joint``: its
-    module has ``encoders(model)``), the embeddings of those rows by the saved encoders it names
-    (``models_dir/<encoder>``), computed as the ``embed`` stage computed them for training."""
-    encoders = getattr(module, "encoders", None)
-    if encoders is None:
-        return frame
-    from rakuten.models import embed
+@dataclass
+class LoadedModels:
+    """The fused model and every model it fuses, loaded once: a long-lived service (``rakuten serve``)
+    predicts many times with them, and ``rakuten predict`` once.
 
-    needed = encoders(model)
-    for encoder in sorted(needed.values()):
-        trained_model_dir(models_dir, encoder)
-    return embed.with_embeddings(frame, models_dir, needed)
+    ``members`` maps each fused model's name to its (module, loaded model); ``encoders`` holds, for a
+    model on frozen embeddings (``joint``: its module has ``encoders(model)``), the saved encoders it
+    names (``models_dir/<encoder>``), loaded as the ``embed`` stage loads them for training.
+    """
+
+    models_dir: Path
+    fused: "fusion.FusedModel"
+    members: dict[str, tuple[Any, Any]]
+    encoders: dict[str, tuple[Any, Any, dict[str, str]]]
+
+    @classmethod
+    def load(cls, models_dir: str | Path = "models", fused: "fusion.FusedModel | None" = None) -> "LoadedModels":
+        models_dir = Path(models_dir)
+        fused = fused or fusion.load(models_dir / "fusion")
+        members, encoders = {}, {}
+        for name in fused.models:
+            module = registry.load_module(name)
+            model_dir = trained_model_dir(models_dir, name)
+            log.info("loading %s", name)
+            model = module.load(model_dir)
+            members[name] = (module, model)
+            needs = getattr(module, "encoders", None)
+            if needs is not None:
+                from rakuten.models import embed
+
+                named = needs(model)
+                for encoder in sorted(named.values()):
+                    trained_model_dir(models_dir, encoder)
+                cfg = embed.EmbedConfig(text_model=named["text"], image_model=named["image"])
+                encoders[name] = (*embed.load_encoders(cfg, models_dir), cfg.encoders)
+        return cls(models_dir, fused, members, encoders)
+
+    def model_input(self, name: str, frame: pd.DataFrame) -> pd.DataFrame:
+        """The frame model ``name`` reads: the cleaned rows, plus their embeddings for a model on
+        frozen embeddings, computed as the ``embed`` stage computed them for training."""
+        if name not in self.encoders:
+            return frame
+        from rakuten.models import embed
+
+        return embed.with_encoded(frame, *self.encoders[name])
+
+    def predict_proba(self, frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+        """Fused probabilities (n, 27) and the inputs used per row.
+
+        Each model's probabilities are rounded to float32 before fusion, as the pipeline stores them
+        (``reports/probs/<name>.parquet``) and as the fused model was fitted and the submission made;
+        the fused rows are renormalised like the fusion stage's table.
+        """
+        mats = []
+        for name, (module, model) in self.members.items():
+            log.info("predicting with %s", name)
+            mats.append(as_stored(module.predict_proba(model, self.model_input(name, frame))).astype(np.float64))
+        text_ok, image_ok = input_flags(frame)
+        available = fusion.availability(self.fused.modalities, text_ok, image_ok)
+        # rows renormalised as the fusion stage does before publishing reports/probs/fusion.parquet
+        return (fusion.normalise_rows(self.fused.predict_proba(mats, available)),
+                self.fused.inputs_used(text_ok, image_ok))
 
 
 def predict_frame(frame: pd.DataFrame, models_dir: str | Path = "models",
                   fused: "fusion.FusedModel | None" = None) -> tuple[np.ndarray, list[str]]:
-    """Fused probabilities (n, 27) and the inputs used per row, from the saved model artifacts.
+    """Fused probabilities and inputs used of cleaned rows, loading the models for this one call."""
+    return LoadedModels.load(models_dir, fused).predict_proba(frame)
 
-    Each model's probabilities are rounded to float32 before fusion, as the pipeline stores them
-    (``reports/probs/<name>.parquet``) and as the fused model was fitted and the submission made;
-    the fused rows are renormalised like the fusion stage's table.
+
+@dataclass
+class Prediction:
+    """One call's result: the cleaned model frame, the fused probabilities and the output table."""
+
+    frame: pd.DataFrame
+    proba: np.ndarray
+    table: pd.DataFrame
+
+
+@dataclass
+class Predictor:
+    """Everything ``rakuten predict`` and ``rakuten serve`` need, loaded once: the models (with their
+    encoders), the cleaning sections they were trained with and the cleaning functions.
+
+    Calls are serialised by a lock: the models, spaCy and the thread pools they use are shared, and
+    on a CPU one prediction at a time already keeps the cores busy.
     """
-    models_dir = Path(models_dir)
-    fused = fused or fusion.load(models_dir / "fusion")
-    mats = []
-    for name in fused.models:
-        module = registry.load_module(name)
-        model_dir = trained_model_dir(models_dir, name)
-        log.info("predicting with %s", name)
-        model = module.load(model_dir)
-        mats.append(as_stored(module.predict_proba(model, model_input(module, model, frame, models_dir)))
-                    .astype(np.float64))
-    text_ok, image_ok = input_flags(frame)
-    available = fusion.availability(fused.modalities, text_ok, image_ok)
-    # rows renormalised as the fusion stage does before publishing reports/probs/fusion.parquet
-    return fusion.normalise_rows(fused.predict_proba(mats, available)), fused.inputs_used(text_ok, image_ok)
+
+    models: LoadedModels
+    sections: dict[str, Any]
+    cleaners: Cleaners
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def load(cls, models_dir: str | Path = "models", params: dict | None = None, params_name: str = "params.yaml",
+             cleaners: Cleaners | None = None) -> "Predictor":
+        """Load the fused model under ``models_dir``; cleaning follows the preprocessing recorded with
+        the models, ``params`` (today's params file, None when there is none) is only checked against
+        it and supplies the runtime knobs (see :func:`trained_preprocessing`)."""
+        cleaners = cleaners or default_cleaners()
+        models_dir = Path(models_dir)
+        fused = fusion.load(models_dir / "fusion")
+        sections = trained_preprocessing(models_dir, fused, params, params_name, cleaners)
+        return cls(LoadedModels.load(models_dir, fused), sections, cleaners)
+
+    def predict_rows(self, rows: pd.DataFrame, work_dir: str | Path) -> Prediction:
+        """Clean catalog rows (:func:`rakuten.data.catalog.catalog_rows`) as the models were trained
+        (cleaned images go under ``work_dir``) and predict them."""
+        with self.lock:
+            frame = model_frame(rows, self.sections, Path(work_dir), self.cleaners)
+            proba, inputs = self.models.predict_proba(frame)
+        return Prediction(frame, proba, prediction_table(rows["orig_index"].to_numpy(), proba, inputs))
+
+    def explain(self, row: pd.Series, class_index: int, k: int = 10) -> dict[str, dict]:
+        """Why ``row`` (one row of :attr:`Prediction.frame`) was put in class ``class_index``, per model
+        that can say (:func:`rakuten.explain.explain_frame_row`)."""
+        from rakuten.explain import explain_frame_row
+
+        with self.lock:
+            return explain_frame_row(self.models.members, row, class_index, k)
+
+    def predict_csv(self, x_csv: str | Path, image_dir: str | Path, work_dir: str | Path) -> Prediction:
+        """Classify the products of a CSV in the X_test layout whose images are in ``image_dir``."""
+        x = read_official_csv(Path(x_csv), X_COLUMNS)
+        if len(x) == 0:
+            raise PipelineError(f"{x_csv}: no rows to classify")
+        rows, _ = catalog_rows(x, Path(x_csv), image_dir)
+        log.info("%d products, %d without a readable image file", len(rows), int((~rows["image_ok"]).sum()))
+        return self.predict_rows(rows, work_dir)
+
+
+def explanation_lines(predictor: Predictor, result: Prediction, k: int = 10) -> str:
+    """``rakuten predict --explain``: one JSON line per row, in the table's order: its index, predicted
+    code and the explanations of :meth:`Predictor.explain` for that class."""
+    lines = []
+    rows = tqdm(range(len(result.table)), desc="explain", unit="row", disable=len(result.table) < 20)
+    for i in rows:
+        index = int(np.argmax(result.proba[i]))
+        lines.append(json.dumps({"index": int(result.table.index[i]),
+                                 "prdtypecode": int(result.table["prdtypecode"].iloc[i]),
+                                 "explanations": predictor.explain(result.frame.iloc[i], index, k)},
+                                ensure_ascii=False, sort_keys=True))
+    return "".join(line + "\n" for line in lines)
 
 
 def predict_csv(x_csv: str | Path, image_dir: str | Path, params: dict | None, models_dir: str | Path,
                 work_dir: str | Path, cleaners: Cleaners | None = None,
                 params_name: str = "params.yaml") -> pd.DataFrame:
-    """Classify the products of a CSV in the X_test layout whose images are in ``image_dir``.
-
-    Cleaning follows the preprocessing recorded with the models; ``params`` (today's params file,
-    named ``params_name`` in messages; None when there is none) is only checked against it and
-    supplies the runtime knobs (see :func:`trained_preprocessing`).
-    """
-    cleaners = cleaners or default_cleaners()
-    models_dir = Path(models_dir)
-    fused = fusion.load(models_dir / "fusion")
-    sections = trained_preprocessing(models_dir, fused, params, params_name, cleaners)
-    x = read_official_csv(Path(x_csv), X_COLUMNS)
-    if len(x) == 0:
-        raise PipelineError(f"{x_csv}: no rows to classify")
-    rows, _ = catalog_rows(x, Path(x_csv), image_dir)
-    log.info("%d products, %d without a readable image file", len(rows), int((~rows["image_ok"]).sum()))
-    frame = model_frame(rows, sections, Path(work_dir), cleaners)
-    proba, inputs = predict_frame(frame, models_dir, fused)
-    return prediction_table(rows["orig_index"].to_numpy(), proba, inputs)
+    """Classify the products of a CSV in the X_test layout whose images are in ``image_dir``
+    (the ``rakuten predict`` table; see :meth:`Predictor.load` for ``params``)."""
+    predictor = Predictor.load(models_dir, params, params_name, cleaners)
+    return predictor.predict_csv(x_csv, image_dir, work_dir).table

@@ -128,8 +128,12 @@ def with_embeddings(frame: pd.DataFrame, models_dir: str | Path, encoders: Mappi
     """``frame`` (new products, cleaned as the models were trained) plus the embedding and flag columns the
     ``joint`` model reads: what ``rakuten predict`` gives it, computed by the saved encoders."""
     cfg = EmbedConfig(text_model=encoders["text"], image_model=encoders["image"])
-    text_model, image_model = load_encoders(cfg, models_dir)
-    text, image = encode(frame, text_model, image_model, cfg.encoders)
+    return with_encoded(frame, *load_encoders(cfg, models_dir), cfg.encoders)
+
+
+def with_encoded(frame: pd.DataFrame, text_model: Any, image_model: Any, encoders: Mapping[str, str]) -> pd.DataFrame:
+    """:func:`with_embeddings` with encoders already loaded (a long-lived service loads them once)."""
+    text, image = encode(frame, text_model, image_model, encoders)
     text_ok, image_ok = input_flags(frame)
     out = frame.copy()
     out[TEXT], out[IMAGE] = list(text), list(image)
