@@ -1,6 +1,9 @@
-"""DVC stage `evaluate`: test scores, per-class tables and confusion plots for every model and fusion."""
+"""DVC stage `evaluate`: test scores, per-class tables and confusion plots for every model and fusion,
+and the error-analysis report reports/report.html (rakuten.report)."""
+from pathlib import Path
+
 from rakuten import evaluate as E
-from rakuten import fusion
+from rakuten import fusion, report
 from rakuten.config import from_params
 from rakuten.data.source import DataConfig
 from rakuten.io import atomic_path, read_json, read_parquet, write_csv, write_json, write_text
@@ -26,8 +29,17 @@ def main() -> None:
         write_csv(frame, f"reports/plots/confusion_{name}.csv")
     write_json(E.summary_metrics(table), "reports/metrics.json")
     n_rows = fused["split"].astype(str).value_counts().to_dict()
-    write_text(E.results_markdown(table, data.source, n_rows, read_json("reports/fusion.json")["chosen"]),
-               "reports/results.md")
+    chosen = read_json("reports/fusion.json")["chosen"]
+    write_text(E.results_markdown(table, data.source, n_rows, chosen), "reports/results.md")
+    titles = report.titles_by_row(read_parquet("data/interim/catalog.parquet", "ingest"))
+    inputs = report.ReportInputs(
+        table=table, per_class=per_class, chosen=chosen, data_source=data.source, n_rows=n_rows, fused=fused,
+        image_probs=tables[report.IMAGE_MODEL], titles=titles,
+        images=read_parquet("data/processed/image_quality.parquet", "image_clean"),
+        contact_sheets=sorted(Path("reports/figures/image_clean").glob("*.png")))
+    html = report.build_report(inputs, from_params(report.ReportConfig, params, "report"),
+                               report.image_model_explainer(f"models/{report.IMAGE_MODEL}"))
+    write_text(html, "reports/report.html")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 
@@ -83,10 +84,17 @@ def write_stage_inputs(root: Path, tables: dict[str, pd.DataFrame], image_missin
         root / "data/interim/split.parquet", index=False)
     pd.DataFrame({"row_id": ids, "text_empty": np.isin(ids, text_empty)}).to_parquet(
         root / "data/processed/text.parquet", index=False)
-    pd.DataFrame({"row_id": ids, "readable": ~np.isin(ids, image_missing)}).to_parquet(
+    images = root / "data/processed/images"   # the report's thumbnails: one small grey JPEG per row
+    images.mkdir(parents=True, exist_ok=True)
+    grey = cv2.imencode(".jpg", np.full((8, 8, 3), 128, np.uint8))[1].tobytes()
+    for i in ids:
+        (images / f"{i}.jpg").write_bytes(grey)
+    pd.DataFrame({"row_id": ids, "readable": ~np.isin(ids, image_missing),
+                  "clean_path": [f"data/processed/images/{i}.jpg" for i in ids]}).to_parquet(
         root / "data/processed/image_quality.parquet", index=False)
     official = any_table["split"].to_numpy() == "official_test"
     pd.DataFrame({"row_id": ids, "orig_index": ids + 84916, "is_official_test": official,
+                  "designation": [f"product {i}" for i in ids],
                   "prdtypecode": any_table["prdtypecode"]}).to_parquet(root / "data/interim/catalog.parquet",
                                                                          index=False)
 

@@ -30,6 +30,7 @@ from rakuten.models.joint import JointConfig
 from rakuten.models.resnet import ResnetConfig
 from rakuten.models.tfidf_svm import TfidfSvmConfig
 from rakuten.params import load_params
+from rakuten.report import ReportConfig
 from rakuten.text.pipeline import TextCleanConfig
 from tests.stagerun import REPO, with_overrides
 
@@ -37,7 +38,7 @@ DECLARATIONS = {
     "data": DataConfig, "sample": SampleConfig, "ingest": IngestConfig, "split": SplitConfig,
     "text_clean": TextCleanConfig, "tfidf_svm": TfidfSvmConfig, "fasttext": FastTextConfig, "fusion": FusionConfig,
     "image_hash": HashConfig, "image_clean": ImageCleanConfig, "camembert": CamembertConfig,
-    "resnet50": ResnetConfig, "embed": EmbedConfig, "joint": JointConfig,
+    "resnet50": ResnetConfig, "embed": EmbedConfig, "joint": JointConfig, "report": ReportConfig,
 }
 PARAMS = load_params(REPO / "params.yaml")
 

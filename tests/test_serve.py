@@ -4,7 +4,6 @@ the service started as users start it: tests/test_serve_browser.py."""
 from __future__ import annotations
 
 import io
-import json
 import threading
 from pathlib import Path
 
