@@ -43,10 +43,10 @@ class Seen:
 
 
 def require_chromium() -> None:
-    """Skip the calling test (not fail) where Playwright or the browser is missing: a dev box without them."""
-    pytest.importorskip("playwright.sync_api")
+    """Fail, with the install line, where the browser is missing: README command 0 installs it, and a
+    skipped browser test would hide a broken page in CI."""
     if not CHROMIUM.is_file():
-        pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
+        pytest.fail(f"{CHROMIUM} not found: install it with `apt-get install -y chromium` (README command 0)")
 
 
 def _watch(page, seen: Seen) -> None:
