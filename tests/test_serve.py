@@ -34,7 +34,7 @@ def served(tiny_built_repo):
 @pytest.fixture(scope="module")
 def client(served):
     repo, predictor, _ = served
-    app = create_app(predictor, ServeLimits(chunk_rows=2, max_image_mb=1.0, max_image_pixels=1_000_000,
+    app = create_app(predictor.in_process(), ServeLimits(chunk_rows=2, max_image_mb=1.0, max_image_pixels=1_000_000,
                                             max_batch_rows=50),
                      model_metadata(predictor, repo / "dvc.lock"))
     with TestClient(app) as c:

@@ -10,6 +10,7 @@ missing image is still classified, from the models whose input it has (see
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -233,6 +234,21 @@ class Predictor:
         fused = fusion.load(models_dir / "fusion")
         sections = trained_preprocessing(models_dir, fused, params, params_name, cleaners)
         return cls(LoadedModels.load(models_dir, fused), sections, cleaners)
+
+    def in_process(self) -> "Predictor":
+        """This predictor with the cleaning's worker processes off (``n_jobs`` 1, one spaCy process).
+
+        For a long-lived service: a pool forked per request from a process that runs torch and server
+        threads copies the whole loaded process and can deadlock on a lock some thread held at fork time.
+        Runtime knobs only, so the predictions are the same."""
+        sections = dict(self.sections)
+        for name, cfg in sections.items():
+            if hasattr(cfg, "n_jobs"):
+                cfg = dataclasses.replace(cfg, n_jobs=1)
+            if hasattr(getattr(cfg, "normalise", None), "n_process"):
+                cfg = dataclasses.replace(cfg, normalise=dataclasses.replace(cfg.normalise, n_process=1))
+            sections[name] = cfg
+        return Predictor(self.models, sections, self.cleaners)
 
     def predict_rows(self, rows: pd.DataFrame, work_dir: str | Path) -> Prediction:
         """Clean catalog rows (:func:`rakuten.data.catalog.catalog_rows`) as the models were trained

@@ -434,7 +434,7 @@ def serve(models_dir: Path, params: dict | None, params_name: str, host: str, po
     """Load the models, warm them up with one product, and serve until interrupted."""
     import uvicorn
 
-    predictor = Predictor.load(models_dir, params, params_name)
+    predictor = Predictor.load(models_dir, params, params_name).in_process()   # no pool forked per request
     _predict_one(predictor, "warm-up", "", None, explain=False)   # spaCy and the first forward passes load here
     app = create_app(predictor, limits, model_metadata(predictor, lock_path))
     log.info("serving %s on http://%s:%d", ", ".join(predictor.models.members), host, port)
