@@ -14,7 +14,7 @@ def test_bench_serve_quick_run(tiny_built_repo, tmp_path):
     out = tmp_path / "serve.json"
     done = subprocess.run(
         [sys.executable, str(REPO / "bench" / "serve.py"), "--models", str(tiny_built_repo / "models"),
-         "--data", str(tiny_built_repo), "--lock", str(tiny_built_repo / "dvc.lock"), "--seconds", "3",
+         "--data", str(tiny_built_repo), "--lock", str(tiny_built_repo / "dvc.lock"), "--seconds", "2",
          "--clients", "2", "--settle-s", "0.5", "--output", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"

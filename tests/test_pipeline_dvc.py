@@ -98,9 +98,11 @@ def predict_cli(repo: Path, out: Path, *extra: str) -> subprocess.CompletedProce
 def test_predict_cli_reproduces_the_submission(repo, tmp_path):
     """`rakuten predict` on the X_test rows gives exactly reports/submission.csv: same codes, and its
     top-3 probabilities are the fused probabilities of reports/probs/fusion.parquet (to 1e-6, the
-    CSV's 6 decimals). Then with text_clean.normalise.lemmatizer changed after training: one warning
-    naming the knob, and still the trained cleaning (the same output, where cleaning with `none`
-    changes the TF-IDF and fastText inputs and so the fused probabilities)."""
+    CSV's 6 decimals). Then, on the first rows, with text_clean.normalise.lemmatizer changed after
+    training: one warning naming the knob, and still the trained cleaning (the same output, where
+    cleaning with `none` changes the TF-IDF and fastText inputs and so the fused probabilities); and
+    --explain writes one JSON line per row, with the three explaining models' evidence."""
+
     import numpy as np
     import pandas as pd
 
@@ -123,11 +125,24 @@ def test_predict_cli_reproduces_the_submission(repo, tmp_path):
     assert params["text_clean"]["normalise"]["lemmatizer"] == "lookup"
     params["text_clean"]["normalise"]["lemmatizer"] = "none"
     (tmp_path / "changed.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    result = predict_cli(repo, tmp_path / "changed.csv", "--params", str(tmp_path / "changed.yaml"))
+    first = x_test.head(4)
+    first.to_csv(tmp_path / "first.csv")
+    result = sh([sys.executable, "-m", "rakuten.cli", "predict", "--input", str(tmp_path / "first.csv"),
+                 "--images", "data/sample/images/image_test", "--output", str(tmp_path / "changed.csv"),
+                 "--params", str(tmp_path / "changed.yaml"), "--explain", str(tmp_path / "why.jsonl")], repo)
     warnings = [line for line in result.stderr.splitlines() if " WARNING " in line]
     assert len(warnings) == 1 and "text_clean.normalise.lemmatizer: trained 'lookup'" in warnings[0], warnings
     assert "now 'none'" in warnings[0] and "predicting with the trained values" in warnings[0]
-    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "changed.csv", index_col=0), pred)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "changed.csv", index_col=0), pred.loc[first.index])
+    lines = [json.loads(line) for line in (tmp_path / "why.jsonl").read_text().splitlines()]
+    assert [line["index"] for line in lines] == list(first.index)
+    assert [line["prdtypecode"] for line in lines] == pred.loc[first.index, "prdtypecode"].tolist()
+    both = [line for line in lines if pred.at[line["index"], "inputs_used"] == "text+image"]
+    assert both
+    for line in both:
+        kinds = {name: e["kind"] for name, e in line["explanations"].items()}
+        assert kinds == {"tfidf_svm": "terms", "camembert": "tokens", "resnet50": "gradcam"}, kinds
+        assert line["explanations"]["resnet50"]["image"].startswith("data:image/png;base64,")
 
 
 def test_forced_rerun_gives_identical_metrics(repo):

@@ -149,6 +149,8 @@ BAD_SINGLE = [
      ("MB limit",)),
     ("too many pixels", dict(files={"image": ("a.png", _png(1200, 1000), "image/png")}), 413, ("1200x1000",)),
     ("text too long", dict(json={"designation": "a" * 100_001}), 413, ("100001 characters",)),
+    ("huge JSON body", dict(content=b'{"designation": "' + b"a" * 500_000 + b'"}',
+                            headers={"content-type": "application/json"}), 413, ("JSON body larger than",)),
     ("wrong type", dict(json={"designation": 12}), 422, ("designation: expected a string",)),
     ("bad explain flag", dict(json={"designation": "x", "explain": "maybe"}), 422, ("explain: expected true or false",)),
     ("not JSON", dict(content=b"{designation", headers={"content-type": "application/json"}), 400, ("not valid JSON",)),

@@ -315,8 +315,15 @@ def create_app(predictor: Predictor, limits: ServeLimits = ServeLimits(), metada
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         image: bytes | None = None
         if kind == "application/json":
+            limit = 4 * limits.max_text_chars + 64_000   # UTF-8 and JSON escapes of the longest accepted text
+            raw = bytearray()
+            async for chunk in request.stream():   # read with a bound: a body without a length cannot grow memory
+                raw.extend(chunk)
+                if len(raw) > limit:
+                    raise RequestError(413, f"JSON body larger than {limit} bytes; the text limit is "
+                                            f"{limits.max_text_chars} characters")
             try:
-                body = await request.json()
+                body = json.loads(bytes(raw))
             except (json.JSONDecodeError, UnicodeDecodeError):
                 raise RequestError(400, "body: not valid JSON; expected an object with designation, description") from None
             if not isinstance(body, dict):
