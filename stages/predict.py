@@ -1,5 +1,6 @@
 """DVC stage `predict`: the saved fused model on the official X_test rows -> reports/submission.csv."""
 from rakuten import fusion
+from rakuten.integrity import verified
 from rakuten.io import read_parquet, write_csv, write_json
 from rakuten.models.contract import read_probs
 from rakuten.stage import run_stage
@@ -7,8 +8,8 @@ from rakuten.submission import official_submission
 
 
 def main() -> None:
+    model = fusion.load(verified("models/fusion"))   # a pickle: loaded only once its hash matches dvc.lock
     catalog = read_parquet("data/interim/catalog.parquet", stage_hint="ingest")
-    model = fusion.load("models/fusion")
     tables = {name: read_probs(name) for name in model.models}
     text = read_parquet("data/processed/text.parquet", stage_hint="text_clean").set_index("row_id")
     images = read_parquet("data/processed/image_quality.parquet", stage_hint="image_clean").set_index("row_id")

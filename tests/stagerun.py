@@ -40,3 +40,20 @@ def run_stage_script(stage: str, workdir: Path, overrides: dict | None = None,
 def error_lines(result: subprocess.CompletedProcess) -> list[str]:
     """The ``error:`` lines a failed stage wrote to stderr (there must be exactly one)."""
     return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+def record_outputs(root: Path, *paths: str | Path) -> Path:
+    """Record ``paths`` (relative to ``root``) in ``root/dvc.lock`` with their current hashes, as `dvc commit`
+    would: artifacts made by a test outside DVC are then loadable (every load checks them against the lock,
+    :mod:`rakuten.integrity`). Existing records are kept."""
+    from rakuten.integrity import artifact_md5
+
+    lock_path = Path(root) / "dvc.lock"
+    lock = yaml.safe_load(lock_path.read_text()) if lock_path.is_file() else {"schema": "2.0", "stages": {}}
+    outs = lock["stages"].setdefault("test_artifacts", {"cmd": "test", "outs": []})["outs"]
+    for path in paths:
+        rel = (Path(root) / path).resolve().relative_to(Path(root).resolve()).as_posix()
+        outs[:] = [o for o in outs if o["path"] != rel]
+        outs.append({"path": rel, "hash": "md5", "md5": artifact_md5(Path(root) / rel)})
+    lock_path.write_text(yaml.safe_dump(lock, sort_keys=False))
+    return lock_path

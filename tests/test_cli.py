@@ -22,7 +22,7 @@ from rakuten.config import parse_section
 from rakuten.image.config import ImageCleanConfig
 from rakuten.preprocessing import record
 from rakuten.text.pipeline import TextCleanConfig
-from tests.stagerun import default_params, with_overrides
+from tests.stagerun import default_params, record_outputs, with_overrides
 
 DECLARATIONS = {"text_clean": TextCleanConfig, "image_clean": ImageCleanConfig}
 
@@ -98,6 +98,7 @@ def workspace(tmp_path, monkeypatch):
                       "productid": [11, 22, 33, 44], "imageid": [1, 2, 3, 4]}, index=[90000, 90001, 90002, 90003])
     x.to_csv(tmp_path / "X_new.csv")
     _write_params(tmp_path / "params.yaml")
+    record_outputs(tmp_path, *(p.relative_to(tmp_path) for p in sorted(models.iterdir())))   # as `dvc commit`
     return tmp_path
 
 
@@ -167,6 +168,7 @@ def test_models_trained_on_different_preprocessing_are_one_error_line(workspace,
     fusion.save(fusion.FusedModel("soft_vote", ["fake_text", "fake_text2", "fake_image"], ["text", "text", "image"],
                                   fusion.SoftVote([0.3, 0.3, 0.4]), np.array([0.3, 0.3, 0.4])),
                 workspace / "models" / "fusion")
+    record_outputs(workspace, "models/fake_text2", "models/fusion")
     assert _run(workspace) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == (f"error: {workspace / 'models' / 'fake_text2' / 'preprocessing.json'}: text_clean.max_chars = "
@@ -176,6 +178,7 @@ def test_models_trained_on_different_preprocessing_are_one_error_line(workspace,
 
 def test_model_without_preprocessing_record_is_one_error_line(workspace, capsys):
     (workspace / "models" / "fake_image" / "preprocessing.json").unlink()
+    record_outputs(workspace, "models/fake_image")   # a model trained (and recorded) without its record
     assert _run(workspace) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith(f"error: {workspace / 'models' / 'fake_image' / 'preprocessing.json'}: not found")

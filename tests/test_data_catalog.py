@@ -163,3 +163,27 @@ def test_unknown_source_is_a_params_error(tmp_path):
     result = run_stage_script("ingest", tmp_path / "work", {"data.source": "kaggle"})
     assert result.returncode == 2
     assert error_lines(result) == ["error: params.yaml: data.source = 'kaggle', expected one of sample, raw"]
+
+
+def _with_header(path: Path, header: str) -> None:
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([header, *lines[1:]]) + "\n")
+
+
+def test_an_extra_column_named_with_semicolons_does_not_make_a_semicolon_file(raw):
+    """Counting alone read this header as ';'-separated (6 ';' vs 5 ',') and reported columns that do not exist."""
+    x = _csv(raw / "X_train_update.csv")
+    x["notes;a;b;c;d;e;f"] = "n"
+    x.to_csv(raw / "X_train_update.csv")
+    catalog, _ = load_catalog(raw)
+    assert len(catalog) == 600
+
+
+def test_a_semicolon_header_cell_is_explained_in_the_error(raw):
+    path = raw / "X_train_update.csv"
+    _with_header(path, ",designation,description;a;b;c;d;e,productid,imageid")
+    message = _fails(raw)
+    assert message == (f"{path}: header read as ','-separated (5 ';', 4 ',' in the first line; no delimiter gives all "
+                       "the expected columns): missing column 'description'; expected columns <index>, designation, "
+                       "description, productid, imageid (found: designation, description;a;b;c;d;e, productid, "
+                       "imageid)")

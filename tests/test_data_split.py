@@ -118,3 +118,23 @@ def test_image_groups_must_cover_every_labelled_row(tiny_catalog, tiny_hashes):
         split_catalog(tiny_catalog, FRACTIONS, seed=0, image_groups=tiny_hashes.iloc[1:])
     with pytest.raises(PipelineError, match="missing column 'near_dup_group'"):
         split_catalog(tiny_catalog, FRACTIONS, seed=0, image_groups=tiny_hashes.drop(columns="near_dup_group"))
+
+
+def test_classes_left_with_one_training_row_are_named_by_prdtypecode(caplog):
+    """tfidf_svm's calibrated SVM stops on a class with a single training row without naming it: the split
+    names every such class (a single labelled row, or 3 rows spread over train / val / test)."""
+    labels = [10] * 40 + [2583] + [1280] * 3
+    catalog = pd.DataFrame({"row_id": np.arange(len(labels)),
+                            "designation": [f"product {i}" for i in range(len(labels))], "description": None, "image_path": "", "image_ok": False, "prdtypecode": labels,
+                            "is_official_test": False})
+    caplog.set_level("WARNING", logger="rakuten")
+    table, report = split_catalog(catalog, FRACTIONS, seed=0)
+    per_split = table.assign(code=labels).groupby("code")["split"].value_counts().unstack(fill_value=0)
+    assert per_split.loc[2583, "train"] == 1 and per_split.loc[1280].tolist() == [1, 1, 1]   # test, train, val
+    assert report["classes_under_2_train_rows"] == {"1280": 1, "2583": 1}
+    assert [r.getMessage() for r in caplog.records] == [
+        "split: prdtypecode 1280 (1 training row), 2583 (1 training row): fewer than 2 training rows; tfidf_svm's "
+        "calibrated SVM (classifier: svm) stops on such a class (add labelled rows of it, or set "
+        "tfidf_svm.classifier to rf, sgd or logreg)"]
+    _, healthy = split_catalog(catalog[catalog["prdtypecode"] == 10], FRACTIONS, seed=0)
+    assert healthy["classes_under_2_train_rows"] == {}

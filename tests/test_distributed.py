@@ -3,7 +3,7 @@
 The end-to-end test writes the stage inputs of the tiny catalog into two working directories and
 runs both deep stages in each: once in one process (``launcher: none``), once with ``launcher:
 torchrun, processes: 2``, started as DVC starts a stage (plain ``python <script>``): the first stage
-re-executes the script under ``python -m torch.distributed.run --standalone --nproc_per_node=2``,
+re-executes the script under ``python -m rakuten.distributed --standalone --nproc_per_node=2`` (torchrun),
 and each rank runs both stages. It checks that two ranks joined a gloo group, that only rank 0
 wrote (the same files as one process, one dvclive folder per stage, no temporary left), and that
 val/test weighted F1 are those of one process within :data:`TOLERANCE`.
@@ -33,6 +33,7 @@ import os
 import runpy
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import rakuten  # noqa: F401 - first: the numeric pins of rakuten.numerics apply before torch loads
@@ -144,7 +145,7 @@ def test_two_gloo_processes_train_both_stages_and_only_rank_0_writes(two_runs):
     done = two_runs["run"]
     assert done.returncode == 0, done.stderr[-3000:]
     log = done.stderr
-    assert "launching 2 processes" in log and "torch.distributed.run --standalone --nproc_per_node=2" in log
+    assert "launching 2 processes" in log and "rakuten.distributed --standalone --nproc_per_node=2" in log
     for rank in (0, 1):  # both ranks joined one gloo group and trained each model
         assert f"rank {rank} of 2 joined the gloo process group" in log
         assert log.count(f"CPU threads, rank {rank} of 2") == len(STAGES), log[-3000:]
@@ -170,7 +171,7 @@ def test_two_gloo_processes_train_both_stages_and_only_rank_0_writes(two_runs):
 
 def test_launch_command_is_torchrun_standalone_on_this_interpreter():
     argv = D.launch_command("stages/camembert.py", 4, ["--x"], python="/venv/bin/python")
-    assert argv == ["/venv/bin/python", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4",
+    assert argv == ["/venv/bin/python", "-m", "rakuten.distributed", "--standalone", "--nproc_per_node=4",
                     "stages/camembert.py", "--x"]
     assert D.launch_command("s.py", 2)[0] == sys.executable
 
@@ -202,7 +203,7 @@ def test_relaunch_starts_torchrun_once_and_exits_with_its_code(monkeypatch):
     with pytest.raises(SystemExit) as code:
         D.relaunch("torchrun", 2, "resnet50", batch=("resnet50.demo.batch_size", 64))
     assert code.value.code == 3
-    assert _FakeProcess.started == [[sys.executable, "-m", "torch.distributed.run", "--standalone",
+    assert _FakeProcess.started == [[sys.executable, "-m", "rakuten.distributed", "--standalone",
                                      "--nproc_per_node=2", "stages/resnet50.py"]]
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("LOCAL_RANK", "1")
@@ -210,6 +211,59 @@ def test_relaunch_starts_torchrun_once_and_exits_with_its_code(monkeypatch):
     D.relaunch("torchrun", 2, "resnet50")  # already a torchrun worker: never relaunched
     assert len(_FakeProcess.started) == 1
     assert D.world() == D.World(1, 1, 2) and not D.is_main() and D.launched()
+
+
+STOPPABLE = """
+import os
+import time
+
+import rakuten
+from rakuten import distributed as D
+from rakuten.stage import run_stage
+
+
+def main():
+    D.relaunch("torchrun", 2, "camembert")
+    print("ready", os.getppid(), flush=True)   # a rank's parent is the launcher
+    time.sleep(60)
+
+
+run_stage(main)
+"""
+
+
+@pytest.mark.parametrize("target", ["stage", "launcher"])
+def test_sigterm_stops_the_ranks_in_one_line_without_a_launcher_traceback(tmp_path, target):
+    """A real 2-rank launch of a script that waits; SIGTERM to the stage (dvc, a scheduler) or to the
+    launcher alone. torch's launcher used to print its SignalException traceback (twice when the
+    signal reached it both from the process group and from the stage)."""
+    import select
+    import signal
+
+    script = tmp_path / "stage.py"
+    script.write_text(STOPPABLE)
+    env = {k: v for k, v in os.environ.items() if k not in D.TORCHRUN_ENV} | {"OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=tmp_path, env=env, start_new_session=True)
+    try:
+        ready_ranks: list[str] = []   # each rank's parent pid: the launcher's
+        deadline = time.monotonic() + 60
+        while len(ready_ranks) < 2:
+            readable, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            line = proc.stdout.readline() if readable else ""
+            assert line, f"the ranks did not start (exit code {proc.poll()})"
+            if line.startswith("ready"):
+                ready_ranks.append(line.split()[1])
+        os.kill(proc.pid if target == "stage" else int(ready_ranks[0]), signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    stopped = "error: camembert: stopped by SIGTERM" + ("" if target == "stage" else " (the torchrun launcher)")
+    assert errors == ["error: interrupted; no partial output was kept"] * 2 + [f"{stopped}; no partial output was kept"]
+    assert proc.returncode == 128 + signal.SIGTERM
 
 
 @pytest.mark.parametrize("call, message", [

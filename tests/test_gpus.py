@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -98,3 +99,34 @@ def test_cpu_runs_and_opted_out_runs_claim_nothing(env, tmp_path):
 def test_more_gpus_than_visible_is_one_line(tmp_path):
     with pytest.raises(PipelineError, match=r"^4 GPU\(s\) wanted but 2 visible \(0,1\); lower the stage's processes"):
         gpus.claim(4, ["0", "1"], tmp_path)
+
+
+def _unwritable_lock_dirs(tmp_path: Path) -> dict[str, Path]:
+    """Lock folders a claim cannot use, even as root (who ignores permission bits)."""
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "lock-is-a-folder").mkdir()
+    (tmp_path / "lock-is-a-folder" / "gpu-0.lock").mkdir()   # the lock file cannot be opened
+    return {"parent is a file": tmp_path / "a-file" / "locks", "path is a file": tmp_path / "a-file",
+            "lock file is a folder": tmp_path / "lock-is-a-folder"}
+
+
+@pytest.mark.parametrize("case", ["parent is a file", "path is a file", "lock file is a folder"])
+def test_an_unusable_lock_folder_is_one_line_naming_it_and_the_variable(tmp_path, case):
+    locks = _unwritable_lock_dirs(tmp_path)[case]
+    env = {"CUDA_VISIBLE_DEVICES": "0", gpus.LOCK_DIR_ENV: str(locks)}
+    with pytest.raises(PipelineError) as caught:
+        gpus.pin_free_gpus("auto", 1, env)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith(f"GPU lock folder {locks} cannot be used")
+    assert "set RAKUTEN_GPU_LOCKS to a writable folder, or RAKUTEN_GPU_LOCKS=off" in message
+    assert env["CUDA_VISIBLE_DEVICES"] == "0" and not gpus._held   # nothing claimed, nothing leaked
+
+
+@pytest.mark.skipif(not hasattr(os, "getuid") or os.getuid() == 0, reason="root writes into read-only folders")
+def test_a_lock_folder_under_a_read_only_folder_is_one_line(tmp_path):
+    (tmp_path / "ro").mkdir(mode=0o500)
+    try:
+        with pytest.raises(PipelineError, match=r"^GPU lock folder .*ro/locks cannot be used \(Permission denied\)"):
+            gpus.claim(1, ["0"], tmp_path / "ro" / "locks")
+    finally:
+        (tmp_path / "ro").chmod(0o700)

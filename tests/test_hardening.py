@@ -123,8 +123,55 @@ def test_predict_cli_refuses_an_existing_directory_or_its_input_as_output(tmp_pa
     assert (folder / "notes.txt").read_text() == "keep"
     assert cli.main(["predict", "--input", str(x), "--images", str(tmp_path / "images"), "--output", str(x),
                      "--models", str(tmp_path / "models")]) == 2
-    assert "is the input file" in capsys.readouterr().err
+    assert f"--output {x}: is --input {x}" in capsys.readouterr().err
     assert x.read_text().startswith(",designation")
+
+
+@pytest.mark.parametrize("case", ["explain_is_input", "explain_is_output", "output_in_images", "output_is_params",
+                                  "work_dir_is_images", "output_in_a_file", "unwritable", "input_missing"])
+def test_predict_refuses_every_output_that_is_an_input_or_another_output_before_any_work(tmp_path, capsys, case):
+    """One rule for --output, --explain and --work-dir, checked before the models load (here there are
+    none: a check that came after loading would fail on the missing models instead)."""
+    from rakuten import cli
+
+    (tmp_path / "images").mkdir()
+    x = tmp_path / "X_new.csv"
+    x.write_text(",designation,description,productid,imageid\n0,a,,1,1\n")
+    params = tmp_path / "params.yaml"
+    params.write_text("{}\n")
+    (tmp_path / "file").write_text("a file\n")
+    out, explain, extra = tmp_path / "out.csv", None, []
+    expected = {
+        "explain_is_input": (f"--explain {x}: is --input {x}", lambda: x),
+        "explain_is_output": (f"--output {out}: is also --explain {out}", lambda: out),
+        "output_in_images": (f"--output {tmp_path / 'images' / 'p.csv'}: is inside --images", None),
+        "output_is_params": (f"--output {params}: is --params {params}", None),
+        "work_dir_is_images": (f"--work-dir {tmp_path / 'images'}: is --images", None),
+        "output_in_a_file": (f"--output {tmp_path / 'file' / 'p.csv'}: cannot write in {tmp_path / 'file'}", None),
+        "unwritable": ("--output /proc/p.csv: cannot write in /proc (not a writable folder)", None),
+        "input_missing": (f"--input {tmp_path / 'nope.csv'}: file not found", None),
+    }[case]
+    message, explain_path = expected
+    if explain_path is not None:
+        extra = ["--explain", str(explain_path())]
+    if case == "output_in_images":
+        out = tmp_path / "images" / "p.csv"
+    if case == "output_is_params":
+        out = params
+    if case == "work_dir_is_images":
+        extra = ["--work-dir", str(tmp_path)]
+    if case == "output_in_a_file":
+        out = tmp_path / "file" / "p.csv"
+    if case == "unwritable":
+        out = Path("/proc/p.csv")
+    if case == "input_missing":
+        x = tmp_path / "nope.csv"
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert cli.main(["predict", "--input", str(x), "--images", str(tmp_path / "images"), "--output", str(out),
+                     "--params", str(params), "--models", str(tmp_path / "models"), *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {message}"), err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before   # nothing written
 
 
 def test_outputs_get_the_usual_permissions(tmp_path):

@@ -21,7 +21,7 @@ from rakuten.classes import N_CLASSES, codes_to_indices, indices_to_codes
 from rakuten.errors import PipelineError
 from rakuten.metrics import scores
 from rakuten.models import embed, features, joint, registry
-from stagerun import error_lines, run_stage_script
+from stagerun import error_lines, record_outputs, run_stage_script
 
 TEXT_DIM, IMAGE_DIM = 24, 16
 FAST = joint.JointConfig(hidden=32, epochs=25, batch_size=64, learning_rate=0.005, patience=25, device="cpu",
@@ -237,6 +237,18 @@ def _stub_encoders(monkeypatch, calls: list | None = None):
     monkeypatch.setattr(resnet, "embed_images", embed_images, raising=False)
 
 
+class Checked:
+    """Stands for the dvc.lock records when the encoders are stubbed (no files to hash): notes what would be
+    checked, and in which order (the real check: tests/test_integrity.py)."""
+
+    def __init__(self):
+        self.checked: list[Path] = []
+
+    def verify(self, path) -> str:
+        self.checked.append(Path(path))
+        return "stub"
+
+
 def _catalog_frame(tiny_split) -> pd.DataFrame:
     from deep_frames import model_frame
 
@@ -252,7 +264,7 @@ def test_embed_frame_covers_every_row_with_flags_and_same_bytes(tiny_split, monk
     _stub_encoders(monkeypatch)
     frame = _catalog_frame(tiny_split)
     cfg = embed.EmbedConfig()
-    text_model, image_model = embed.load_encoders(cfg)
+    text_model, image_model = embed.load_encoders(cfg, "models", Checked())
     table = embed.embed_frame(frame.iloc[::-1], text_model, image_model, cfg)
     assert sorted(table["row_id"]) == sorted(frame["row_id"]) and table["row_id"].is_monotonic_increasing
     assert set(frame["split"]) == {"train", "val", "test", "official_test"}
@@ -275,7 +287,7 @@ def test_wrong_embedding_shapes_are_one_line(tiny_split, monkeypatch):
     frame = _catalog_frame(tiny_split)
     cfg = embed.EmbedConfig()
     with pytest.raises(PipelineError, match=r"camembert: text embeddings of shape .*one row per input row"):
-        embed.embed_frame(frame, *embed.load_encoders(cfg), cfg)
+        embed.embed_frame(frame, *embed.load_encoders(cfg, "models", Checked()), cfg)
 
 
 @pytest.mark.param_effect("embed.text_model", "embed.image_model", "embed.eval_batch_size", "embed.num_threads")
@@ -283,11 +295,14 @@ def test_embed_knobs_choose_the_encoders_batch_and_threads(monkeypatch):
     calls: list = []
     _stub_encoders(monkeypatch, calls)
     try:
-        text_model, image_model = embed.load_encoders(embed.EmbedConfig(eval_batch_size=7, num_threads=3), "mdl")
+        records = Checked()
+        text_model, image_model = embed.load_encoders(embed.EmbedConfig(eval_batch_size=7, num_threads=3), "mdl",
+                                                      records)
         assert torch.get_num_threads() == 3
     finally:
         torch.set_num_threads(1)
     assert calls == [("text", Path("mdl/camembert")), ("image", Path("mdl/resnet50"))]
+    assert records.checked == [Path("mdl/camembert"), Path("mdl/resnet50")]   # verified before loading
     assert text_model.config.eval_batch_size == image_model.config.eval_batch_size == 7
     assert embed.EmbedConfig().encoders == {"text": "camembert", "image": "resnet50"}
     from rakuten.config import ConfigError, check_value
@@ -338,15 +353,17 @@ def test_predict_embeds_new_rows_with_the_saved_encoders(tiny_split, trained, mo
     _stub_encoders(monkeypatch, calls)
     frame = _catalog_frame(tiny_split)
     rows = frame[frame["split"] == "official_test"].reset_index(drop=True)
-    expected_input = embed.with_embeddings(rows, tmp_path, joint.encoders(trained))
+    expected_input = embed.with_embeddings(rows, tmp_path, joint.encoders(trained), Checked())
     dims = {"text": TEXT_DIM, "image": IMAGE_DIM}
     assert joint.frame_inputs(expected_input, dims).text.shape == (len(rows), TEXT_DIM)
     joint.save(trained, tmp_path / "joint")
+    record_outputs(tmp_path, "joint")   # every load checks the folders against the dvc.lock holding them
     fused = fusion.FusedModel("soft_vote", ["joint"], ["multimodal"], fusion.SoftVote([1.0]), np.array([1.0]))
     with pytest.raises(PipelineError, match=r"camembert: trained model not found; run `dvc repro camembert`"):
         predict_frame(rows, tmp_path, fused)
     (tmp_path / "camembert").mkdir()
     (tmp_path / "resnet50").mkdir()
+    record_outputs(tmp_path, "camembert", "resnet50")
     calls.clear()
     proba, used = predict_frame(rows, tmp_path, fused)
     assert calls == [("text", tmp_path / "camembert"), ("image", tmp_path / "resnet50")]

@@ -95,6 +95,15 @@ def test_classifier_parameters():
                                                                                              2000, 5)
     assert T._classifier(replace(CFG, calibration_cv=4), smallest=9).cv.n_splits == 4
     assert T._classifier(replace(CFG, calibration_cv=2), smallest=2).cv.n_splits == 2
+    y = np.array([10, 10, 10, 40, 50, 50])
+    with pytest.raises(PipelineError, match=r"^tfidf_svm: prdtypecode 40 \(1 row\(s\)\): fewer than 2 training rows; "
+                                            r"calibrating the SVM needs at least 2 per class \(use more data or another "
+                                            r"classifier: rf, sgd, logreg\)$"):
+        T.build_pipeline(CFG, y)
+    with pytest.raises(PipelineError, match=r"^tfidf_svm: prdtypecode 10 \(1 row\(s\)\), 40 \(0 row\(s\)\), "
+                                            r"50 \(1 row\(s\)\): fewer"):
+        T.build_pipeline(CFG, y, fit_share=0.6)   # a cross-validation fold fits on 60 % of each class
+    assert isinstance(T.build_pipeline(replace(CFG, classifier="rf"), y).named_steps["clf"], RandomForestClassifier)
     with pytest.raises(PipelineError, match=r"^tfidf_svm: a class has 1 training row\(s\); calibrating the SVM needs "
                                             r"at least 2 per class \(use more data or another classifier\)$"):
         T._classifier(CFG, smallest=1)

@@ -1449,5 +1449,5 @@ def test_launcher_and_processes_choose_how_the_stage_starts(section, monkeypatch
     assert start("none", 4) is None and start("torchrun", 1) is None  # trains in this process
     for n in (2, 4):
         argv = start("torchrun", n)
-        assert argv[1:] == ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
+        assert argv[1:] == ["-m", "rakuten.distributed", "--standalone", f"--nproc_per_node={n}",
                             f"stages/{section}.py"]

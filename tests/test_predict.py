@@ -13,7 +13,7 @@ from rakuten.errors import PipelineError
 from rakuten.data.catalog import catalog_rows
 from rakuten.predict import prediction_table
 from rakuten.submission import official_submission, submission_frame
-from stagerun import error_lines, run_stage_script
+from stagerun import error_lines, record_outputs, run_stage_script
 
 SPEC = {"tfidf_svm": FIRST_HALF, "resnet50": SECOND_HALF}
 
@@ -107,6 +107,7 @@ def test_predict_stage_writes_submission(tmp_path, fitted):
     tables, model = fitted
     write_stage_inputs(tmp_path, tables)
     fusion.save(model, tmp_path / "models/fusion")
+    record_outputs(tmp_path, "models/fusion")   # the stage loads only what dvc.lock records
     result = run_stage_script("predict", tmp_path)
     assert result.returncode == 0, result.stderr
     sub = pd.read_csv(tmp_path / "reports/submission.csv", index_col=0)
@@ -122,4 +123,4 @@ def test_predict_stage_without_fused_model_is_one_line(tmp_path):
     write_stage_inputs(tmp_path, tables)
     result = run_stage_script("predict", tmp_path)
     assert result.returncode == 2
-    assert error_lines(result) == ["error: models/fusion/fusion.joblib: fused model not found; run `dvc repro fusion`"]
+    assert error_lines(result) == ["error: models/fusion: trained model not found; run `dvc repro` (or `dvc pull`)"]

@@ -112,3 +112,43 @@ def test_runtime_knobs_come_from_today_else_the_declared_defaults():
     image = parse_section(ImageCleanConfig, sections["image_clean"], "image_clean")
     assert text.max_chars == 500 and text.n_jobs == TextCleanConfig().n_jobs
     assert image.size == PARAMS["image_clean"]["size"] and image.n_jobs == ImageCleanConfig().n_jobs
+
+
+def _trained_models(tmp_path) -> tuple:
+    """A models folder whose two models recorded the default preprocessing, and a stand-in fused model."""
+    import types
+
+    trained = _trained()
+    _model(tmp_path, "tfidf_svm", {"text_clean": trained["text_clean"]})
+    _model(tmp_path, "resnet50", {"image_clean": trained["image_clean"]})
+    return types.SimpleNamespace(models=["tfidf_svm", "resnet50"], modalities=["text", "image"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"text_clean.n_jobs": "many"}, "my-params.yaml: text_clean.n_jobs = 'many', expected an integer"),
+    ({"text_clean.normalise.n_process": 0},
+     "my-params.yaml: text_clean.normalise.n_process = 0, expected an integer in [1, 64]"),
+    ({"image_clean.contact_sheet.nope": 1}, "my-params.yaml: unknown key image_clean.contact_sheet.nope"),
+])
+def test_a_bad_runtime_knob_of_todays_params_names_that_file_not_the_model(tmp_path, override, message):
+    """Today's params only supply the runtime knobs, but a bad one used to be blamed on preprocessing.json."""
+    from rakuten.predict import Cleaners, trained_preprocessing
+
+    fused = _trained_models(tmp_path)
+    cleaners = Cleaners(text=None, image=None, configs=DECLARATIONS)
+    with pytest.raises(PipelineError) as err:
+        trained_preprocessing(tmp_path, fused, with_overrides(PARAMS, override), "my-params.yaml", cleaners)
+    assert str(err.value).startswith(message) and PP.FILE_NAME not in str(err.value)
+    assert "\n" not in str(err.value)
+    sections = trained_preprocessing(tmp_path, fused, PARAMS, "my-params.yaml", cleaners)   # good params: parsed
+    assert sections["text_clean"].n_jobs == PARAMS["text_clean"]["n_jobs"]
+
+
+def test_a_bad_record_is_still_blamed_on_the_record(tmp_path):
+    from rakuten.predict import Cleaners, trained_preprocessing
+
+    fused = _trained_models(tmp_path)
+    record = _trained()["text_clean"] | {"max_chars": -3}
+    _model(tmp_path, "tfidf_svm", {"text_clean": record})
+    with pytest.raises(PipelineError, match=r"tfidf_svm/preprocessing\.json: text_clean\.max_chars = -3"):
+        trained_preprocessing(tmp_path, fused, PARAMS, "my-params.yaml", Cleaners(None, None, DECLARATIONS))

@@ -3,10 +3,13 @@ page opened in headless Chromium (Debian's, driven by Playwright), the form fill
 and the answer read off the page."""
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import Iterator
 
 import httpx
 import pandas as pd
@@ -24,20 +27,21 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def service(tiny_built_repo):
-    """The service on the tiny project's models, started from the project folder; stopped at the end."""
+@contextlib.contextmanager
+def running_service(repo: Path, log_path: Path, *options: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`rakuten serve` with ``options`` on the models of ``repo``, started from that folder on a free port,
+    its output in ``log_path``: (url, process) once /health answers; stopped at the end.
+    Shared with tests/test_serve_load.py."""
     port = _free_port()
-    log = (tiny_built_repo.parent / "serve.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "rakuten.cli", "serve", "--port", str(port)],
-                            cwd=tiny_built_repo, stdout=log, stderr=subprocess.STDOUT)
+    log = log_path.open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "rakuten.cli", "serve", "--port", str(port), *options],
+                            cwd=repo, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"rakuten serve exited with {proc.returncode}: "
-                            f"{(tiny_built_repo.parent / 'serve.log').read_text()[-2000:]}")
+                pytest.fail(f"rakuten serve exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
             try:
                 if httpx.get(f"{url}/health", timeout=2).status_code == 200:
                     break
@@ -46,7 +50,7 @@ def service(tiny_built_repo):
             if time.monotonic() > deadline:
                 pytest.fail("rakuten serve did not answer /health within 180 s")
             time.sleep(0.5)
-        yield url, tiny_built_repo
+        yield url, proc
     finally:
         proc.terminate()
         try:
@@ -55,6 +59,13 @@ def service(tiny_built_repo):
             proc.kill()
             proc.wait()
         log.close()
+
+
+@pytest.fixture(scope="module")
+def service(tiny_built_repo):
+    """The service on the tiny project's models, started from the project folder; stopped at the end."""
+    with running_service(tiny_built_repo, tiny_built_repo.parent / "serve.log") as (url, _):
+        yield url, tiny_built_repo
 
 
 def test_page_classifies_a_product_with_its_photo_and_explains_it(service):

@@ -102,6 +102,52 @@ def test_push_then_fresh_clones_pull_everything_or_only_the_models_and_recompute
         assert sorted(p.name for p in (g / path).iterdir()) == sorted(p.name for p in (a / path).iterdir())
 
 
+def test_a_tampered_remote_object_is_refused_by_dvc_pull_and_never_loaded(team, tmp_path):
+    """Someone who can write to the DVC remote replaces `models/fusion/fusion.joblib` with a pickle whose
+    payload writes a marker. The committed remote has `verify = true`: `dvc pull` re-hashes what it
+    downloads and refuses to check the folder out. With verification switched off (DVC's default), the
+    pull succeeds and `dvc status` is clean, but `rakuten predict` checks the folder against dvc.lock and
+    refuses it in one line: the payload never runs."""
+    import pickle
+    import sys
+
+    from tests.dvc_repo import sh
+    from tests.test_integrity import Payload
+
+    a = team / "a"
+    assert "verify = true" in (a / ".dvc/config").read_text()
+    dvc("push", cwd=a)
+    lock = yaml.safe_load((a / "dvc.lock").read_text())
+    fusion_dir = next(o["md5"] for o in lock["stages"]["fusion"]["outs"] if o["path"] == "models/fusion")
+    listing = json.loads((a / ".dvc/cache/files/md5" / fusion_dir[:2] / fusion_dir[2:]).read_text())
+    target_md5 = next(e["md5"] for e in listing if e["relpath"] == "fusion.joblib")
+    obj = team / "rakuten-dvc-storage/files/md5" / target_md5[:2] / target_md5[2:]
+    original = obj.read_bytes()
+    marker = tmp_path / "pwned"
+    obj.chmod(0o644)
+    obj.write_bytes(pickle.dumps(Payload(marker)))
+    try:
+        c = fresh_clone(team, "tampered")
+        pulled = dvc("pull", "models/fusion", cwd=c, check=False)
+        assert pulled.returncode != 0 and "Checkout failed" in pulled.stderr, pulled.stderr[-2000:]
+        assert not (c / "models/fusion/fusion.joblib").exists()
+
+        d = fresh_clone(team, "unverified")
+        dvc("remote", "modify", "--local", "storage", "verify", "false", cwd=d)
+        dvc("pull", cwd=d)
+        assert status(d) == {}   # DVC trusts the object's name: nothing looks wrong
+        result = sh([sys.executable, "-m", "rakuten.cli", "predict", "--input", "data/sample/X_test_update.csv",
+                     "--images", "data/sample/images/image_test", "--output", str(tmp_path / "p.csv")], d,
+                    check=False)
+        assert result.returncode == 2
+        errors = [line for line in result.stderr.splitlines() if line.strip()]
+        assert len(errors) == 1 and errors[0].startswith("error: models/fusion/fusion.joblib: md5 "), errors
+        assert f"expected {target_md5}" in errors[0] and "Traceback" not in result.stderr
+        assert not marker.exists() and not (tmp_path / "p.csv").exists()
+    finally:
+        obj.write_bytes(original)
+
+
 def named(node, name: str) -> list[dict]:
     """The revisions called ``name`` anywhere in `dvc exp show --json` output (the ones with data)."""
     if isinstance(node, list):

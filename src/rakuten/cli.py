@@ -2,6 +2,7 @@
 
     rakuten predict --input X_new.csv --images images/ --output predictions.csv [--explain explanations.jsonl]
     rakuten serve [--models models] [--host 127.0.0.1] [--port 8000]
+    rakuten check [--params params.yaml] [FOLDER ...]
 
 Expected failures (bad CSV, missing artifacts) print one ``error:`` line and exit 2.
 """
@@ -44,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "every text_clean / image_clean knob it changed since training")
     p.add_argument("--work-dir", type=Path, default=None,
                    help="where cleaned images are written (default: a temporary folder, removed at the end)")
+    p.add_argument("--lock", default=None, type=Path,
+                   help="dvc.lock holding the hashes every artifact is checked against before it is loaded "
+                        "(default: the dvc.lock of the project holding --models)")
     p.add_argument("--explain", type=Path, default=None, metavar="FILE.jsonl",
                    help="also write, per row, why it was put in its predicted class (JSON Lines: the TF-IDF "
                         "terms, the transformer's word attributions, the image model's Grad-CAM as a PNG data URI)")
@@ -56,10 +60,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--models", default=Path("models"), type=Path, help="folder with the trained artifacts (default: models)")
     s.add_argument("--params", default=None, type=Path, help="today's params file (default: params.yaml when "
                    "present); only supplies the runtime knobs, as in `rakuten predict`")
-    s.add_argument("--lock", default=Path("dvc.lock"), type=Path,
-                   help="dvc.lock whose recorded hashes and params /metadata reports (default: dvc.lock)")
+    s.add_argument("--lock", default=None, type=Path,
+                   help="dvc.lock holding the hashes every artifact is checked against before it is loaded, "
+                        "and the params /metadata reports (default: the dvc.lock of the project holding --models)")
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     s.add_argument("--port", default=8000, type=int, help="port (default: 8000)")
+    c = sub.add_parser(
+        "check", help="check the input folders before `dvc repro` / `dvc status` (a FIFO there hangs DVC)",
+        description="Walk data.raw_dir and every other dvc.yaml dependency that no stage writes, without "
+                    "opening any file, and refuse FIFOs, sockets, device files and symlinks that dangle or "
+                    "lead outside the project: DVC opens every file of a folder dependency to hash it and "
+                    "blocks forever, silently, on a FIFO. One error line per offending path, exit 2.")
+    c.add_argument("--params", default=Path("params.yaml"), type=Path,
+                   help="params file naming data.raw_dir; its folder is the project root (default: params.yaml)")
+    c.add_argument("folders", nargs="*", type=Path, metavar="FOLDER",
+                   help="check these files or folders instead of the dvc.yaml inputs")
     from rakuten.serve import ServeLimits
 
     for f in dataclasses.fields(ServeLimits):
@@ -69,20 +84,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from rakuten.io import check_output_path, write_csv, write_text
+    from rakuten.integrity import ArtifactRecords
+    from rakuten.io import check_run_paths, write_csv, write_text
     from rakuten.params import load_params
     from rakuten.predict import Predictor, explanation_lines
 
-    check_output_path(args.output, is_dir=False)  # before any work: a directory or a FIFO there is an error
-    if args.output.exists() and args.input.exists() and args.output.resolve() == args.input.resolve():
-        raise PipelineError(f"{args.output}: is the input file; choose another --output")
-    params_path = args.params or Path("params.yaml")
-    params = load_params(params_path) if args.params is not None or params_path.is_file() else None
+    if not args.input.is_file():
+        raise PipelineError(f"--input {args.input}: file not found")
     if not args.images.is_dir():
-        raise PipelineError(f"{args.images}: image folder not found")
-    if args.explain is not None:
-        check_output_path(args.explain, is_dir=False)
-    predictor = Predictor.load(args.models, params, str(params_path))
+        raise PipelineError(f"--images {args.images}: image folder not found")
+    params_path = args.params or Path("params.yaml")
+    inputs = {"--input": args.input, "--images": args.images, "--models": args.models}
+    inputs.update({"--params": params_path} if params_path.exists() else {})
+    inputs.update({"--lock": args.lock} if args.lock is not None else {})
+    outputs = {"--output": (args.output, False)}
+    outputs.update({"--explain": (args.explain, False)} if args.explain is not None else {})
+    outputs.update({"--work-dir": (args.work_dir / "images", True)} if args.work_dir is not None else {})
+    check_run_paths(inputs, outputs)   # before any work: no output replaces an input, another output or a stranger
+    params = load_params(params_path) if args.params is not None or params_path.is_file() else None
+    records = ArtifactRecords.from_lock(args.lock) if args.lock is not None else ArtifactRecords.for_path(args.models)
+    predictor = Predictor.load(args.models, params, str(params_path), records=records)
     with tempfile.TemporaryDirectory(prefix="rakuten-predict-") as tmp:
         result = predictor.predict_csv(args.input, args.images, args.work_dir or Path(tmp))
         table = result.table
@@ -102,7 +123,35 @@ def _serve(args: argparse.Namespace) -> None:
     params = load_params(params_path) if args.params is not None or params_path.is_file() else None
     if not 0 < args.port < 65536:
         raise PipelineError(f"--port {args.port}: expected 1 to 65535")
-    serve(args.models, params, str(params_path), args.host, args.port, limits, args.lock)
+    from rakuten.integrity import ArtifactRecords
+
+    # read and checked before minutes of model loading: a merge-conflicted lock fails here, in one line
+    records = ArtifactRecords.from_lock(args.lock) if args.lock is not None else ArtifactRecords.for_path(args.models)
+    serve(args.models, params, str(params_path), args.host, args.port, limits, records)
+
+
+def _check(args: argparse.Namespace) -> int:
+    """``rakuten check``: every offending path on its own ``error:`` line (a user fixes them all in
+    one go), then exit 2; ``ok: N files checked`` otherwise."""
+    from rakuten.config import from_params
+    from rakuten.data.checks import check_inputs, input_paths
+    from rakuten.data.source import DataConfig
+    from rakuten.params import load_params
+
+    project = args.params.parent
+    if args.folders:
+        paths = list(args.folders)
+    else:
+        params = load_params(args.params)
+        raw_dir = from_params(DataConfig, params, "data", str(args.params)).raw_dir
+        paths = input_paths(project, params, raw_dir)
+    result = check_inputs(paths, project)
+    for problem in result.problems:
+        sys.stderr.write(f"error: {problem}\n")
+    if result.problems:
+        return 2
+    log.info("ok: %d files checked (%d paths)", result.files, len(paths))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -114,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _predict(args)
         elif args.command == "serve":
             _serve(args)
+        elif args.command == "check":
+            return _check(args)
     except PipelineError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2

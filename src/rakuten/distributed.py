@@ -4,10 +4,14 @@ Why a module of its own: the two deep stages (``camembert``, ``resnet50``) share
 they are easy to get subtly wrong:
 
 * **Who starts the processes.** ``<stage>.launcher: torchrun`` with ``<stage>.processes: N > 1``
-  makes the stage script re-execute itself under ``python -m torch.distributed.run --standalone
-  --nproc_per_node N`` (:func:`relaunch`), so ``dvc.yaml`` keeps ``cmd: python stages/<x>.py`` and
+  makes the stage script re-execute itself under torch's launcher, ``python -m rakuten.distributed
+  --standalone --nproc_per_node N`` (:func:`relaunch`; that is ``torch.distributed.run``, see
+  :func:`launcher_main`), so ``dvc.yaml`` keeps ``cmd: python stages/<x>.py`` and
   ``dvc repro`` / ``dvc exp run -S <stage>.launcher=torchrun`` start the launcher themselves. A script
   already started by ``torchrun`` (``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` set) is never relaunched.
+* **How it stops.** SIGTERM or SIGINT to the stage is forwarded to the launcher, which stops its
+  ranks; the stage then says ``error: <stage>: stopped by SIGTERM`` and exits 128 + the signal number,
+  with no launcher traceback (:func:`launcher_main`).
 * **Who writes.** Every rank trains; only rank 0 (:func:`is_main`) writes models, reports and curves;
   the others return after training (:func:`worker_fit`), so no output is written twice or half.
 * **Where each rank runs.** NCCL and ``cuda:LOCAL_RANK`` with CUDA, gloo on CPU (:func:`init`).
@@ -18,6 +22,7 @@ Threads per rank stay the stage's ``num_threads`` (set by the model code, as in 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime
 import json
 import logging
@@ -25,6 +30,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -106,13 +112,84 @@ def launch_command(script: str | Path, processes: int, args: Sequence[str] = (),
     """The argv that runs ``script`` under torchrun with ``processes`` workers on this machine.
 
     ``--standalone``: a local rendezvous on a free port (no MASTER_ADDR/PORT to choose; two jobs on
-    one machine do not collide). ``python -m torch.distributed.run`` rather than the ``torchrun``
-    entry point: the same interpreter (virtual environment) as the stage, with or without PATH.
+    one machine do not collide). ``python -m rakuten.distributed`` (``torch.distributed.run`` with a
+    quiet stop, :func:`launcher_main`) rather than the ``torchrun`` entry point: the same interpreter
+    (virtual environment) as the stage, with or without PATH.
     """
     if processes < 1:
         raise PipelineError(f"processes = {processes}, expected >= 1")
-    return [python or sys.executable, "-m", "torch.distributed.run", "--standalone",
+    return [python or sys.executable, "-m", "rakuten.distributed", "--standalone",
             f"--nproc_per_node={processes}", str(script), *args]
+
+
+def launcher_main(argv: Sequence[str]) -> int:
+    """``torch.distributed.run`` on ``argv``, returning 128 + the signal number when stopped by a signal.
+
+    Why: torch's launcher answers SIGTERM/SIGINT by stopping its ranks and then lets its
+    ``SignalException`` escape as a traceback, and a second signal during that shutdown (a group-wide
+    kill plus the stage's forward) cuts the shutdown short with a second traceback. Here the first
+    signal stops the run, later ones are ignored while the ranks are stopped, and the exception
+    becomes an exit code the stage reports in one line (:func:`relaunch`). A failed rank gives
+    exit code 1 without the launcher's ``ChildFailedError`` traceback, as torchrun's own code.
+    """
+    from torch.distributed import run as torchrun
+    from torch.distributed.elastic.multiprocessing import api as elastic
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    stopping: list[int] = []
+
+    def stop_once(signum: int, frame: Any) -> None:
+        if stopping:
+            return
+        stopping.append(signum)
+        raise elastic.SignalException(f"Process {os.getpid()} got signal: {signum}", sigval=signal.Signals(signum))
+
+    if hasattr(elastic, "_terminate_process_handler"):   # torch installs it by this name when it starts the ranks
+        elastic._terminate_process_handler = stop_once
+    try:
+        torchrun.main(list(argv))
+    except elastic.SignalException as exc:
+        return 128 + int(exc.sigval)
+    except ChildFailedError:   # the failing rank printed its own error and torch logged its exit code:
+        return 1               # the launcher's traceback adds nothing (the stage says the run failed)
+    return 0
+
+
+def _wait_forwarding(proc: subprocess.Popen, key: str) -> tuple[int, int | None]:
+    """Wait for the launcher, forwarding SIGTERM/SIGINT to it; ``(exit code, first signal or None)``.
+
+    After a signal the launcher gets 60 s to stop its ranks (they remove their temporaries), then
+    it is killed. A signal this process ignores (SIGINT of a background job) stays ignored."""
+    received: list[int] = []
+
+    class _Stop(Exception):
+        pass
+
+    def forward(signum: int, frame: Any) -> None:
+        with contextlib.suppress(OSError):
+            proc.send_signal(signum)
+        received.append(signum)
+        if len(received) == 1:
+            raise _Stop
+
+    if threading.current_thread() is not threading.main_thread():   # only the main thread may set handlers
+        return proc.wait(), None
+    watched = [s for s in (signal.SIGTERM, signal.SIGINT) if signal.getsignal(s) is not signal.SIG_IGN]
+    previous = {s: signal.signal(s, forward) for s in watched}
+    try:
+        try:
+            return proc.wait(), None
+        except _Stop:
+            log.info("%s: %s received, stopping the torchrun processes", key, signal.Signals(received[0]).name)
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+        return code, received[0]
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def check_launch(launcher: str, processes: int, key: str) -> int:
@@ -151,15 +228,16 @@ def relaunch(launcher: str, processes: int, key: str, batch: tuple[str, int] | N
     env.setdefault("OMP_NUM_THREADS", "1")  # torchrun's own default, set here to skip its warning banner
     log.info("%s: launching %d processes: %s", key, n, " ".join(argv))
     proc = subprocess.Popen(argv, env=env)
-    try:
-        code = proc.wait()
-    except KeyboardInterrupt:  # SIGTERM/Ctrl-C: let torchrun stop its workers (they remove their temporaries)
-        proc.send_signal(signal.SIGTERM)
+    code, stopped_by = _wait_forwarding(proc, key)
+    if stopped_by is not None or code < 0 or code > 128:   # this run, or the launcher alone, was stopped
+        signum = stopped_by or (-code if code < 0 else code - 128)
         try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        raise
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
+        who = "" if stopped_by is not None else " (the torchrun launcher)"
+        sys.stderr.write(f"error: {key}: stopped by {name}{who}; no partial output was kept\n")
+        raise SystemExit(128 + signum)
     if code:
         sys.stderr.write(f"error: {key}: the {n}-process torchrun run failed (exit {code}); "
                          "see the ranks' output above\n")
@@ -258,3 +336,7 @@ def drop_launch_knobs(meta_file: Path) -> None:
 def with_launch_knobs(config: Mapping[str, Any]) -> dict[str, Any]:
     """A saved model's config with the launch knobs at their defaults (a loaded model predicts in one process)."""
     return {**LAUNCH_KNOBS, **config}
+
+
+if __name__ == "__main__":   # the launcher a stage re-executes itself under (launch_command)
+    sys.exit(launcher_main(sys.argv[1:]))

@@ -65,6 +65,26 @@ def _try_lock(path: Path) -> int | None:
     return fd
 
 
+def _unusable_lock_dir(directory: Path, exc: OSError) -> PipelineError:
+    """One line naming the folder, the variable that chose it and the two ways out: a lock folder
+    is machine set-up, so the user fixes the environment, not the params."""
+    return PipelineError(f"GPU lock folder {directory} cannot be used ({exc.strerror or exc}); set {LOCK_DIR_ENV} "
+                         f"to a writable folder, or {LOCK_DIR_ENV}=off to share GPUs without claiming them")
+
+
+def _prepare_lock_dir(directory: Path) -> None:
+    """Create the shared lock folder (world-writable with the sticky bit, as /tmp, when we own it),
+    turning an unwritable or non-folder path into one line instead of an OSError traceback."""
+    try:
+        if directory.exists() and not directory.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "it is a file, not a folder")
+        directory.mkdir(parents=True, exist_ok=True)
+        if directory.stat().st_uid == os.getuid():
+            directory.chmod(0o1777)   # every user of the machine can add lock files, as in /tmp
+    except OSError as exc:
+        raise _unusable_lock_dir(directory, exc) from exc
+
+
 def claim(count: int, gpus: list[str], directory: Path, poll_seconds: float = 5.0,
           timeout_seconds: float | None = None) -> list[str]:
     """Lock ``count`` of ``gpus`` (the lowest free ids first) and return them, waiting while fewer
@@ -72,14 +92,17 @@ def claim(count: int, gpus: list[str], directory: Path, poll_seconds: float = 5.
     if count > len(gpus):
         raise PipelineError(f"{count} GPU(s) wanted but {len(gpus)} visible ({','.join(gpus) or 'none'}); "
                             "lower the stage's processes or make more GPUs visible (CUDA_VISIBLE_DEVICES)")
-    directory.mkdir(parents=True, exist_ok=True)
-    if directory.stat().st_uid == os.getuid():
-        directory.chmod(0o1777)   # every user of the machine can add lock files, as in /tmp
+    _prepare_lock_dir(directory)
     started, announced = time.monotonic(), False
     while True:
         taken: list[tuple[str, int]] = []
         for gpu in gpus:
-            fd = _try_lock(directory / f"gpu-{gpu}.lock")
+            try:
+                fd = _try_lock(directory / f"gpu-{gpu}.lock")
+            except OSError as exc:
+                for _, held_fd in taken:
+                    os.close(held_fd)
+                raise _unusable_lock_dir(directory, exc) from exc
             if fd is not None:
                 taken.append((gpu, fd))
                 if len(taken) == count:

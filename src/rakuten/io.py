@@ -22,7 +22,7 @@ import shutil
 import stat
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import pandas as pd
 
@@ -79,6 +79,68 @@ def check_output_path(path: Path, is_dir: bool) -> None:
     if not stat.S_ISREG(mode):
         raise PipelineError(f"{path}: is {_kind(mode)}, expected a regular file path for the output; "
                             "nothing was written")
+
+
+def _same_or_inside(a: Path, b: Path) -> bool:
+    """``a`` is ``b`` (same resolved path, or the same file through a hard link) or lies inside folder ``b``."""
+    ra, rb = a.resolve(), b.resolve()
+    if ra == rb or ra.is_relative_to(rb):
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _writable_parent(path: Path) -> Path | None:
+    """The nearest existing folder above ``path`` when the program cannot create files in it (else None).
+
+    Tried, not guessed: a probe file is created and removed, since permission bits do not tell for
+    root, read-only mounts or ``/proc``."""
+    parent = path.resolve().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return parent
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".rakuten-probe-", suffix=".tmp", dir=parent)
+    except OSError:
+        return parent
+    os.close(fd)
+    os.unlink(probe)
+    return None
+
+
+def check_run_paths(inputs: Mapping[str, Path], outputs: Mapping[str, tuple[Path, bool]]) -> None:
+    """One rule for every path a command writes, checked before any work.
+
+    ``inputs`` and ``outputs`` map the option that names a path (``--input``, ``--explain``...) to it;
+    an output is ``(path, is_dir)``. An output may not be an input or lie inside an input folder (nor
+    hold an input inside it), may not be or contain another output of the same run, must replace only
+    this program's own output (:func:`check_output_path`) and must sit in a folder the program can
+    write. The first problem is one :class:`PipelineError` naming both options; nothing is touched.
+    """
+    for option, (path, is_dir) in outputs.items():
+        for source, given in inputs.items():
+            if _same_or_inside(path, given) or (is_dir and _same_or_inside(given, path)):
+                how = "is" if path.resolve() == given.resolve() or not given.is_dir() else "is inside"
+                if is_dir and given.resolve().is_relative_to(path.resolve()) and path.resolve() != given.resolve():
+                    how = "holds"
+                raise PipelineError(f"{option} {path}: {how} {source} {given}; an output never replaces or "
+                                    f"writes into an input: choose another {option}")
+        for other, (other_path, other_dir) in outputs.items():
+            if other == option:
+                continue
+            if _same_or_inside(path, other_path) if other_dir else path.resolve() == other_path.resolve():
+                raise PipelineError(f"{option} {path}: is also {other} {other_path}; give each output its own path")
+        blocked = _writable_parent(path)
+        if blocked is not None:
+            raise PipelineError(f"{option} {path}: cannot write in {blocked} (not a writable folder); "
+                                "nothing was computed")
+        try:
+            check_output_path(path, is_dir)
+        except PipelineError as exc:
+            raise PipelineError(f"{option} {exc}") from None
 
 
 def _pid_alive(pid: int) -> bool:

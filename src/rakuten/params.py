@@ -20,6 +20,8 @@ PARAMS_FILE = "params.yaml"
 def load_params(path: str | os.PathLike = PARAMS_FILE) -> dict[str, Any]:
     """Load the whole params file; one clear line if it is missing or not a mapping."""
     path = Path(path)
+    if path.exists() and not path.is_file():   # stat only: reading a FIFO would block forever
+        raise PipelineError(f"{path}: not a regular file; expected the YAML params file")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -27,6 +27,7 @@ from rakuten.classes import CLASS_LABELS, indices_to_codes
 from rakuten.config import parse_section
 from rakuten.data.catalog import X_COLUMNS, catalog_rows, read_official_csv
 from rakuten.errors import PipelineError
+from rakuten.integrity import ArtifactRecords
 from rakuten.models import registry
 from rakuten.models.contract import as_stored
 
@@ -144,15 +145,24 @@ class LoadedModels:
     fused: "fusion.FusedModel"
     members: dict[str, tuple[Any, Any]]
     encoders: dict[str, tuple[Any, Any, dict[str, str]]]
+    hashes: dict[str, str] = field(default_factory=dict)   # folder -> md5 checked before loading it
 
     @classmethod
-    def load(cls, models_dir: str | Path = "models", fused: "fusion.FusedModel | None" = None) -> "LoadedModels":
+    def load(cls, models_dir: str | Path = "models", fused: "fusion.FusedModel | None" = None,
+             records: ArtifactRecords | None = None) -> "LoadedModels":
+        """Every folder is checked against ``records`` (default: the dvc.lock of the project holding
+        ``models_dir``) before it is loaded (:mod:`rakuten.integrity`)."""
         models_dir = Path(models_dir)
-        fused = fused or fusion.load(models_dir / "fusion")
+        records = records or ArtifactRecords.for_path(models_dir)
+        hashes = {}
+        if fused is None:
+            hashes["fusion"] = records.verify(models_dir / "fusion")
+            fused = fusion.load(models_dir / "fusion")
         members, encoders = {}, {}
         for name in fused.models:
             module = registry.load_module(name)
             model_dir = trained_model_dir(models_dir, name)
+            hashes[name] = records.verify(model_dir)
             log.info("loading %s", name)
             model = module.load(model_dir)
             members[name] = (module, model)
@@ -164,8 +174,9 @@ class LoadedModels:
                 for encoder in sorted(named.values()):
                     trained_model_dir(models_dir, encoder)
                 cfg = embed.EmbedConfig(text_model=named["text"], image_model=named["image"])
-                encoders[name] = (*embed.load_encoders(cfg, models_dir), cfg.encoders)
-        return cls(models_dir, fused, members, encoders)
+                encoders[name] = (*embed.load_encoders(cfg, models_dir, records), cfg.encoders)
+                hashes.update({encoder: records.verify(models_dir / encoder) for encoder in named.values()})
+        return cls(models_dir, fused, members, encoders, hashes)
 
     def model_input(self, name: str, frame: pd.DataFrame) -> pd.DataFrame:
         """The frame model ``name`` reads: the cleaned rows, plus their embeddings for a model on
@@ -195,9 +206,10 @@ class LoadedModels:
 
 
 def predict_frame(frame: pd.DataFrame, models_dir: str | Path = "models",
-                  fused: "fusion.FusedModel | None" = None) -> tuple[np.ndarray, list[str]]:
-    """Fused probabilities and inputs used of cleaned rows, loading the models for this one call."""
-    return LoadedModels.load(models_dir, fused).predict_proba(frame)
+                  fused: "fusion.FusedModel | None" = None,
+                  records: ArtifactRecords | None = None) -> tuple[np.ndarray, list[str]]:
+    """Fused probabilities and inputs used of cleaned rows, loading the (verified) models for this one call."""
+    return LoadedModels.load(models_dir, fused, records).predict_proba(frame)
 
 
 @dataclass
@@ -225,15 +237,17 @@ class Predictor:
 
     @classmethod
     def load(cls, models_dir: str | Path = "models", params: dict | None = None, params_name: str = "params.yaml",
-             cleaners: Cleaners | None = None) -> "Predictor":
+             cleaners: Cleaners | None = None, records: ArtifactRecords | None = None) -> "Predictor":
         """Load the fused model under ``models_dir``; cleaning follows the preprocessing recorded with
         the models, ``params`` (today's params file, None when there is none) is only checked against
-        it and supplies the runtime knobs (see :func:`trained_preprocessing`)."""
+        it and supplies the runtime knobs (see :func:`trained_preprocessing`). Every artifact is checked
+        against ``records`` (default: the dvc.lock of the project holding ``models_dir``) first."""
         cleaners = cleaners or default_cleaners()
         models_dir = Path(models_dir)
-        fused = fusion.load(models_dir / "fusion")
-        sections = trained_preprocessing(models_dir, fused, params, params_name, cleaners)
-        return cls(LoadedModels.load(models_dir, fused), sections, cleaners)
+        records = records or ArtifactRecords.for_path(models_dir)
+        models = LoadedModels.load(models_dir, None, records)   # verified before anything is read from them
+        sections = trained_preprocessing(models_dir, models.fused, params, params_name, cleaners)
+        return cls(models, sections, cleaners)
 
     def in_process(self) -> "Predictor":
         """This predictor with the cleaning's worker processes off (``n_jobs`` 1, one spaCy process).
@@ -292,8 +306,8 @@ def explanation_lines(predictor: Predictor, result: Prediction, k: int = 10) -> 
 
 def predict_csv(x_csv: str | Path, image_dir: str | Path, params: dict | None, models_dir: str | Path,
                 work_dir: str | Path, cleaners: Cleaners | None = None,
-                params_name: str = "params.yaml") -> pd.DataFrame:
+                params_name: str = "params.yaml", records: ArtifactRecords | None = None) -> pd.DataFrame:
     """Classify the products of a CSV in the X_test layout whose images are in ``image_dir``
-    (the ``rakuten predict`` table; see :meth:`Predictor.load` for ``params``)."""
-    predictor = Predictor.load(models_dir, params, params_name, cleaners)
+    (the ``rakuten predict`` table; see :meth:`Predictor.load` for ``params`` and ``records``)."""
+    predictor = Predictor.load(models_dir, params, params_name, cleaners, records)
     return predictor.predict_csv(x_csv, image_dir, work_dir).table

@@ -24,7 +24,7 @@ import logging
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from rakuten.config import defaults, runtime_keys, to_dict
+from rakuten.config import defaults, parse_section, runtime_keys, to_dict
 from rakuten.errors import PipelineError
 from rakuten.io import write_json
 
@@ -155,9 +155,33 @@ def changed_since_training(trained: Mapping[str, Mapping], params: Mapping[str, 
     return changes
 
 
+def check_runtime(trained: Mapping[str, Mapping], params: Mapping[str, Any], params_name: str,
+                  declarations: Mapping[str, type]) -> None:
+    """Refuse a bad runtime knob of today's params file in one line naming that file and the key.
+
+    Why: the runtime knobs are merged into the trained record before it is parsed, so the parser
+    would blame the model's ``preprocessing.json`` for a value the user wrote in ``params_name``
+    today. A section that parses with its declared runtime defaults but not with today's values is
+    today's fault; one that fails either way is the record's, and is left to the caller's parse,
+    which names the record."""
+    for section, values in trained.items():
+        try:
+            parse_section(declarations[section], with_runtime({section: values}, params, declarations)[section],
+                          section, source=params_name)
+        except PipelineError as today_error:
+            try:
+                parse_section(declarations[section], with_runtime({section: values}, {}, declarations)[section],
+                              section)
+            except PipelineError:
+                continue
+            raise today_error from None
+
+
 def warn_if_changed(trained: Mapping[str, Mapping], params: Mapping[str, Any], params_name: str,
                     declarations: Mapping[str, type]) -> list[str]:
-    """Log one warning naming each knob of ``params_name`` changed since training; return the keys."""
+    """Log one warning naming each knob of ``params_name`` changed since training; return the keys.
+    A bad runtime knob in ``params_name`` is an error naming that file (:func:`check_runtime`)."""
+    check_runtime(trained, params, params_name, declarations)
     changes = changed_since_training(trained, params, declarations)
     if changes:
         listed = "; ".join(f"{key}: trained {old!r}, {params_name} now {new!r}" for key, old, new in changes)

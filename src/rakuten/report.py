@@ -400,11 +400,13 @@ def build_report(inputs: ReportInputs, cfg: ReportConfig, explainer: Explainer) 
 
 def image_model_explainer(model_dir: str | Path) -> Explainer:
     """Grad-CAM overlays of the trained image model at ``model_dir``, loaded on the first call only, so a
-    report with ``gradcam_examples = 0`` never loads torch weights; load errors surface in that call."""
+    report with ``gradcam_examples = 0`` never loads torch weights; load errors surface in that call. The
+    folder is checked against the project's dvc.lock first (:mod:`rakuten.integrity`)."""
     @functools.lru_cache(maxsize=1)
     def model():
+        from rakuten.integrity import verified
         from rakuten.models import resnet
-        return resnet.load(model_dir)
+        return resnet.load(verified(model_dir))
 
     def explain(image_path: str, class_index: int, size: int) -> Image.Image:
         from rakuten import gradcam as cam

@@ -21,33 +21,44 @@ predictor's lock); past :attr:`ServeLimits.max_pending` waiting requests the ser
 """
 from __future__ import annotations
 
+import asyncio
+import base64
 import csv
+import hashlib
+import html
 import io
 import json
 import logging
 import re
 import tempfile
 import threading
+import time
+import warnings
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, AsyncIterator, Callable
 
+import anyio
 import numpy as np
 import pandas as pd
 import yaml
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from PIL import Image, UnidentifiedImageError
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
+from starlette.datastructures import MutableHeaders, UploadFile
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rakuten.classes import CLASS_CODES, CLASS_LABELS
 from rakuten.data.catalog import X_COLUMNS, catalog_rows
 from rakuten.errors import PipelineError
+from rakuten.integrity import ArtifactRecords
 from rakuten.predict import Predictor, trained_model_dir
 
 log = logging.getLogger(__name__)
@@ -75,6 +86,15 @@ class ServeLimits:
     max_batch_mb: float = _limit(500.0, "largest accepted batch request, CSV + images, in MB (413 above)")
     chunk_rows: int = _limit(256, "batch rows predicted, then streamed back, per chunk")
     max_pending: int = _limit(32, "requests allowed to wait for the model; more get 503 (busy)")
+    max_connections: int = _limit(1000, "most open connections; past it the oldest one still waiting for its "
+                                        "request headers is closed (the new one when none waits)")
+    header_timeout_s: float = _limit(10.0, "seconds a connection may take to send its request headers; "
+                                           "then it is closed")
+    body_timeout_s: float = _limit(30.0, "seconds a request body may stall between two reads; then 408 and "
+                                         "the connection is closed")
+    keep_alive_s: float = _limit(5.0, "seconds an idle keep-alive connection stays open")
+    log_every_s: float = _limit(10.0, "the same server warning (accept errors, bad HTTP, clients gone) is "
+                                      "logged at most once per this many seconds, with a count")
 
     def __post_init__(self) -> None:
         for f in dataclass_fields(self):
@@ -93,32 +113,25 @@ class RequestError(Exception):
 
 # --------------------------------------------------------------------------------------- metadata
 
-def _lock_outs(lock: dict) -> dict[str, tuple[str, dict]]:
-    """``path -> (stage, out entry)`` of every output recorded in a ``dvc.lock``."""
-    found = {}
-    for stage, entry in (lock.get("stages") or {}).items():
-        for out in entry.get("outs") or []:
-            found[str(out.get("path"))] = (stage, out)
-    return found
-
-
-def model_metadata(predictor: Predictor, lock_path: Path | None) -> dict[str, Any]:
-    """What is served: the fused strategy, each model's folder with the hash DVC recorded for it in
-    ``lock_path`` (and the params its stage ran with), the cleaning it was trained with, the classes."""
+def model_metadata(predictor: Predictor, records: ArtifactRecords | None) -> dict[str, Any]:
+    """What is served: the fused strategy, each model's folder with the hash computed from the served
+    files when they were loaded (checked against ``records``, the dvc.lock: ``verified`` true) and the
+    params its stage ran with, the cleaning it was trained with, the classes."""
     models = predictor.models
     lock = {}
-    if lock_path is not None and lock_path.is_file():
-        lock = yaml.safe_load(lock_path.read_text()) or {}
-    outs = _lock_outs(lock)
-    root = lock_path.parent.resolve() if lock_path is not None else None
+    if records is not None:
+        lock = yaml.safe_load(records.lock.read_text()) or {}
     artifacts = []
     for name, modality in [*zip(models.fused.models, models.fused.modalities), ("fusion", "fusion")]:
-        folder = trained_model_dir(models.models_dir, name).resolve()
-        rel = folder.relative_to(root).as_posix() if root is not None and folder.is_relative_to(root) else None
-        stage, out = outs.get(rel, (None, None)) if rel else (None, None)
+        folder = trained_model_dir(models.models_dir, name)
+        found = records.recorded(folder) if records is not None else None
+        stage, out = found if found is not None else (None, None)
+        served = models.hashes.get(name)
         params = (lock["stages"][stage].get("params") or {}) if stage else {}
         artifacts.append({
-            "name": name, "modality": modality, "path": rel or str(folder),
+            "name": name, "modality": modality, "path": (records.key(folder) if records is not None else None)
+            or str(folder.resolve()),
+            "md5": served, "verified": bool(out) and served is not None and served == out.get("md5"),
             "dvc": ({"stage": stage, "md5": out.get("md5"), "size": out.get("size"), "nfiles": out.get("nfiles")}
                     if out else None),
             "params": {file: values for file, values in params.items()},
@@ -126,7 +139,7 @@ def model_metadata(predictor: Predictor, lock_path: Path | None) -> dict[str, An
     return {
         "strategy": models.fused.strategy,
         "models": artifacts,
-        "lock_file": str(lock_path) if lock_path is not None and lock_path.is_file() else None,
+        "lock_file": str(records.lock) if records is not None else None,
         "preprocessing": {section: _plain(cfg) for section, cfg in predictor.sections.items()},
         "classes": [{"code": int(c), "label": CLASS_LABELS[int(c)]} for c in CLASS_CODES],
     }
@@ -147,17 +160,30 @@ def check_image(data: bytes, field: str, limits: ServeLimits) -> None:
     if len(data) > limits.max_image_mb * 1e6:
         raise RequestError(413, f"{field}: {len(data) / 1e6:.1f} MB, larger than the {limits.max_image_mb:g} MB limit")
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            fmt, (w, h) = img.format, img.size
-            if w * h > limits.max_image_pixels:
-                raise RequestError(413, f"{field}: {w}x{h} pixels, more than the {limits.max_image_pixels} limit")
-            img.verify()
+        with warnings.catch_warnings():
+            # PIL's own bomb guard (a warning, an error past twice its limit) fires in Image.open, before
+            # our pixel check could: both are the 413 of an oversized image, not an unreadable one
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                fmt, (w, h) = img.format, img.size
+                if w * h > limits.max_image_pixels:
+                    raise RequestError(413, f"{field}: {w}x{h} pixels, more than the {limits.max_image_pixels} limit")
+                img.verify()
     except RequestError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise RequestError(413, f"{field}: {_one_line(exc)}; more than the {limits.max_image_pixels} pixels "
+                                "limit (a decompression bomb?)") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         raise RequestError(415, f"{field}: not a readable image; expected a JPEG, PNG or WebP file") from None
     if fmt not in IMAGE_FORMATS:
         raise RequestError(415, f"{field}: {fmt} image; expected one of {', '.join(IMAGE_FORMATS)}")
+
+
+def _one_line(value: Any, width: int = 120) -> str:
+    """``value`` as one short line: an error message must stay one line whatever the client sent."""
+    text = " ".join(str(value).split())
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 def _text(value: Any, field: str) -> str:
@@ -165,7 +191,34 @@ def _text(value: Any, field: str) -> str:
         return ""
     if not isinstance(value, str):
         raise RequestError(422, f"{field}: expected a string, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")   # JSON's \ud800 escapes decode to lone surrogates, which no later step can write
+    except UnicodeEncodeError as exc:
+        raise RequestError(400, f"{field}: lone surrogate {value[exc.start]!r} at character {exc.start}; "
+                                "expected valid Unicode text") from None
     return value
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads`` object hook: a key given twice is refused (JSON parsers disagree on which wins)."""
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
+            raise RequestError(422, f"{key!r}: given twice in the JSON body; expected each field once")
+        found[key] = value
+    return found
+
+
+def parse_json_body(raw: bytes) -> Any:
+    """The JSON body of ``POST /predict``: 400 for what is not JSON (or nested past the parser's
+    recursion limit), 422 for a duplicate key; never an unexpected 500."""
+    try:
+        return json.loads(raw, object_pairs_hook=_unique_keys)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise RequestError(400, "body: not valid JSON; expected an object with designation, description") from None
+    except RecursionError:
+        raise RequestError(400, "body: JSON nested too deeply; expected a flat object with designation, "
+                                "description") from None
 
 
 def _flag(value: Any, field: str) -> bool:
@@ -175,7 +228,7 @@ def _flag(value: Any, field: str) -> bool:
         return False
     if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
         return value.lower() in ("true", "1", "yes", "on")
-    raise RequestError(422, f"{field}: expected true or false, got {value!r}")
+    raise RequestError(422, f"{field}: expected true or false, got {_one_line(repr(value), 60)}")
 
 
 def single_product(fields: dict[str, Any], has_image: bool, limits: ServeLimits) -> tuple[str, str, bool]:
@@ -243,14 +296,137 @@ def page_html() -> str:
     return resources.files("rakuten").joinpath("static/index.html").read_text(encoding="utf-8")
 
 
+SECURITY_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+    # JSON answers, errors and the /docs page load nothing; the web page gets page_csp() instead
+    "content-security-policy": "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
+}
+
+
+def page_csp(page: str) -> str:
+    """The web page's Content-Security-Policy: its own inline script and style (by hash, so no other
+    inline code runs), images from data: (Grad-CAM) and blob: (the photo's preview), fetch to itself."""
+    def hashes(tag: str) -> str:
+        blocks = re.findall(rf"<{tag}>(.*?)</{tag}>", page, flags=re.S)
+        return " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(b.encode()).digest()).decode()}'" for b in blocks)
+
+    script, style = hashes("script") or "'none'", hashes("style") or "'none'"
+    return (f"default-src 'none'; script-src {script}; style-src {style}; img-src 'self' data: blob:; "
+            "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+
+
+def docs_html(openapi: dict) -> str:
+    """``/docs``: the endpoints listed from the OpenAPI schema, with a link to ``/openapi.json``. No
+    script: FastAPI's Swagger page loads its JS from a CDN, unpinned, which this service must not run."""
+    rows = []
+    for path, operations in openapi.get("paths", {}).items():
+        for method, op in operations.items():
+            rows.append(f"<tr><td><code>{html.escape(method.upper())}</code></td><td><code>{html.escape(path)}</code>"
+                        f"</td><td>{html.escape(op.get('summary') or op.get('description') or '')}</td></tr>")
+    title = html.escape(openapi.get("info", {}).get("title", "API"))
+    return (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}: API</title></head><body>"
+            f"<h1>{title}</h1><p>The OpenAPI schema: <a href=\"openapi.json\">openapi.json</a> (open it in any "
+            "OpenAPI viewer). Usage and limits: docs/serve.md.</p><table><tr><th>method</th><th>path</th>"
+            f"<th>summary</th></tr>{''.join(rows)}</table></body></html>")
+
+
+class Guard:
+    """The outermost ASGI layer, around FastAPI's own error middleware so that it sees every response.
+
+    Why here and not in the endpoints: a limit checked against ``Content-Length`` is bypassed by a
+    chunked body, and the multipart parser spools what it reads. So every ``http.request`` message is
+    counted as it arrives, and past the path's limit (``body_limits``) the read raises the 413 while the
+    parser is still consuming; a body that stalls longer than ``body_timeout_s`` between two reads raises
+    a 408. Both close the connection (``Connection: close``): the unread rest is never drained. Every
+    response gets :data:`SECURITY_HEADERS` (those it did not set itself)."""
+
+    def __init__(self, app: ASGIApp, body_limits: dict[str, float], default_limit: float, body_timeout_s: float):
+        self.app, self.body_limits, self.default_limit = app, body_limits, default_limit
+        self.body_timeout_s = body_timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.body_limits.get(scope["path"], self.default_limit)
+        headers = {k.lower(): v for k, v in scope.get("headers", [])}
+        length = headers.get(b"content-length", b"")
+        has_body = (length.isdigit() and int(length) > 0) or b"chunked" in headers.get(b"transfer-encoding", b"").lower()
+        state = {"read": 0, "done": not has_body}
+
+        async def guarded_receive() -> Message:
+            if state["done"]:
+                return await receive()
+            try:
+                with anyio.fail_after(self.body_timeout_s):
+                    message = await receive()
+            except TimeoutError:
+                raise RequestError(408, f"request body: nothing received for {self.body_timeout_s:g} s; expected "
+                                        "the rest of the body") from None
+            if message["type"] == "http.request":
+                state["read"] += len(message.get("body", b""))
+                state["done"] = not message.get("more_body", False)
+                if state["read"] > limit:
+                    raise RequestError(413, f"request body: over {limit / 1e6:g} MB (read as it streams), larger "
+                                            f"than the {limit / 1e6:g} MB limit of {scope['path']}")
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": list(message.get("headers", []))}
+                out = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    out.setdefault(name, value)
+                if not state["done"]:
+                    out["connection"] = "close"   # answered before the whole body arrived: never drain the rest
+            await send(message)
+
+        await self.app(scope, guarded_receive, guarded_send)
+
+
+class _GuardedApp(FastAPI):
+    """FastAPI with :class:`Guard` outside its middleware stack (``create_app`` sets ``guard``)."""
+
+    guard: Callable[[ASGIApp], ASGIApp] | None = None
+
+    def build_middleware_stack(self) -> ASGIApp:
+        stack = super().build_middleware_stack()
+        return self.guard(stack) if self.guard is not None else stack
+
+
+class _CleanupStreamingResponse(StreamingResponse):
+    """A streaming response that runs ``on_close`` once it ends, however it ends (sent, client gone,
+    failed): the generator's own ``finally`` does not run when the response never starts iterating."""
+
+    def __init__(self, content: AsyncIterator[str], on_close: Callable[[], None], **kwargs: Any):
+        super().__init__(content, **kwargs)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            try:
+                await self.body_iterator.aclose()   # its finally (the log line) now, not at garbage collection
+            finally:
+                self._on_close()
+
+
 def create_app(predictor: Predictor, limits: ServeLimits = ServeLimits(), metadata: dict | None = None):
     """The FastAPI application serving ``predictor`` (loaded once, shared by every request)."""
-    app = FastAPI(title="Rakuten product classification", version="1", docs_url="/docs", redoc_url=None)
+    app = _GuardedApp(title="Rakuten product classification", version="1", docs_url=None, redoc_url=None)
+    single_limit = limits.max_image_mb * 1e6 + 1e6   # the image and the text fields of one product
+    app.guard = lambda inner: Guard(inner, {"/predict": single_limit, "/predict/batch": limits.max_batch_mb * 1e6},
+                                    default_limit=1e6, body_timeout_s=limits.body_timeout_s)
     gate = Gate(limits.max_pending)
     meta = metadata if metadata is not None else model_metadata(predictor, None)
+    index_csp = page_csp(page_html())
 
-    def error(status: int, message: str) -> JSONResponse:
-        return JSONResponse({"error": " ".join(str(message).split())}, status_code=status)
+    def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+        line = " ".join(str(message).split()).encode("utf-8", "backslashreplace").decode("utf-8")
+        return JSONResponse({"error": line}, status_code=status, headers=headers)
 
     @app.exception_handler(RequestError)
     async def _request_error(request, exc: RequestError):
@@ -262,7 +438,17 @@ def create_app(predictor: Predictor, limits: ServeLimits = ServeLimits(), metada
 
     @app.exception_handler(HTTPException)
     async def _http_error(request, exc: HTTPException):
-        return error(exc.status_code, exc.detail)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:   # Starlette's Allow names the first route's methods; the path may have more
+            allowed = {m for route in app.router.routes if route.matches(request.scope)[0] != Match.NONE
+                       for m in getattr(route, "methods", None) or ()}
+            headers["Allow"] = ", ".join(sorted(allowed))
+        return error(exc.status_code, exc.detail, headers=headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _client_gone(request, exc: ClientDisconnect):
+        log.info("%s %s: the client went away before sending the whole body", request.method, request.url.path)
+        return Response(status_code=400)   # nobody reads it: the connection is gone
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request, exc: RequestValidationError):
@@ -276,13 +462,16 @@ def create_app(predictor: Predictor, limits: ServeLimits = ServeLimits(), metada
         return error(500, f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
 
     async def form_fields(request: Request, max_files: int, max_bytes: float) -> tuple[dict, dict[str, list]]:
-        """Text fields and uploads of a multipart/urlencoded form (size checked before parsing)."""
+        """Text fields and uploads of a multipart/urlencoded form: refused at once past ``max_bytes`` by its
+        length header, else while it streams (:class:`Guard` counts the bytes as the parser reads them)."""
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > max_bytes:
             raise RequestError(413, f"request body of {int(length) / 1e6:.1f} MB, larger than the "
                                     f"{max_bytes / 1e6:g} MB limit")
         try:
             form = await request.form(max_files=max_files, max_fields=64, max_part_size=int(limits.max_image_mb * 1e6) + 1)
+        except (RequestError, ClientDisconnect):   # over the limit, stalled, or gone while streaming
+            raise
         except HTTPException as exc:
             raise RequestError(413 if "size" in str(exc.detail).lower() else 400, f"form: {exc.detail}") from None
         except Exception as exc:  # malformed multipart body
@@ -298,17 +487,30 @@ def create_app(predictor: Predictor, limits: ServeLimits = ServeLimits(), metada
                 fields[key] = value
         return fields, files
 
-    @app.get("/", response_class=HTMLResponse)
-    def index() -> HTMLResponse:
-        return HTMLResponse(page_html())
+    def get_and_head(path: str, **kwargs: Any) -> Callable:
+        """A GET route that answers HEAD too (same headers, no body), as HTTP expects of GET; the HEAD
+        twin stays out of the OpenAPI schema (one route with both methods would repeat its operation id)."""
+        def register(endpoint: Callable) -> Callable:
+            app.get(path, **kwargs)(endpoint)
+            app.head(path, **{**kwargs, "include_in_schema": False})(endpoint)
+            return endpoint
+        return register
 
-    @app.get("/health")
+    @get_and_head("/", response_class=HTMLResponse)
+    def index() -> HTMLResponse:
+        return HTMLResponse(page_html(), headers={"content-security-policy": index_csp})
+
+    @get_and_head("/health")
     def health() -> dict:
         return {"status": "ok", "models": list(predictor.models.members), "strategy": predictor.models.fused.strategy}
 
-    @app.get("/metadata")
+    @get_and_head("/metadata")
     def metadata_endpoint() -> dict:
         return meta
+
+    @get_and_head("/docs", response_class=HTMLResponse, include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return HTMLResponse(docs_html(app.openapi()))
 
     @app.post("/predict")
     async def predict(request: Request):
@@ -322,10 +524,7 @@ def create_app(predictor: Predictor, limits: ServeLimits = ServeLimits(), metada
                 if len(raw) > limit:
                     raise RequestError(413, f"JSON body larger than {limit} bytes; the text limit is "
                                             f"{limits.max_text_chars} characters")
-            try:
-                body = json.loads(bytes(raw))
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise RequestError(400, "body: not valid JSON; expected an object with designation, description") from None
+            body = parse_json_body(bytes(raw))
             if not isinstance(body, dict):
                 raise RequestError(422, "body: expected a JSON object with designation, description")
             if "image" in body:
@@ -369,8 +568,12 @@ def create_app(predictor: Predictor, limits: ServeLimits = ServeLimits(), metada
             root = Path(work.name)
             (root / "images").mkdir()
             (root / "x.csv").write_bytes(await files["csv"][0].read())
+            seen: set[str] = set()
             for upload in files.get("images", []):
                 name = batch_image_name(upload.filename)
+                if name in seen:   # which of the two would be the row's image is anybody's guess
+                    raise RequestError(422, f"images: {name} uploaded twice; expected each image file once")
+                seen.add(name)
                 data = await upload.read()
                 check_image(data, f"images: {name}", limits)
                 (root / "images" / name).write_bytes(data)
@@ -378,23 +581,41 @@ def create_app(predictor: Predictor, limits: ServeLimits = ServeLimits(), metada
         except BaseException:
             work.cleanup()
             raise
-        gate.enter()
+        try:
+            gate.enter()
+        except RequestError:
+            work.cleanup()
+            raise
 
-        def stream() -> Iterator[str]:
+        def predict_chunk(start: int) -> pd.DataFrame:
+            return predictor.predict_rows(rows.iloc[start:start + limits.chunk_rows], root / f"work_{start}").table
+
+        async def stream() -> AsyncIterator[str]:
+            """One CSV chunk per ``chunk_rows`` rows. A client gone is noticed before each chunk (and by
+            Starlette's disconnect listener, which cancels at the next await): the rest is not predicted."""
+            sent, failed = 0, False
             try:
                 for start in range(0, len(rows), limits.chunk_rows):
-                    chunk = rows.iloc[start:start + limits.chunk_rows]
-                    table = predictor.predict_rows(chunk, root / f"work_{start}").table
+                    if await request.is_disconnected():
+                        break
+                    table = await run_in_threadpool(predict_chunk, start)   # a chunk under way finishes first
                     yield csv_chunks(table, header=start == 0)
+                    sent = start + len(table)
             except Exception:
+                failed = True
                 log.exception("batch prediction failed; the response is cut short")
                 raise
             finally:
-                gate.leave()
-                work.cleanup()
+                if sent < len(rows) and not failed:
+                    log.info("batch: the client went away after %d of %d rows; the rest is not predicted",
+                             sent, len(rows))
 
-        return StreamingResponse(stream(), media_type="text/csv",
-                                 headers={"Content-Disposition": 'attachment; filename="predictions.csv"'})
+        def release() -> None:
+            gate.leave()
+            work.cleanup()
+
+        return _CleanupStreamingResponse(stream(), release, media_type="text/csv",
+                                         headers={"Content-Disposition": 'attachment; filename="predictions.csv"'})
 
     return app
 
@@ -409,6 +630,12 @@ def _batch_rows(x_path: Path, name: str, image_dir: Path, limits: ServeLimits) -
             raise PipelineError(f"{x_path}: no rows to classify")
         if len(x) > limits.max_batch_rows:
             raise RequestError(413, f"csv: {len(x)} rows, more than the {limits.max_batch_rows} limit")
+        chars = x["designation"].fillna("").str.len() + x["description"].fillna("").str.len()
+        over = np.flatnonzero(chars.to_numpy() > limits.max_text_chars)
+        if len(over):   # the single-product text limit holds for every row of a batch too
+            at = int(over[0])
+            raise RequestError(413, f"csv {name}: data row {at + 1} (index {x.index[at]}): designation + description: "
+                                    f"{int(chars.iloc[at])} characters, more than the {limits.max_text_chars} limit")
         rows, _ = catalog_rows(x, x_path, image_dir)
     except PipelineError as exc:
         raise RequestError(422, str(exc).replace(str(x_path), f"csv {name}")) from None
@@ -436,13 +663,222 @@ def _predict_one(predictor: Predictor, designation: str, description: str, image
     return answer
 
 
-def serve(models_dir: Path, params: dict | None, params_name: str, host: str, port: int,
-          limits: ServeLimits, lock_path: Path | None) -> None:
-    """Load the models, warm them up with one product, and serve until interrupted."""
+# ------------------------------------------------------------------------------------- connections
+
+ACCEPT_BACKLOG = 2048   # uvicorn's default listen backlog: also the most connections accepted in one go
+
+
+def guarded_protocol(max_connections: int, header_timeout_s: float,
+                     burst: int = ACCEPT_BACKLOG) -> type[asyncio.Protocol]:
+    """A uvicorn HTTP/1.1 protocol class (h11) that bounds what idle connections can hold.
+
+    uvicorn has a keep-alive timeout, but none for the request headers of a connection, and no cap on
+    open connections (``limit_concurrency`` answers 503 yet keeps every socket open): thousands of
+    connections that never finish their headers exhaust the file limit. Here:
+
+    - a connection whose request headers are not complete ``header_timeout_s`` after it opened (or
+      after its last response) is closed;
+    - past ``max_connections`` open ones, the oldest connections still waiting for their headers are
+      closed, within one turn of the event loop. Only those that had a chance to be read: asyncio
+      accepts up to ``burst`` connections at once, before reading any, and a client that sent its
+      request at once must not be closed for the idle ones accepted in the same go;
+    - at ``max_connections + burst`` open, a new connection is closed at once (the descriptors stay
+      bounded even when every connection has a request under way).
+
+    One class per server: the counts are class attributes, shared by its connections."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    ceiling = max_connections + burst
+
+    class GuardedH11Protocol(H11Protocol):
+        open_count = 0
+        waiting: dict[Any, None] = {}   # connections waiting for request headers, oldest first
+        closed = {"refused": 0, "evicted": 0, "header_timeout": 0}
+        trim_pending = False
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            cls = type(self)
+            self._counted, self._awaiting, self._timer, self._marker, self._readable = False, False, None, None, False
+            if cls.open_count >= ceiling:
+                cls.closed["refused"] += 1
+                log.warning("%d connections open: a new one was closed at once (--max-connections %d plus %d "
+                            "accepted in one go)", cls.open_count, max_connections, burst)
+                transport.abort()
+                return
+            cls.open_count += 1
+            self._counted = True
+            super().connection_made(transport)
+            self._await_headers()
+            # the socket is first read in the next loop turn, before that turn's timers run
+            self.loop.call_soon(setattr, self, "_readable", True)
+            if cls.open_count > max_connections and not cls.trim_pending:
+                cls.trim_pending = True
+                self.loop.call_later(0, cls._trim)   # a timer: runs after the next turn's reads
+
+        @classmethod
+        def _trim(cls) -> None:
+            """Close the oldest idle connections that were read at least once, down to the cap."""
+            cls.trim_pending = False
+            evicted = 0
+            for conn in list(cls.waiting):
+                if cls.open_count <= max_connections:
+                    break
+                if conn._readable:
+                    conn._forget()
+                    conn.transport.abort()
+                    evicted += 1
+            if evicted:
+                cls.closed["evicted"] += evicted
+                log.warning("over %d connections open: closed %d waiting for their request headers "
+                            "(--max-connections)", max_connections, evicted)
+            if cls.open_count > max_connections and any(not c._readable for c in cls.waiting):
+                cls.trim_pending = True   # some were accepted too recently to judge: look again next turn
+                asyncio.get_running_loop().call_later(0, cls._trim)
+
+        def _await_headers(self) -> None:
+            """Start the header clock: until a new request cycle starts, this connection is idle."""
+            type(self).waiting[self] = None
+            self._awaiting, self._marker = True, self.cycle
+            self._timer = self.loop.call_later(header_timeout_s, self._header_timeout)
+
+        def _stop_waiting(self) -> None:
+            type(self).waiting.pop(self, None)
+            self._awaiting = False
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+        def _forget(self) -> None:
+            if self._counted:
+                type(self).open_count -= 1
+                self._counted = False
+            self._stop_waiting()
+
+        def _header_timeout(self) -> None:
+            self._timer = None
+            if self._awaiting and not self.transport.is_closing():
+                type(self).closed["header_timeout"] += 1
+                log.info("closed a connection without complete request headers after %g s (--header-timeout-s)",
+                         header_timeout_s)
+                self._forget()
+                self.transport.close()
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self._awaiting and self.cycle is not self._marker:   # request headers complete: a cycle began
+                self._stop_waiting()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if (not self.transport.is_closing() and not self._awaiting
+                    and (self.cycle is None or self.cycle.response_complete)):
+                self._await_headers()   # kept alive: the next request's headers are on the clock too
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.transport is None:   # refused in connection_made: nothing was set up
+                return
+            self._forget()
+            super().connection_lost(exc)
+
+    return GuardedH11Protocol
+
+
+class RateLimitFilter(logging.Filter):
+    """Lets through the first record of each kind (logger + message template) per ``every_s`` seconds and
+    counts the others, reported on the next one let through. Why: an attacker can trigger the same
+    warning thousands of times a second (refused connections, bad HTTP, accept failures); the log must
+    stay a few lines that still say how big the flood was."""
+
+    def __init__(self, every_s: float, clock: Callable[[], float] = time.monotonic, max_kinds: int = 1000):
+        super().__init__()
+        self.every_s, self.clock, self.max_kinds = every_s, clock, max_kinds
+        self._seen: dict[tuple[str, str], list] = {}   # kind -> [time let through, suppressed since]
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        kind = (record.name, str(record.msg).split("\n", 1)[0][:200])
+        now = self.clock()
+        with self._lock:
+            seen = self._seen.get(kind)
+            if seen is not None and now - seen[0] < self.every_s:
+                seen[1] += 1
+                return False
+            if seen is None and len(self._seen) >= self.max_kinds:
+                self._seen.clear()   # pre-formatted messages make new kinds: forget, never grow
+            self._seen[kind] = [now, 0]
+        if seen is not None and seen[1]:
+            record.msg = f"{record.msg} [and {seen[1]} more like this in the last {now - seen[0]:.0f} s]"
+        return True
+
+
+def _loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """asyncio's handler for errors outside any task: an accept failure (out of file descriptors) is one
+    warning line, no traceback (and rate-limited); anything else goes to asyncio's default handler."""
+    exc = context.get("exception")
+    if isinstance(exc, OSError) and "accept" in str(context.get("message", "")):
+        log.warning("cannot accept connections: %s; asyncio retries in 1 s", exc.strerror or exc)
+        return
+    loop.default_exception_handler(context)
+
+
+def raise_file_limit() -> int:
+    """Raise this process' open-file soft limit to its hard limit: every connection is a descriptor, and
+    the soft default (often 1024) is far below what the machine allows. Returns the limit in force."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            return target
+        except (ValueError, OSError) as exc:
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, target, exc)
+    return soft
+
+
+def run_server(app: ASGIApp, host: str, port: int, limits: ServeLimits) -> None:
+    """uvicorn, with the connection guards (:func:`guarded_protocol`), the keep-alive timeout, the file
+    limit raised, and rate-limited logging of what clients can flood (:class:`RateLimitFilter`)."""
     import uvicorn
 
-    predictor = Predictor.load(models_dir, params, params_name).in_process()   # no pool forked per request
+    files = raise_file_limit()
+    if limits.max_connections > files - 200:
+        log.warning("--max-connections %d is near the open-file limit %d: accepts may fail before the cap "
+                    "applies", limits.max_connections, files)
+
+    class Server(uvicorn.Server):
+        async def serve(self, sockets=None) -> None:
+            asyncio.get_running_loop().set_exception_handler(_loop_exception)
+            await super().serve(sockets)
+
+    # loop="asyncio": guarded_protocol relies on asyncio's order of callbacks, reads and timers in a turn
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, server_header=False,
+                            http=guarded_protocol(limits.max_connections, limits.header_timeout_s),
+                            loop="asyncio", backlog=ACCEPT_BACKLOG,
+                            timeout_keep_alive=limits.keep_alive_s)   # type: ignore[arg-type]
+    throttle = RateLimitFilter(limits.log_every_s)   # after Config: its logging setup would drop the filters
+    for name in (__name__, "uvicorn.error", "asyncio"):
+        logging.getLogger(name).addFilter(throttle)
+    log.info("limits: %d connections (open-file limit %d), headers within %g s, body stalls under %g s, "
+             "keep-alive %g s", limits.max_connections, files, limits.header_timeout_s, limits.body_timeout_s,
+             limits.keep_alive_s)
+    server = Server(config)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    if not server.started:
+        raise PipelineError(f"the service did not start on {host}:{port} (see the lines above)")
+
+
+def serve(models_dir: Path, params: dict | None, params_name: str, host: str, port: int,
+          limits: ServeLimits, records: ArtifactRecords | None = None) -> None:
+    """Load the models (each checked against ``records``, default the project's dvc.lock), warm them up
+    with one product, and serve until interrupted."""
+    records = records or ArtifactRecords.for_path(models_dir)
+    predictor = Predictor.load(models_dir, params, params_name, records=records).in_process()   # no pool per request
     _predict_one(predictor, "warm-up", "", None, explain=False)   # spaCy and the first forward passes load here
-    app = create_app(predictor, limits, model_metadata(predictor, lock_path))
+    app = create_app(predictor, limits, model_metadata(predictor, records))
     log.info("serving %s on http://%s:%d", ", ".join(predictor.models.members), host, port)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    run_server(app, host, port, limits)

@@ -73,7 +73,7 @@ def read_official_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     if not text.strip():
         raise PipelineError(f"{path}: file is empty; expected a header and rows")
     header = re.split(r"\r\n|\r|\n", text, maxsplit=1)[0]  # LF, CRLF or old-Mac CR line ends
-    delimiter = max(_DELIMITERS, key=header.count)
+    delimiter, why = _delimiter(header, required)
     if _implicit_index(text, delimiter, required):
         text = delimiter + text  # give the index column its empty header name: then every row must fit the header
     try:  # header=None: a data row with more fields than the header is an error, never a shifted index
@@ -90,7 +90,8 @@ def read_official_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
     df = table.iloc[1:, 1:].set_axis(names, axis=1).set_axis(table.iloc[1:, 0].tolist(), axis=0)
     missing = [c for c in required if c not in df.columns]
     if missing:
-        raise PipelineError(f"{path}: missing column '{missing[0]}'; expected columns <index>, {', '.join(required)} "
+        raise PipelineError(f"{path}: {why}missing column '{missing[0]}'; "
+                            f"expected columns <index>, {', '.join(required)} "
                             f"(found: {', '.join(_one_line(repr(c) if c != c.strip() or not c else c) for c in names)})")
     if delimiter != ",":
         log.warning("%s: delimiter %r instead of ','; read anyway", path, delimiter)
@@ -129,6 +130,33 @@ def exact_integers(values: pd.Series, path: Path, column: str, row_word: str = "
         log.warning("%s: %d value(s) of %s written with a zero fraction (e.g. %s %s: %r) read as whole numbers",
                     path, int(fraction.sum()), column, row_word, values.index[i], values.iloc[i])
     return out
+
+
+def _header_fields(header: str, delimiter: str) -> list[str]:
+    try:
+        return next(csv.reader([header], delimiter=delimiter), [])
+    except csv.Error:
+        return []
+
+
+def _delimiter(header: str, required: tuple[str, ...]) -> tuple[str, str]:
+    """The delimiter of a CSV from its header line, and, when the header holds several candidates,
+    the words that explain the choice in a missing-column error (else ``""``).
+
+    Why: counting alone reads ``,designation,description;a;b;c;d;e,...`` (a column name with
+    semicolons) as a ``;``-separated file and then reports columns that do not exist. So among
+    the candidates present, the one whose header fields hold the most required columns wins
+    (all of them, normally); the more frequent one breaks ties."""
+    counts = {d: header.count(d) for d in _DELIMITERS if header.count(d)}
+    if not counts:
+        return ",", ""
+    found = {d: sum(name in _header_fields(header, d) for name in required) for d in counts}
+    delimiter = max(counts, key=lambda d: (found[d], counts[d], -_DELIMITERS.index(d)))
+    if len(counts) == 1:
+        return delimiter, ""
+    tally = ", ".join(f"{n} {d!r}" for d, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return delimiter, (f"header read as {delimiter!r}-separated ({tally} in the first line; no delimiter gives all "
+                       "the expected columns): ")
 
 
 def _implicit_index(text: str, delimiter: str, required: tuple[str, ...]) -> bool:

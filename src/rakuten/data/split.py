@@ -16,6 +16,7 @@ rows go to train and the class is listed in ``reports/split.json`` (``classes_tr
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -27,7 +28,10 @@ import pandas as pd
 from rakuten.config import ConfigError, knob
 from rakuten.errors import PipelineError
 
+log = logging.getLogger(__name__)
+
 SPLITS = ("train", "val", "test")
+MIN_TRAIN_ROWS = 2   # what tfidf_svm's calibrated SVM needs per class (its stratified calibration folds)
 OFFICIAL_TEST = "official_test"
 _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
 _TAG = re.compile(r"<[^>]+>")
@@ -182,6 +186,19 @@ def group_balance(labels: np.ndarray, groups: np.ndarray, splits: np.ndarray) ->
     }
 
 
+def _warn_thin(per_class: pd.DataFrame) -> dict[str, int]:
+    """Log one warning naming every class left with fewer than :data:`MIN_TRAIN_ROWS` training rows
+    (a class with a single labelled row, or 3 rows spread over train, val and test); return them
+    for ``reports/split.json``."""
+    thin = {int(code): int(n) for code, n in per_class["train"].items() if n < MIN_TRAIN_ROWS}
+    if thin:
+        listed = ", ".join(f"{code} ({n} training row{'s' if n != 1 else ''})" for code, n in sorted(thin.items()))
+        log.warning("split: prdtypecode %s: fewer than %d training rows; tfidf_svm's calibrated SVM (classifier: "
+                    "svm) stops on such a class (add labelled rows of it, or set tfidf_svm.classifier to rf, sgd "
+                    "or logreg)", listed, MIN_TRAIN_ROWS)
+    return {str(code): n for code, n in sorted(thin.items())}
+
+
 def split_catalog(catalog: pd.DataFrame, fractions: dict[str, float], seed: int,
                   image_groups: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict]:
     """Assign every catalog row a split; official test rows keep their own. Returns ``(table, report)``.
@@ -221,6 +238,7 @@ def split_catalog(catalog: pd.DataFrame, fractions: dict[str, float], seed: int,
             **group_balance(labelled["prdtypecode"].to_numpy(np.int64), groups, splits),
         },
         "classes_train_only": train_only,
+        f"classes_under_{MIN_TRAIN_ROWS}_train_rows": _warn_thin(per_class),
         "per_class": {str(code): {s: int(per_class.loc[code, s]) for s in SPLITS} for code in per_class.index},
     }
     return table, report

@@ -131,8 +131,8 @@ class CamembertConfig(ProfileView):
     num_threads: int = knob(1, "torch CPU threads (0 = all cores); 1 is fastest on a shared 2-core box",
                             lo=0, hi=256)
     compile: bool = knob(False, "torch.compile the model for training (GPU: faster after a compile of ~1 min)")
-    launcher: str = knob("none", "none = one process; torchrun = the stage re-executes itself under `python -m "
-                         "torch.distributed.run --standalone --nproc_per_node <processes>` (so `dvc repro` starts it): "
+    launcher: str = knob("none", "none = one process; torchrun = the stage re-executes itself under torch's launcher, `python -m "
+                         "rakuten.distributed --standalone --nproc_per_node <processes>` (so `dvc repro` starts it): "
                          "data-parallel training (NCCL on GPUs, gloo on CPU), only rank 0 writes", choices=LAUNCHERS)
     processes: int = knob(1, "processes with launcher: torchrun (one per GPU; 0 = one per visible GPU); the "
                           "profile's batch_size stays the global batch and must divide by it", lo=0, hi=1024)
@@ -571,6 +571,8 @@ def load(directory: str | Path) -> CamembertModel:
     set_threads(cfg.num_threads)  # predictions with the numerics the model was trained with, on any machine
     runtime = choose_runtime(cfg.device if cfg.device != "cuda" else "auto", "auto")
     tokenizer = AutoTokenizer.from_pretrained(directory / "hf")
-    hf_model = AutoModelForSequenceClassification.from_pretrained(directory / "hf").to(runtime.device).eval()
+    # safetensors only: a pickled pytorch_model.bin dropped beside it is never read (it could run code)
+    hf_model = AutoModelForSequenceClassification.from_pretrained(directory / "hf", use_safetensors=True
+                                                                  ).to(runtime.device).eval()
     return CamembertModel(model=hf_model, tokenizer=tokenizer, config=cfg, history=meta.get("history", []),
                           rows=meta.get("rows", {}))

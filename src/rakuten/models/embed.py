@@ -26,6 +26,7 @@ import pandas as pd
 from rakuten import preprocessing
 from rakuten.config import knob
 from rakuten.errors import PipelineError
+from rakuten.integrity import ArtifactRecords
 from rakuten.models import camembert, resnet
 from rakuten.models.features import (EMBEDDINGS, IMAGE, IMAGE_OK, RECORD, TEXT, TEXT_OK, embeddings_table)
 from rakuten.models.runner import load_text_frame
@@ -89,9 +90,14 @@ def _function(module: Any, name: str) -> Any:
     return fn
 
 
-def load_encoders(cfg: EmbedConfig, models_dir: str | Path = "models") -> tuple[Any, Any]:
-    """The trained text and image models named by ``cfg``, batch size and CPU threads set from ``cfg``."""
+def load_encoders(cfg: EmbedConfig, models_dir: str | Path = "models",
+                  records: ArtifactRecords | None = None) -> tuple[Any, Any]:
+    """The trained text and image models named by ``cfg``, batch size and CPU threads set from ``cfg``;
+    both folders are checked against ``records`` (default: the project's dvc.lock) before loading."""
     models_dir = Path(models_dir)
+    records = records or ArtifactRecords.for_path(models_dir)
+    for name in (cfg.text_model, cfg.image_model):
+        records.verify(models_dir / name)
     text_model = TEXT_ENCODERS[cfg.text_model].load(models_dir / cfg.text_model)
     image_model = IMAGE_ENCODERS[cfg.image_model].load(models_dir / cfg.image_model)
     for model in (text_model, image_model):
@@ -124,11 +130,12 @@ def embed_frame(frame: pd.DataFrame, text_model: Any, image_model: Any, cfg: Emb
     return embeddings_table(frame["row_id"].to_numpy(), text, image, text_ok, image_ok)
 
 
-def with_embeddings(frame: pd.DataFrame, models_dir: str | Path, encoders: Mapping[str, str]) -> pd.DataFrame:
+def with_embeddings(frame: pd.DataFrame, models_dir: str | Path, encoders: Mapping[str, str],
+                    records: ArtifactRecords | None = None) -> pd.DataFrame:
     """``frame`` (new products, cleaned as the models were trained) plus the embedding and flag columns the
-    ``joint`` model reads: what ``rakuten predict`` gives it, computed by the saved encoders."""
+    ``joint`` model reads: what ``rakuten predict`` gives it, computed by the saved (verified) encoders."""
     cfg = EmbedConfig(text_model=encoders["text"], image_model=encoders["image"])
-    return with_encoded(frame, *load_encoders(cfg, models_dir), cfg.encoders)
+    return with_encoded(frame, *load_encoders(cfg, models_dir, records), cfg.encoders)
 
 
 def with_encoded(frame: pd.DataFrame, text_model: Any, image_model: Any, encoders: Mapping[str, str]) -> pd.DataFrame:

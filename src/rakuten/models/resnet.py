@@ -146,8 +146,8 @@ class ResnetConfig(ProfileView):
     cache_images: bool = knob(False, "decode every train/val image once at image_size into RAM (N x S x S x 3 "
                               "bytes: 85k rows at 224 px = 12.8 GB) and augment from there instead of decoding "
                               "the JPEGs every epoch")
-    launcher: str = knob("none", "none = one process; torchrun = the stage re-executes itself under `python -m "
-                         "torch.distributed.run --standalone --nproc_per_node <processes>` (so `dvc repro` starts it): "
+    launcher: str = knob("none", "none = one process; torchrun = the stage re-executes itself under torch's launcher, `python -m "
+                         "rakuten.distributed --standalone --nproc_per_node <processes>` (so `dvc repro` starts it): "
                          "DDP training (NCCL + SyncBatchNorm on GPUs, gloo on CPU), only rank 0 writes",
                          choices=LAUNCHERS)
     processes: int = knob(1, "processes with launcher: torchrun (one per GPU; 0 = one per visible GPU); the "

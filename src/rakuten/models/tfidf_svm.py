@@ -170,6 +170,11 @@ def build_pipeline(cfg: TfidfSvmConfig, y: np.ndarray, fit_share: float = 1.0) -
     folds and SMOTE's neighbours so that tiny classes never break a fit.
     """
     smallest = _smallest_class(y, fit_share)
+    if cfg.classifier == "svm" and smallest < 2:
+        codes, counts = np.unique(y, return_counts=True)
+        rare = [f"{int(c)} ({int(n * fit_share)} row(s))" for c, n in zip(codes, counts) if int(n * fit_share) < 2]
+        raise PipelineError(f"tfidf_svm: prdtypecode {', '.join(rare)}: fewer than 2 training rows; calibrating the "
+                            "SVM needs at least 2 per class (use more data or another classifier: rf, sgd, logreg)")
     tfidf = TfidfVectorizer(max_features=cfg.max_features, min_df=cfg.min_df, max_df=cfg.max_df,
                             ngram_range=(cfg.ngram_min, cfg.ngram_max), sublinear_tf=cfg.sublinear_tf,
                             dtype=np.float32)
