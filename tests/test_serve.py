@@ -28,8 +28,9 @@ from rakuten.classes import CLASS_LABELS
 from rakuten.params import load_params
 from rakuten.predict import Predictor
 from rakuten.integrity import ArtifactRecords
-from rakuten.serve import (Gate, RateLimitFilter, RequestError, ServeLimits, _loop_exception, create_app,
-                           guarded_protocol, model_metadata)
+from rakuten.http_guards import (RateLimitFilter, RequestError, _loop_exception, connection_budget, guarded_protocol,
+                                 raise_file_limit)
+from rakuten.serve import Gate, ServeLimits, create_app, model_metadata
 
 ROWS = 5
 
@@ -505,7 +506,7 @@ def test_repeated_warnings_are_rate_limited(caplog):
     """An accept failure (out of file descriptors) a thousand times: one line, no traceback; the next one
     after the window says how many were left out."""
     now = [0.0]
-    logger = logging.getLogger("rakuten.serve")
+    logger = logging.getLogger("rakuten.http_guards")
     throttle = RateLimitFilter(10.0, clock=lambda: now[0])
     logger.addFilter(throttle)
 
@@ -514,7 +515,7 @@ def test_repeated_warnings_are_rate_limited(caplog):
             raise AssertionError(context)
 
     try:
-        with caplog.at_level(logging.WARNING, logger="rakuten.serve"):
+        with caplog.at_level(logging.WARNING, logger="rakuten.http_guards"):
             for _ in range(1000):
                 _loop_exception(Loop(), {"message": "socket.accept() out of system resource",
                                          "exception": OSError(24, "Too many open files")})
@@ -523,10 +524,23 @@ def test_repeated_warnings_are_rate_limited(caplog):
                                      "exception": OSError(24, "Too many open files")})
     finally:
         logger.removeFilter(throttle)
-    lines = [r.getMessage() for r in caplog.records if r.name == "rakuten.serve"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "rakuten.http_guards"]
     assert len(lines) == 2 and all("Too many open files" in line for line in lines), lines
     assert "[and 999 more like this in the last 11 s]" in lines[1]
     assert not any(r.exc_info for r in caplog.records)
+
+
+def test_connections_fit_the_file_limit():
+    """The cap plus one accept batch always fits the open-file limit (raised to the hard limit first),
+    so that accept() never fails: the accept-error flood cannot start."""
+    import resource
+
+    assert raise_file_limit() == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    assert connection_budget(1_048_576, 1000) == (1000, 2048)
+    for files, wanted in ((20_000, 1000), (4096, 1000), (1024, 1000), (400, 5000), (300, 10)):
+        cap, burst = connection_budget(files, wanted)
+        assert 1 <= cap <= wanted and burst >= 64
+        assert cap + 4 * burst <= max(files - 256, 257), (files, cap, burst)
 
 
 def test_idle_connections_are_capped_and_timed_out():

@@ -101,7 +101,8 @@ def test_page_classifies_a_product_with_its_photo_and_explains_it(service):
         page.fill("#designation", "")
         page.set_input_files("#image", [])
         page.click("#submit")
-        page.wait_for_function("document.getElementById('error').textContent.length > 0", timeout=30_000)
+        # a selector, not wait_for_function: that evals a string in the page, which its CSP forbids
+        page.wait_for_selector("#error:not(:empty)", timeout=30_000)
         assert "no input" in page.inner_text("#error")
         assert page.locator("#result").is_hidden()
         assert seen.page_errors == []

@@ -31,8 +31,8 @@ pytestmark = pytest.mark.slow
 log = logging.getLogger(__name__)
 
 CAP = 64              # --max-connections of the server under attack
-FLOOD_S = 20.0        # how long the attacker opens and holds its connections
-FLOOD_RATE = 1000     # new connections a second: what one server process on 2 shared cores absorbs (docs/serve.md)
+FLOOD_S = 15.0        # how long the attacker opens and holds its connections
+FLOOD_RATE = 2000     # new connections a second (one server process on 2 shared cores absorbs ~2500: docs/serve.md)
 LATENCY_S = 5.0       # what a normal client may wait for an answer, retries included
 MAX_BATCH_MB = 20     # --max-batch-mb: /predict/batch refuses past it, /predict past --max-image-mb (10) + 1
 MAX_RSS_GROWTH_MB = 100
@@ -217,7 +217,8 @@ def test_service_survives_a_connection_flood_and_oversized_uploads(tiny_built_re
         rss_growth_mb = (sampler.peak - rss_start) / 2**20
         log_text = log_path.read_text(errors="replace")[log_start:]
         guard_lines = [line for line in log_text.splitlines()
-                       if any(f" {name}" in line for name in ("rakuten.serve:", "uvicorn.error:", "asyncio:"))]
+                       if any(f" {name}" in line
+                              for name in ("rakuten.serve:", "rakuten.http_guards:", "uvicorn.error:", "asyncio:"))]
         health = sorted(prober.health)
         figures = {
             "file_limit": hard, "flood": counts, "health_answers": len(health),
@@ -240,6 +241,7 @@ def test_service_survives_a_connection_flood_and_oversized_uploads(tiny_built_re
         assert upload["status"] == 413 and f"{limit_mb:g} MB limit" in upload["body"], upload
         assert upload["sent_mb"] < 100, upload   # refused while streaming: the limit plus socket buffers
     assert rss_growth_mb < MAX_RSS_GROWTH_MB, figures
-    assert sampler.peak_fds < fds_start + CAP + 2048, figures   # the cap, plus one accept batch at most
+    # the cap plus 4 accept batches at worst (serve.connection_budget); without the cap: the attacker's 19,900
+    assert sampler.peak_fds <= fds_start + CAP + 4 * 2048, figures
     assert len(log_text.encode()) < MAX_LOG_GROWTH and len(guard_lines) < 40, figures
     assert "Traceback" not in log_text and "Too many open files" not in log_text

@@ -158,11 +158,12 @@ class LoadedModels:
         if fused is None:
             hashes["fusion"] = records.verify(models_dir / "fusion")
             fused = fusion.load(models_dir / "fusion")
+        for name in fused.models:   # every folder checked before any is loaded: a bad one loads nothing
+            hashes[name] = records.verify(trained_model_dir(models_dir, name))
         members, encoders = {}, {}
         for name in fused.models:
             module = registry.load_module(name)
             model_dir = trained_model_dir(models_dir, name)
-            hashes[name] = records.verify(model_dir)
             log.info("loading %s", name)
             model = module.load(model_dir)
             members[name] = (module, model)

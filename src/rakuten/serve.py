@@ -18,10 +18,13 @@ Every bad request gets a 4xx with one JSON line ``{"error": "..."}`` naming the 
 expected; an unexpected failure is a 500 with one line, logged, and the server keeps serving.
 Requests are accepted concurrently (FastAPI's thread pool) and predicted one at a time (the
 predictor's lock); past :attr:`ServeLimits.max_pending` waiting requests the service answers 503.
+
+What a hostile client can cost is bounded too (docs/serve.md, "Resource limits"; :mod:`rakuten.http_guards`):
+bodies are counted as they stream (413, 408 on a stall), connections are capped and must send their
+headers in time, the file limit is raised and fits the cap, and repeated warnings are rate-limited.
 """
 from __future__ import annotations
 
-import asyncio
 import base64
 import csv
 import hashlib
@@ -32,7 +35,6 @@ import logging
 import re
 import tempfile
 import threading
-import time
 import warnings
 from dataclasses import dataclass, field
 from dataclasses import fields as dataclass_fields
@@ -40,7 +42,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
-import anyio
 import numpy as np
 import pandas as pd
 import yaml
@@ -49,15 +50,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from PIL import Image, UnidentifiedImageError
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import MutableHeaders, UploadFile
+from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from rakuten.classes import CLASS_CODES, CLASS_LABELS
 from rakuten.data.catalog import X_COLUMNS, catalog_rows
 from rakuten.errors import PipelineError
+from rakuten.http_guards import Guard, RequestError, run_server
 from rakuten.integrity import ArtifactRecords
 from rakuten.predict import Predictor, trained_model_dir
 
@@ -86,8 +88,8 @@ class ServeLimits:
     max_batch_mb: float = _limit(500.0, "largest accepted batch request, CSV + images, in MB (413 above)")
     chunk_rows: int = _limit(256, "batch rows predicted, then streamed back, per chunk")
     max_pending: int = _limit(32, "requests allowed to wait for the model; more get 503 (busy)")
-    max_connections: int = _limit(1000, "most open connections; past it the oldest one still waiting for its "
-                                        "request headers is closed (the new one when none waits)")
+    max_connections: int = _limit(1000, "most open connections; past it the oldest ones still waiting for their "
+                                        "request headers are closed (new ones at once past it + one accept batch)")
     header_timeout_s: float = _limit(10.0, "seconds a connection may take to send its request headers; "
                                            "then it is closed")
     body_timeout_s: float = _limit(30.0, "seconds a request body may stall between two reads; then 408 and "
@@ -100,15 +102,6 @@ class ServeLimits:
         for f in dataclass_fields(self):
             if not getattr(self, f.name) > 0:
                 raise PipelineError(f"--{f.name.replace('_', '-')}: {getattr(self, f.name)}, expected a positive number")
-
-
-class RequestError(Exception):
-    """A bad request: HTTP status and one line for the client."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 # --------------------------------------------------------------------------------------- metadata
@@ -296,13 +289,7 @@ def page_html() -> str:
     return resources.files("rakuten").joinpath("static/index.html").read_text(encoding="utf-8")
 
 
-SECURITY_HEADERS = {
-    "x-content-type-options": "nosniff",
-    "x-frame-options": "DENY",
-    "referrer-policy": "no-referrer",
-    # JSON answers, errors and the /docs page load nothing; the web page gets page_csp() instead
-    "content-security-policy": "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'",
-}
+
 
 
 def page_csp(page: str) -> str:
@@ -330,60 +317,6 @@ def docs_html(openapi: dict) -> str:
             f"<h1>{title}</h1><p>The OpenAPI schema: <a href=\"openapi.json\">openapi.json</a> (open it in any "
             "OpenAPI viewer). Usage and limits: docs/serve.md.</p><table><tr><th>method</th><th>path</th>"
             f"<th>summary</th></tr>{''.join(rows)}</table></body></html>")
-
-
-class Guard:
-    """The outermost ASGI layer, around FastAPI's own error middleware so that it sees every response.
-
-    Why here and not in the endpoints: a limit checked against ``Content-Length`` is bypassed by a
-    chunked body, and the multipart parser spools what it reads. So every ``http.request`` message is
-    counted as it arrives, and past the path's limit (``body_limits``) the read raises the 413 while the
-    parser is still consuming; a body that stalls longer than ``body_timeout_s`` between two reads raises
-    a 408. Both close the connection (``Connection: close``): the unread rest is never drained. Every
-    response gets :data:`SECURITY_HEADERS` (those it did not set itself)."""
-
-    def __init__(self, app: ASGIApp, body_limits: dict[str, float], default_limit: float, body_timeout_s: float):
-        self.app, self.body_limits, self.default_limit = app, body_limits, default_limit
-        self.body_timeout_s = body_timeout_s
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = self.body_limits.get(scope["path"], self.default_limit)
-        headers = {k.lower(): v for k, v in scope.get("headers", [])}
-        length = headers.get(b"content-length", b"")
-        has_body = (length.isdigit() and int(length) > 0) or b"chunked" in headers.get(b"transfer-encoding", b"").lower()
-        state = {"read": 0, "done": not has_body}
-
-        async def guarded_receive() -> Message:
-            if state["done"]:
-                return await receive()
-            try:
-                with anyio.fail_after(self.body_timeout_s):
-                    message = await receive()
-            except TimeoutError:
-                raise RequestError(408, f"request body: nothing received for {self.body_timeout_s:g} s; expected "
-                                        "the rest of the body") from None
-            if message["type"] == "http.request":
-                state["read"] += len(message.get("body", b""))
-                state["done"] = not message.get("more_body", False)
-                if state["read"] > limit:
-                    raise RequestError(413, f"request body: over {limit / 1e6:g} MB (read as it streams), larger "
-                                            f"than the {limit / 1e6:g} MB limit of {scope['path']}")
-            return message
-
-        async def guarded_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message = {**message, "headers": list(message.get("headers", []))}
-                out = MutableHeaders(scope=message)
-                for name, value in SECURITY_HEADERS.items():
-                    out.setdefault(name, value)
-                if not state["done"]:
-                    out["connection"] = "close"   # answered before the whole body arrived: never drain the rest
-            await send(message)
-
-        await self.app(scope, guarded_receive, guarded_send)
 
 
 class _GuardedApp(FastAPI):
@@ -661,215 +594,6 @@ def _predict_one(predictor: Predictor, designation: str, description: str, image
             index = int(np.argmax(result.proba[0]))
             answer["explanations"] = predictor.explain(result.frame.iloc[0], index)
     return answer
-
-
-# ------------------------------------------------------------------------------------- connections
-
-ACCEPT_BACKLOG = 2048   # uvicorn's default listen backlog: also the most connections accepted in one go
-
-
-def guarded_protocol(max_connections: int, header_timeout_s: float,
-                     burst: int = ACCEPT_BACKLOG) -> type[asyncio.Protocol]:
-    """A uvicorn HTTP/1.1 protocol class (h11) that bounds what idle connections can hold.
-
-    uvicorn has a keep-alive timeout, but none for the request headers of a connection, and no cap on
-    open connections (``limit_concurrency`` answers 503 yet keeps every socket open): thousands of
-    connections that never finish their headers exhaust the file limit. Here:
-
-    - a connection whose request headers are not complete ``header_timeout_s`` after it opened (or
-      after its last response) is closed;
-    - past ``max_connections`` open ones, the oldest connections still waiting for their headers are
-      closed, within one turn of the event loop. Only those that had a chance to be read: asyncio
-      accepts up to ``burst`` connections at once, before reading any, and a client that sent its
-      request at once must not be closed for the idle ones accepted in the same go;
-    - at ``max_connections + burst`` open, a new connection is closed at once (the descriptors stay
-      bounded even when every connection has a request under way).
-
-    One class per server: the counts are class attributes, shared by its connections."""
-    from uvicorn.protocols.http.h11_impl import H11Protocol
-
-    ceiling = max_connections + burst
-
-    class GuardedH11Protocol(H11Protocol):
-        open_count = 0
-        waiting: dict[Any, None] = {}   # connections waiting for request headers, oldest first
-        closed = {"refused": 0, "evicted": 0, "header_timeout": 0}
-        trim_pending = False
-
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            cls = type(self)
-            self._counted, self._awaiting, self._timer, self._marker, self._readable = False, False, None, None, False
-            if cls.open_count >= ceiling:
-                cls.closed["refused"] += 1
-                log.warning("%d connections open: a new one was closed at once (--max-connections %d plus %d "
-                            "accepted in one go)", cls.open_count, max_connections, burst)
-                transport.abort()
-                return
-            cls.open_count += 1
-            self._counted = True
-            super().connection_made(transport)
-            self._await_headers()
-            # the socket is first read in the next loop turn, before that turn's timers run
-            self.loop.call_soon(setattr, self, "_readable", True)
-            if cls.open_count > max_connections and not cls.trim_pending:
-                cls.trim_pending = True
-                self.loop.call_later(0, cls._trim)   # a timer: runs after the next turn's reads
-
-        @classmethod
-        def _trim(cls) -> None:
-            """Close the oldest idle connections that were read at least once, down to the cap."""
-            cls.trim_pending = False
-            evicted = 0
-            for conn in list(cls.waiting):
-                if cls.open_count <= max_connections:
-                    break
-                if conn._readable:
-                    conn._forget()
-                    conn.transport.abort()
-                    evicted += 1
-            if evicted:
-                cls.closed["evicted"] += evicted
-                log.warning("over %d connections open: closed %d waiting for their request headers "
-                            "(--max-connections)", max_connections, evicted)
-            if cls.open_count > max_connections and any(not c._readable for c in cls.waiting):
-                cls.trim_pending = True   # some were accepted too recently to judge: look again next turn
-                asyncio.get_running_loop().call_later(0, cls._trim)
-
-        def _await_headers(self) -> None:
-            """Start the header clock: until a new request cycle starts, this connection is idle."""
-            type(self).waiting[self] = None
-            self._awaiting, self._marker = True, self.cycle
-            self._timer = self.loop.call_later(header_timeout_s, self._header_timeout)
-
-        def _stop_waiting(self) -> None:
-            type(self).waiting.pop(self, None)
-            self._awaiting = False
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-
-        def _forget(self) -> None:
-            if self._counted:
-                type(self).open_count -= 1
-                self._counted = False
-            self._stop_waiting()
-
-        def _header_timeout(self) -> None:
-            self._timer = None
-            if self._awaiting and not self.transport.is_closing():
-                type(self).closed["header_timeout"] += 1
-                log.info("closed a connection without complete request headers after %g s (--header-timeout-s)",
-                         header_timeout_s)
-                self._forget()
-                self.transport.close()
-
-        def handle_events(self) -> None:
-            super().handle_events()
-            if self._awaiting and self.cycle is not self._marker:   # request headers complete: a cycle began
-                self._stop_waiting()
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            if (not self.transport.is_closing() and not self._awaiting
-                    and (self.cycle is None or self.cycle.response_complete)):
-                self._await_headers()   # kept alive: the next request's headers are on the clock too
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            if self.transport is None:   # refused in connection_made: nothing was set up
-                return
-            self._forget()
-            super().connection_lost(exc)
-
-    return GuardedH11Protocol
-
-
-class RateLimitFilter(logging.Filter):
-    """Lets through the first record of each kind (logger + message template) per ``every_s`` seconds and
-    counts the others, reported on the next one let through. Why: an attacker can trigger the same
-    warning thousands of times a second (refused connections, bad HTTP, accept failures); the log must
-    stay a few lines that still say how big the flood was."""
-
-    def __init__(self, every_s: float, clock: Callable[[], float] = time.monotonic, max_kinds: int = 1000):
-        super().__init__()
-        self.every_s, self.clock, self.max_kinds = every_s, clock, max_kinds
-        self._seen: dict[tuple[str, str], list] = {}   # kind -> [time let through, suppressed since]
-        self._lock = threading.Lock()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        kind = (record.name, str(record.msg).split("\n", 1)[0][:200])
-        now = self.clock()
-        with self._lock:
-            seen = self._seen.get(kind)
-            if seen is not None and now - seen[0] < self.every_s:
-                seen[1] += 1
-                return False
-            if seen is None and len(self._seen) >= self.max_kinds:
-                self._seen.clear()   # pre-formatted messages make new kinds: forget, never grow
-            self._seen[kind] = [now, 0]
-        if seen is not None and seen[1]:
-            record.msg = f"{record.msg} [and {seen[1]} more like this in the last {now - seen[0]:.0f} s]"
-        return True
-
-
-def _loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
-    """asyncio's handler for errors outside any task: an accept failure (out of file descriptors) is one
-    warning line, no traceback (and rate-limited); anything else goes to asyncio's default handler."""
-    exc = context.get("exception")
-    if isinstance(exc, OSError) and "accept" in str(context.get("message", "")):
-        log.warning("cannot accept connections: %s; asyncio retries in 1 s", exc.strerror or exc)
-        return
-    loop.default_exception_handler(context)
-
-
-def raise_file_limit() -> int:
-    """Raise this process' open-file soft limit to its hard limit: every connection is a descriptor, and
-    the soft default (often 1024) is far below what the machine allows. Returns the limit in force."""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-    if soft != resource.RLIM_INFINITY and soft < target:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            return target
-        except (ValueError, OSError) as exc:
-            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, target, exc)
-    return soft
-
-
-def run_server(app: ASGIApp, host: str, port: int, limits: ServeLimits) -> None:
-    """uvicorn, with the connection guards (:func:`guarded_protocol`), the keep-alive timeout, the file
-    limit raised, and rate-limited logging of what clients can flood (:class:`RateLimitFilter`)."""
-    import uvicorn
-
-    files = raise_file_limit()
-    if limits.max_connections > files - 200:
-        log.warning("--max-connections %d is near the open-file limit %d: accepts may fail before the cap "
-                    "applies", limits.max_connections, files)
-
-    class Server(uvicorn.Server):
-        async def serve(self, sockets=None) -> None:
-            asyncio.get_running_loop().set_exception_handler(_loop_exception)
-            await super().serve(sockets)
-
-    # loop="asyncio": guarded_protocol relies on asyncio's order of callbacks, reads and timers in a turn
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, server_header=False,
-                            http=guarded_protocol(limits.max_connections, limits.header_timeout_s),
-                            loop="asyncio", backlog=ACCEPT_BACKLOG,
-                            timeout_keep_alive=limits.keep_alive_s)   # type: ignore[arg-type]
-    throttle = RateLimitFilter(limits.log_every_s)   # after Config: its logging setup would drop the filters
-    for name in (__name__, "uvicorn.error", "asyncio"):
-        logging.getLogger(name).addFilter(throttle)
-    log.info("limits: %d connections (open-file limit %d), headers within %g s, body stalls under %g s, "
-             "keep-alive %g s", limits.max_connections, files, limits.header_timeout_s, limits.body_timeout_s,
-             limits.keep_alive_s)
-    server = Server(config)
-    try:
-        server.run()
-    except KeyboardInterrupt:
-        pass
-    if not server.started:
-        raise PipelineError(f"the service did not start on {host}:{port} (see the lines above)")
 
 
 def serve(models_dir: Path, params: dict | None, params_name: str, host: str, port: int,
