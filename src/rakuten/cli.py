@@ -83,8 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _predict(args: argparse.Namespace) -> None:
+def _records(args: argparse.Namespace):
+    """The hashes every artifact is checked against: ``--lock``, else the dvc.lock of the project holding
+    ``--models`` (:mod:`rakuten.integrity`); read before any model loads."""
     from rakuten.integrity import ArtifactRecords
+
+    return ArtifactRecords.from_lock(args.lock) if args.lock is not None else ArtifactRecords.for_path(args.models)
+
+
+def _predict(args: argparse.Namespace) -> None:
     from rakuten.io import check_run_paths, write_csv, write_text
     from rakuten.params import load_params
     from rakuten.predict import Predictor, explanation_lines
@@ -102,8 +109,7 @@ def _predict(args: argparse.Namespace) -> None:
     outputs.update({"--work-dir": (args.work_dir / "images", True)} if args.work_dir is not None else {})
     check_run_paths(inputs, outputs)   # before any work: no output replaces an input, another output or a stranger
     params = load_params(params_path) if args.params is not None or params_path.is_file() else None
-    records = ArtifactRecords.from_lock(args.lock) if args.lock is not None else ArtifactRecords.for_path(args.models)
-    predictor = Predictor.load(args.models, params, str(params_path), records=records)
+    predictor = Predictor.load(args.models, params, str(params_path), records=_records(args))
     with tempfile.TemporaryDirectory(prefix="rakuten-predict-") as tmp:
         result = predictor.predict_csv(args.input, args.images, args.work_dir or Path(tmp))
         table = result.table
@@ -123,11 +129,8 @@ def _serve(args: argparse.Namespace) -> None:
     params = load_params(params_path) if args.params is not None or params_path.is_file() else None
     if not 0 < args.port < 65536:
         raise PipelineError(f"--port {args.port}: expected 1 to 65535")
-    from rakuten.integrity import ArtifactRecords
-
     # read and checked before minutes of model loading: a merge-conflicted lock fails here, in one line
-    records = ArtifactRecords.from_lock(args.lock) if args.lock is not None else ArtifactRecords.for_path(args.models)
-    serve(args.models, params, str(params_path), args.host, args.port, limits, records)
+    serve(args.models, params, str(params_path), args.host, args.port, limits, _records(args))
 
 
 def _check(args: argparse.Namespace) -> int:
