@@ -4,10 +4,16 @@ Reads mutmut's results under ``mutants/`` (run ``mutmut run`` first, see docs/mu
 list of surviving mutants judged equivalent (``EQUIVALENT`` below: mutant name -> one-line reason).
 
     python bench/mutation.py            # prints the table for docs/mutation.md, writes the JSON
-    python bench/mutation.py --check    # also fails if a module scores under 90% or a listed
-                                        # equivalent mutant is no longer a survivor
+    python bench/mutation.py --check    # also fails if a module scores under 90%, has mutants not run, or
+                                        # a listed equivalent mutant measured now is no longer a survivor
 
 Score = (killed + timeout) / (total - equivalent): an equivalent mutant cannot be killed by any test.
+
+A module none of whose mutants has a result under ``mutants/`` (mutmut never run on it here, or its
+results deleted) keeps its row from the previous report (``--out``), with the date it was measured
+(``measured``, ``source: "previous report"``): those figures are of the code as it was on that date.
+A module measured now gets today's date and ``source: "mutants/"``. ``io.py`` is scored on the
+functions named in ``MODULES`` only (the output-path rule of a run); its other mutants are not scored.
 """
 from __future__ import annotations
 
@@ -18,8 +24,16 @@ from datetime import date
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-MODULES = ("evaluate.py", "fusion.py", "data/split.py", "models/contract.py", "data/catalog.py",
-           "text/cleaning.py", "text/pipeline.py", "image/process.py", "models/tfidf_svm.py")
+# module file under src/rakuten -> the functions scored (None: every mutant of the module)
+MODULES: dict[str, tuple[str, ...] | None] = {
+    "evaluate.py": None, "fusion.py": None, "data/split.py": None, "models/contract.py": None,
+    "data/catalog.py": None, "text/cleaning.py": None, "text/pipeline.py": None, "image/process.py": None,
+    "models/tfidf_svm.py": None,
+    # security-critical, added 2026-12-06: artifact hashes against dvc.lock, a run's output paths,
+    # GPU claims, the preprocessing record
+    "integrity.py": None, "io.py": ("check_run_paths", "_same_or_inside", "_writable_parent"),
+    "gpus.py": None, "preprocessing.py": None,
+}
 # mutmut's exit codes (mutmut/stats.py): 1 and 3 killed; 0 survived; timeouts
 KILLED, SURVIVED, TIMEOUT = {1, 3}, {0}, {24, -24, 152, 255, 36}
 TARGET = 0.90
@@ -37,6 +51,8 @@ _BOUNDARY = "> vs >= on a float tolerance: differs only at an exact float equali
 _LOG_ONLY = "only decides whether a warning is logged (log calls are not mutated)"
 _INDEX = "reset_index(drop=False/None): adds an 'index' column that is never read"
 _LABELS = "pd.array without Int64: labels infer a nullable array; nunique/dropna give the same counts"
+_CODEC = "codec names are case-insensitive ('UTF-8')"
+_NONE_SECTION = "params.get(section, None): a None section is not a Mapping, so it is read as {} either way"
 _LAST_TRAIN = ("groups fill test, val, then train: a class with a train group ends with one, so 'no group in "
                "train' is 'last group not in train'")
 EQUIVALENT: dict[str, str] = {      # judged by reading `mutmut show <name>`; see docs/mutation.md
@@ -130,6 +146,23 @@ EQUIVALENT: dict[str, str] = {      # judged by reading `mutmut show <name>`; se
     "rakuten.data.catalog.x_catalog_rows__mutmut_65": "where() default fill NaN: the text column stores a missing "
                                                       "value either way (pandas 3 str dtype)",
     "rakuten.data.catalog.x_load_catalog__mutmut_88": "is_official_test=True is the default of catalog_rows",
+    # integrity.py
+    "rakuten.integrity.x_listing_md5__mutmut_10": _CODEC,
+    "rakuten.integrity.x_parse_lock__mutmut_6": "str.count start None is start 0",
+    "rakuten.integrity.xǁArtifactRecordsǁfrom_lock__mutmut_11": _CODEC,
+    "rakuten.integrity.xǁArtifactRecordsǁrecorded__mutmut_4": "`or True`: outs.get(None) is None (its keys are "
+                                                              "strings), as the else branch",
+    "rakuten.integrity.xǁArtifactRecordsǁ_mismatch__mutmut_5": "`or True`: a hash without .dir, cut by 4 characters, "
+                                                               "names no cached listing (those are named by their "
+                                                               "32-digit MD5), and a file never uses one",
+    # preprocessing.py
+    "rakuten.preprocessing.x_read_record__mutmut_7": _CODEC,
+    "rakuten.preprocessing.x_changed_since_training__mutmut_4": _NONE_SECTION,
+    "rakuten.preprocessing.x_changed_since_training__mutmut_6": _NONE_SECTION,
+    "rakuten.preprocessing.x_check_runtime__mutmut_17": "the key named in the error of the record's own parse, "
+                                                        "which is discarded (only whether it fails counts)",
+    "rakuten.preprocessing.x_with_runtime__mutmut_15": "_lookup(None, key) is _MISSING, as for a missing key of {}",
+    "rakuten.preprocessing.x_with_runtime__mutmut_17": "_lookup(None, key) is _MISSING, as for a missing key of {}",
 }
 
 
@@ -137,13 +170,44 @@ def module_name(rel: str) -> str:
     return "rakuten." + rel[:-3].replace("/", ".")
 
 
-def collect(mutants: Path) -> dict[str, dict]:
+def _in_scope(key: str, functions: tuple[str, ...] | None) -> bool:
+    """``key`` (``rakuten.io.x_check_run_paths__mutmut_3``, ``...xǁClassǁmethod__mutmut_3``) is a mutant of
+    one of ``functions`` (None: of any)."""
+    if functions is None:
+        return True
+    local = key.rsplit(".", 1)[-1]
+    return any(local.startswith(f"x_{name}__mutmut_") for name in functions)
+
+
+def previous_rows(path: Path) -> tuple[dict[str, dict], str | None]:
+    """The module rows of the last report written to ``path`` (and its date), to keep unmeasured ones."""
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}, None
+    return report.get("modules", {}), report.get("date")
+
+
+def collect(mutants: Path, previous: dict[str, dict], previous_date: str | None) -> dict[str, dict]:
     out = {}
-    for rel in MODULES:
+    today = date.today().isoformat()
+    for rel, functions in MODULES.items():
+        name = module_name(rel)
         meta = mutants / "src" / "rakuten" / (rel + ".meta")
-        if not meta.is_file():
-            raise SystemExit(f"{meta}: not found; run `mutmut run` first (docs/mutation.md)")
-        codes = json.loads(meta.read_text())["exit_code_by_key"]
+        codes = {}
+        if meta.is_file():
+            codes = {k: v for k, v in json.loads(meta.read_text())["exit_code_by_key"].items()
+                     if _in_scope(k, functions)}
+        if not any(v is not None for v in codes.values()):      # never run here: keep the last measured row
+            if name not in previous:
+                raise SystemExit(f"{name}: no mutmut results under {mutants} and no earlier row in the report; "
+                                 f"run `mutmut run \"{name}*\"` first (docs/mutation.md)")
+            row = dict(previous[name])
+            row.setdefault("measured", previous_date)
+            row["source"] = "previous report"
+            row.update(not_run=0, stale_equivalents=[])        # its open survivors: as listed then, if at all
+            out[name] = row
+            continue
         survived = sorted(k for k, v in codes.items() if v in SURVIVED)
         equivalent = sorted(k for k in survived if k in EQUIVALENT)
         killed = sum(v in KILLED for v in codes.values())
@@ -151,14 +215,22 @@ def collect(mutants: Path) -> dict[str, dict]:
         total = len(codes)
         other = total - killed - timeout - len(survived)
         effective = total - len(equivalent)
-        out[module_name(rel)] = {
+        listed = sorted(k for k in EQUIVALENT if k.startswith(name + ".") and _in_scope(k, functions))
+        out[name] = {
             "total": total, "killed": killed, "survived": len(survived), "timeout": timeout,
             "equivalent": len(equivalent), "not_run": other,
             "score": round((killed + timeout) / effective, 4) if effective else 1.0,
             "raw_score": round((killed + timeout) / total, 4) if total else 1.0,
+            "measured": today, "source": "mutants/",
+            **({"functions": list(functions)} if functions else {}),
             "open_survivors": [k for k in survived if k not in EQUIVALENT],
+            "stale_equivalents": [k for k in listed if codes.get(k) not in SURVIVED],
         }
     return out
+
+
+ROW_KEYS = ("total", "killed", "survived", "timeout", "equivalent", "score", "measured", "source", "functions",
+            "open_survivors")
 
 
 def main() -> int:
@@ -167,23 +239,28 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "bench" / "mutation.json")
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args()
-    figures = collect(args.mutants)
-    print("| module | mutants | killed | timeout | survived | equivalent | score |")
-    print("|---|---|---|---|---|---|---|")
+    previous, previous_date = previous_rows(args.out)
+    figures = collect(args.mutants, previous, previous_date)
+    print("| module | mutants | killed | timeout | survived | equivalent | score | measured |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, f in figures.items():
-        print(f"| {name} | {f['total']} | {f['killed']} | {f['timeout']} | {f['survived']} | {f['equivalent']} | "
-              f"{100 * f['score']:.1f}% |")
+        scope = f" ({', '.join(f['functions'])})" if f.get("functions") else ""
+        print(f"| {name}{scope} | {f['total']} | {f['killed']} | {f['timeout']} | {f['survived']} | "
+              f"{f['equivalent']} | {100 * f['score']:.1f}% | {f['measured']} |")
     report = {"date": date.today().isoformat(), "tool": "mutmut 3.8.1", "target_score": TARGET,
               "score": "(killed + timeout) / (total - equivalent)",
-              "modules": {k: {key: v[key] for key in ("total", "killed", "survived", "timeout", "equivalent", "score")}
-                          for k, v in figures.items()}}
+              "measured": "per module: the date its mutants were run; rows of modules not run since are kept "
+                          "from the previous report (source: previous report) and are of the code of that date",
+              "modules": {k: {key: v[key] for key in ROW_KEYS if key in v} for k, v in figures.items()}}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")
     problems = [f"{k}: score {v['score']:.3f} < {TARGET}" for k, v in figures.items() if v["score"] < TARGET]
     problems += [f"{k}: {v['not_run']} mutants not run" for k, v in figures.items() if v["not_run"]]
+    problems += [f"{k}: {name} is listed as equivalent but is no longer a survivor (remove it from EQUIVALENT)"
+                 for k, v in figures.items() for name in v["stale_equivalents"]]
     for k, v in figures.items():
-        for name in v["open_survivors"]:
+        for name in v.get("open_survivors", []):
             print(f"open survivor: {name}")
     if args.check and problems:
         print("\n".join(problems), file=sys.stderr)

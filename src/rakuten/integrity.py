@@ -154,6 +154,9 @@ class ArtifactRecords:
                                  "only when DVC recorded them (run `dvc repro` or `dvc commit`)")
         stage, out = found_record
         expected = str(out.get("md5") or "")
+        if not expected:
+            raise IntegrityError(f"{path}: no md5 recorded for it in {self.lock} (stage {stage}); run `dvc repro "
+                                 f"{stage}` or `dvc commit`")
         key = str(self.key(path))
         if self.checked.get(key) == expected:
             return expected

@@ -128,10 +128,10 @@ def check_run_paths(inputs: Mapping[str, Path], outputs: Mapping[str, tuple[Path
                     how = "holds"
                 raise PipelineError(f"{option} {path}: {how} {source} {given}; an output never replaces or "
                                     f"writes into an input: choose another {option}")
-        for other, (other_path, other_dir) in outputs.items():
+        for other, (other_path, _) in outputs.items():
             if other == option:
                 continue
-            if _same_or_inside(path, other_path) if other_dir else path.resolve() == other_path.resolve():
+            if _same_or_inside(path, other_path):
                 raise PipelineError(f"{option} {path}: is also {other} {other_path}; give each output its own path")
         blocked = _writable_parent(path)
         if blocked is not None:
