@@ -118,7 +118,8 @@ def test_the_file_is_named():
     with pytest.raises(PipelineError) as exc:
         C.parse_section(Section, {**RAW, "n": 0}, "sec", "models/m/config.yaml")
     assert str(exc.value) == "models/m/config.yaml: sec.n = 0, expected an integer in [1, inf]"
-    assert C.parse_section.__defaults__ == ("params.yaml",)
+    with pytest.raises(PipelineError, match=r"^params\.yaml: sec\.n = 0, "):
+        C.parse_section(Section, {**RAW, "n": 0}, "sec")
 
 
 @pytest.mark.parametrize("changes, message", [

@@ -8,7 +8,6 @@ chosen by the test and nothing waits. ``run_server`` runs against a fake ``uvico
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import signal
 import time
@@ -47,7 +46,6 @@ def test_request_error_and_constants():
     assert (err.status, err.message, str(err), err.args) == (413, "too big", "too big", ("too big",))
     assert hg.SECURITY_HEADERS == {k.decode(): v.decode() for k, v in SECURITY}
     assert (hg.ACCEPT_BACKLOG, hg.FILE_RESERVE) == (2048, 256)
-    assert inspect.signature(hg.guarded_protocol).parameters["burst"].default == 2048
 
 
 # --------------------------------------------------------------------------- Guard
@@ -636,6 +634,13 @@ def test_at_the_ceiling_a_new_connection_is_closed_at_once(server, caplog):
     assert P.open_count == 2 and conns[0][0] not in P.waiting and conns[0][0]._timer is None
     again, transport = server.connect(P)
     assert not transport.aborted and P.open_count == 3
+
+
+def test_by_default_one_full_accept_batch_above_the_cap(server):
+    P = hg.guarded_protocol(max_connections=1, header_timeout_s=0.5)
+    conns = [server.connect(P) for _ in range(1 + 2048)]
+    assert not any(t.aborted for _, t in conns) and P.open_count == 2049
+    assert server.connect(P)[1].aborted
 
 
 def test_connection_lost_stops_the_clock(server):
