@@ -33,6 +33,8 @@ MODULES: dict[str, tuple[str, ...] | None] = {
     # GPU claims, the preprocessing record
     "integrity.py": None, "io.py": ("check_run_paths", "_same_or_inside", "_writable_parent"),
     "gpus.py": None, "preprocessing.py": None,
+    # added 2026-12-06: what one HTTP client can cost the service, the knob declarations, the embed stage
+    "http_guards.py": None, "config.py": None, "models/embed.py": None,
 }
 # mutmut's exit codes (mutmut/stats.py): 1 and 3 killed; 0 survived; timeouts
 KILLED, SURVIVED, TIMEOUT = {1, 3}, {0}, {24, -24, 152, 255, 36}
@@ -163,6 +165,48 @@ EQUIVALENT: dict[str, str] = {      # judged by reading `mutmut show <name>`; se
                                                         "which is discarded (only whether it fails counts)",
     "rakuten.preprocessing.x_with_runtime__mutmut_15": "_lookup(None, key) is _MISSING, as for a missing key of {}",
     "rakuten.preprocessing.x_with_runtime__mutmut_17": "_lookup(None, key) is _MISSING, as for a missing key of {}",
+    # http_guards.py
+    "rakuten.http_guards.xǁGuardǁ__call____mutmut_34": "Content-Length default b'XXXX' instead of b'': not digits "
+                                                       "either, so no body",
+    "rakuten.http_guards.xǁGuardǁ__call____mutmut_51": "Transfer-Encoding default b'XXXX' instead of b'': holds no "
+                                                       "'chunked' either",
+    "rakuten.http_guards.xǁGuardǁ__call____mutmut_84": "more_body default None instead of False: `not` of either is "
+                                                       "True",
+    "rakuten.http_guards.xǁGuardǁ__call____mutmut_86": "more_body default None instead of False: `not` of either is "
+                                                       "True",
+    "rakuten.http_guards.xǁGuardǁ__call____mutmut_130": "'CONNECTION': starlette's MutableHeaders lowercases the "
+                                                        "names it sets",
+    "rakuten.http_guards.xǁRateLimitFilterǁfilter__mutmut_5": "split without maxsplit: [0] is still the first line",
+    "rakuten.http_guards.xǁRateLimitFilterǁfilter__mutmut_9": "split maxsplit=2: [0] is still the first line",
+    "rakuten.http_guards.x__loop_exception__mutmut_11": "no message: str(None) holds no 'accept' either",
+    "rakuten.http_guards.x__loop_exception__mutmut_13": "no message: str(None) holds no 'accept' either",
+    "rakuten.http_guards.x__loop_exception__mutmut_16": "no message: 'XXXX' holds no 'accept' either",
+    "rakuten.http_guards.x_connection_budget__mutmut_6": "5 * burst: where 4 batches fit but 5 do not, the shrink "
+                                                         "keeps burst 2048 and the cap ((spare - cap) // 4 >= 2048)",
+    "rakuten.http_guards.x_connection_budget__mutmut_7": ">= at cap + 4 * burst == spare: the shrink gives burst "
+                                                         "2048 and the cap unchanged",
+    # config.py
+    "rakuten.config.x__parse__mutmut_10": "help text of the stand-in Knob (None): help is never read while parsing",
+    "rakuten.config.x__parse__mutmut_11": "help text of the stand-in Knob ('XXXX'): help is never read while parsing",
+    "rakuten.config.x__parse__mutmut_26": "_number treats any kind but 'int' and 'float' as 'number' (None)",
+    "rakuten.config.x__parse__mutmut_31": "_number treats any kind but 'int' and 'float' as 'number' ('XXnumberXX')",
+    "rakuten.config.x__parse__mutmut_32": "_number treats any kind but 'int' and 'float' as 'number' ('NUMBER')",
+    "rakuten.config.x__parse__mutmut_82": "nonempty=None instead of False on the item knob: only read as a truth "
+                                          "value",
+    "rakuten.config.x__parse__mutmut_128": "nonempty=None instead of False on the value knob: only read as a truth "
+                                           "value",
+    "rakuten.config.xǁProfileViewǁ__getattr____mutmut_7": "no profile yet: __dict__.get(None) is None, as "
+                                                          "__dict__.get('')",
+    "rakuten.config.xǁProfileViewǁ__getattr____mutmut_9": "no profile yet: __dict__.get(None) is None, as "
+                                                          "__dict__.get('')",
+    "rakuten.config.xǁProfileViewǁ__getattr____mutmut_12": "no profile yet: no field is named 'XXXX', so None as "
+                                                           "for ''",
+    # models/embed.py
+    "rakuten.models.embed.x_load_frame__mutmut_24": "merge on=None: row_id is the only column both sides share (the "
+                                                    "images are cut to row_id, clean_path, readable)",
+    "rakuten.models.embed.x_load_frame__mutmut_28": "merge without on: row_id is the only column both sides share "
+                                                    "(the images are cut to row_id, clean_path, readable)",
+    "rakuten.models.embed.x_load_frame__mutmut_29": "merge how='inner' is pandas' default",
 }
 
 

@@ -224,7 +224,7 @@ from rakuten.stage import run_stage
 
 def main():
     D.relaunch("torchrun", 2, "camembert")
-    print("ready", os.getppid(), flush=True)   # a rank's parent is the launcher
+    os.write(1, f"ready {os.getppid()}\\n".encode())   # one write (the two ranks share the pipe); parent: the launcher
     time.sleep(60)
 
 
@@ -237,8 +237,9 @@ def test_sigterm_stops_the_ranks_in_one_line_without_a_launcher_traceback(tmp_pa
     """A real 2-rank launch of a script that waits; SIGTERM to the stage (dvc, a scheduler) or to the
     launcher alone. torch's launcher used to print its SignalException traceback (twice when the
     signal reached it both from the process group and from the stage)."""
-    import select
+    import queue
     import signal
+    import threading
 
     script = tmp_path / "stage.py"
     script.write_text(STOPPABLE)
@@ -246,16 +247,24 @@ def test_sigterm_stops_the_ranks_in_one_line_without_a_launcher_traceback(tmp_pa
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, cwd=tmp_path, env=env, start_new_session=True)
     try:
+        # a thread reads the lines: select() on a buffered pipe misses a second line already buffered
+        lines: queue.Queue = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout], daemon=True).start()
         ready_ranks: list[str] = []   # each rank's parent pid: the launcher's
-        deadline = time.monotonic() + 60
+        seen: list[str] = []
+        deadline = time.monotonic() + 180   # three torch imports on 2 busy cores can take a minute
         while len(ready_ranks) < 2:
-            readable, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
-            line = proc.stdout.readline() if readable else ""
-            assert line, f"the ranks did not start (exit code {proc.poll()})"
+            try:
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                line = ""
+            seen.append(line)
+            assert line, f"the ranks did not start (exit code {proc.poll()}; stdout {seen})"
             if line.startswith("ready"):
                 ready_ranks.append(line.split()[1])
         os.kill(proc.pid if target == "stage" else int(ready_ranks[0]), signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
+        proc.wait(timeout=60)
+        err = proc.stderr.read()   # a few lines: they fit the pipe while it waits
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

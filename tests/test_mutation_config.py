@@ -99,6 +99,8 @@ def test_mutable_defaults_are_fresh_copies():
     assert Mutable().d == {"k": [1]}
     fields = {f.name: f for f in dataclasses.fields(Mutable)}
     assert fields["t"].default == (1,) and fields["d"].default is dataclasses.MISSING
+    assert fields["i"].default is dataclasses.MISSING and one.i is not two.i       # a dataclass: a fresh copy too
+    assert [C.knob_of(fields[n]).help for n in "dlsit"] == list("dlsit")
 
 
 # --------------------------------------------------------------------------- parsing
@@ -221,7 +223,8 @@ def test_numbers():
     for kind, what in (("int", "an integer"), ("float", "a number"), ("number", "a number")):
         with pytest.raises(ConfigError) as exc:
             C._number(math.inf, "k", k, kind) if kind != "int" else C._number(2.0, "k", k, kind)
-        assert str(exc.value) == (f"k = 2.0, expected {what}" if kind == "int" else f"k = inf, expected {what} (finite)")
+        expected = f"k = 2.0, expected {what}" if kind == "int" else f"k = inf, expected {what} (finite)"
+        assert str(exc.value) == expected
     with pytest.raises(ConfigError, match=r"^k = nan, expected a number \(finite\)$"):
         C._number(math.nan, "k", k, "float")
 
@@ -380,6 +383,7 @@ def test_replace_at():
 class Profile:
     epochs: int = knob(1, "epochs")
     lr: float = knob(0.1, "lr")
+    _private: int = knob(5, "not delegated")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -404,6 +408,9 @@ def test_profile_view():
     with pytest.raises(AttributeError) as exc:
         cfg._epochs
     assert str(exc.value) == "Trained has no attribute '_epochs'"
+    with pytest.raises(AttributeError) as exc:      # names starting with _ are never delegated
+        cfg._private
+    assert str(exc.value) == "Trained has no attribute '_private'" and cfg.active._private == 5
     bare = object.__new__(Trained)                 # as copy and pickle make them: no profile yet
     with pytest.raises(AttributeError) as exc:
         bare.epochs

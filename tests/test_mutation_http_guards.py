@@ -70,7 +70,8 @@ def run_guard(scope, messages, *, limits=None, default=1000, timeout=5.0, app_he
     async def send(message):
         sent.append(message)
 
-    async def app(scope, receive, send):
+    async def app(got, receive, send):
+        assert got is scope
         try:
             while True:
                 message = await receive()
@@ -182,6 +183,12 @@ def test_without_a_body_reads_are_neither_counted_nor_timed():
     asyncio.run(hg.Guard(app, {}, 10, 0.01)(http_scope(), slow, None))   # no body: no clock on its reads
 
 
+def test_a_scope_without_headers_has_no_body():
+    read, sent, error = run_guard({"type": "http", "path": "/predict"}, [{"type": "http.request", "body": b"x" * 50}],
+                                  default=10)
+    assert error is None and sent[0]["headers"] == SECURITY
+
+
 def test_an_app_header_is_kept_and_the_apps_message_is_not_changed():
     app_headers = [(b"x-frame-options", b"SAMEORIGIN"), (b"content-type", b"text/html")]
     read, sent, error = run_guard(http_scope(), [], app_headers=app_headers)
@@ -253,6 +260,7 @@ def test_the_kind_is_the_first_line_cut_to_200_characters():
     assert f.filter(record("bad\nline one")) is True
     assert f.filter(record("bad\nline two")) is False
     assert f.filter(record("bad")) is False
+    assert f.filter(record("bad\nline\nthree")) is False
     assert f.filter(record("bad ")) is True
     long = "a" * 200
     assert f.filter(record(long + "b")) is True
@@ -507,6 +515,16 @@ def test_headers_not_complete_in_time_close_the_connection(server, caplog):
         "closed a connection without complete request headers after 0.5 s (--header-timeout-s)"]
     conn.connection_lost(None)                                       # counted once only
     assert P.open_count == 0
+    other, _ = server.connect(P)
+    server.loop.timers(0.5)
+    assert P.closed["header_timeout"] == 2
+
+
+def test_connection_lost_with_an_error(server):
+    P = hg.guarded_protocol(max_connections=3, header_timeout_s=0.5, burst=2)
+    conn, transport = server.connect(P)
+    conn.connection_lost(ConnectionResetError())
+    assert P.open_count == 0 and P.waiting == {} and not transport.closed   # uvicorn closes only on a clean loss
 
 
 def test_a_late_timer_on_a_closing_or_served_connection_does_nothing(server):
@@ -596,6 +614,22 @@ def test_past_the_cap_the_oldest_idle_connections_that_were_read_make_room(serve
     assert P.open_count == 2
 
 
+def test_a_trim_closes_several_at_once_and_stops_at_the_cap(server, caplog):
+    P = hg.guarded_protocol(max_connections=2, header_timeout_s=0.5, burst=5)
+    loop = server.loop
+    conns = [server.connect(P) for _ in range(4)]
+    loop.turn()
+    late, tlate = server.connect(P)                                   # not read yet
+    with caplog.at_level(logging.WARNING, logger="rakuten.http_guards"):
+        assert loop.timers(0) == 1
+    assert [t.aborted for _, t in conns] == [True, True, True, False] and not tlate.aborted
+    assert P.open_count == 2 and P.closed["evicted"] == 3
+    assert [r.getMessage() for r in caplog.records] == [
+        "over 2 connections open: closed 3 waiting for their request headers (--max-connections)"]
+    # at the cap, with one connection not read yet: no further trim
+    assert P.trim_pending is False and [h for h in loop.later if h.delay == 0] == []
+
+
 def test_a_trim_with_nothing_to_close_logs_nothing(server, caplog):
     P = hg.guarded_protocol(max_connections=1, header_timeout_s=0.5, burst=3)
     loop = server.loop
@@ -630,6 +664,7 @@ def test_at_the_ceiling_a_new_connection_is_closed_at_once(server, caplog):
         "3 connections open: a new one was closed at once (--max-connections 2 plus 1 accepted in one go)"]
     refused.connection_lost(None)                                     # nothing was set up: nothing to undo
     assert P.open_count == 3
+    assert server.connect(P)[1].aborted and P.closed["refused"] == 2
     conns[0][0].connection_lost(None)
     assert P.open_count == 2 and conns[0][0] not in P.waiting and conns[0][0]._timer is None
     again, transport = server.connect(P)

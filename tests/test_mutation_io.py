@@ -65,7 +65,8 @@ def refused(ins, outs) -> str:
 
 
 def snapshot(ins, outs) -> dict:
-    roots = {p.parent for p in ins.values()} | {p.parent for p, _ in outs.values()}
+    # a folder itself, not its parent: the parent of a test's workspace holds every test's files
+    roots = {p if p.is_dir() else p.parent for p in [*ins.values(), *(q for q, _ in outs.values())]}
     out = {}
     for root in roots - {Path("/proc")}:
         if root.is_dir():
