@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 from types import SimpleNamespace
 
@@ -17,26 +16,12 @@ import pytest
 
 from rakuten import http_guards as hg
 from rakuten.errors import PipelineError
+from tests.guards import no_hang  # noqa: F401 (fixtures)
 
 SECURITY = [(b"x-content-type-options", b"nosniff"), (b"x-frame-options", b"DENY"),
             (b"referrer-policy", b"no-referrer"),
             (b"content-security-policy",
              b"default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")]
-
-
-@pytest.fixture(autouse=True)
-def _deadline():
-    """A mutant that would wait forever fails after 5 s instead of reaching mutmut's timeout."""
-    def expire(signum, frame):
-        raise TimeoutError("test ran past 5 s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, 5.0)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 # --------------------------------------------------------------------------- constants and errors

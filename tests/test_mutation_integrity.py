@@ -11,10 +11,7 @@ from __future__ import annotations
 import builtins
 import hashlib
 import json
-import locale
 import os
-import signal
-import threading
 from pathlib import Path
 
 import pytest
@@ -22,6 +19,7 @@ import pytest
 from rakuten import integrity as I
 from rakuten.errors import PipelineError
 from rakuten.integrity import ArtifactRecords, IntegrityError
+from tests.guards import ascii_locale, no_hang  # noqa: F401 (fixtures)
 
 # `dvc add m` of dvc_folder(): the md5 recorded in m.dvc (and the name of its .dir object in the cache)
 DVC_ADD_HASH = "66f3fadbcdb870b632f4059525abf764.dir"
@@ -34,26 +32,6 @@ DVC_ADD_LISTING = [   # the .dir object dvc wrote, byte for byte once json-dumpe
 ]
 HINT = "refusing to load it; restore it with `dvc checkout {key}` (or `dvc pull`) and check who could write to " \
        "the DVC remote"
-
-
-@pytest.fixture(autouse=True)
-def _no_hang():
-    """A hang (a FIFO opened for reading, a loop that never ends) fails the test in 5 s instead of blocking
-    the run: SIGALRM interrupts the blocked call or the loop with an exception."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def expire(signum, frame):
-        raise TimeoutError("hung for 5 s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, 5.0)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def md5(data: bytes) -> str:
@@ -112,17 +90,6 @@ def cache_listing(root: Path, entries, layout: str = "files/md5", data: bytes | 
     obj.parent.mkdir(parents=True, exist_ok=True)
     obj.write_bytes(data)
     return value + ".dir"
-
-
-@pytest.fixture
-def ascii_locale():
-    """LC_CTYPE=C for the test: the locale's encoding is ASCII, so only an explicit UTF-8 reads non-ASCII text."""
-    old = locale.setlocale(locale.LC_CTYPE)
-    locale.setlocale(locale.LC_CTYPE, "C")
-    try:
-        yield
-    finally:
-        locale.setlocale(locale.LC_CTYPE, old)
 
 
 def refused(records: ArtifactRecords, path: Path, kind=IntegrityError) -> str:

@@ -6,8 +6,6 @@ is one line naming both options, and nothing is touched.
 from __future__ import annotations
 
 import os
-import signal
-import threading
 from pathlib import Path
 
 import pytest
@@ -15,28 +13,9 @@ import pytest
 from rakuten import io as IO
 from rakuten.errors import PipelineError
 from rakuten.io import OUTPUT_MARKER, check_run_paths
+from tests.guards import no_hang  # noqa: F401 (fixtures)
 
 INTO = "an output never replaces or writes into an input: choose another"
-
-
-@pytest.fixture(autouse=True)
-def _no_hang():
-    """A hang (a FIFO opened for reading, a loop that never ends) fails the test in 5 s instead of blocking
-    the run: SIGALRM interrupts the blocked call or the loop with an exception."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def expire(signum, frame):
-        raise TimeoutError("hung for 5 s")
-
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, 5.0)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ written out here, independently of params.yaml.
 from __future__ import annotations
 
 import json
-import locale
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 from rakuten import preprocessing as PP
 from rakuten.config import knob, parse_section, runtime_keys
 from rakuten.errors import PipelineError
+from tests.guards import ascii_locale  # noqa: F401 (fixtures)
 
 
 @dataclass(frozen=True)
@@ -95,17 +95,6 @@ def test_write_record_to_a_path_or_the_stage_output(tmp_path, monkeypatch):
 
 
 # --------------------------------------------------------------------------- reading records
-
-@pytest.fixture
-def ascii_locale():
-    """LC_CTYPE=C for the test: the locale's encoding is ASCII, so only an explicit UTF-8 reads non-ASCII text."""
-    old = locale.setlocale(locale.LC_CTYPE)
-    locale.setlocale(locale.LC_CTYPE, "C")
-    try:
-        yield
-    finally:
-        locale.setlocale(locale.LC_CTYPE, old)
-
 
 def test_read_record_returns_the_mapping(tmp_path, ascii_locale):
     (tmp_path / "r.json").write_text(json.dumps({"text_clean": {"a": 1}, "image_clean": {}}), encoding="utf-8")
