@@ -368,8 +368,8 @@ def test_a_folder_is_hashed_once_per_records(tmp_path, monkeypatch):
     m = dvc_folder(tmp_path)
     records = project(tmp_path, {"m": DVC_ADD_HASH})
     calls = []
-    real = I.artifact_md5
-    monkeypatch.setattr(I, "artifact_md5", lambda path: calls.append(path) or real(path))
+    real = I.hashed
+    monkeypatch.setattr(I, "hashed", lambda path: calls.append(path) or real(path))
     assert records.verify(m) == DVC_ADD_HASH and records.verify(tmp_path / "m" / ".." / "m") == DVC_ADD_HASH
     assert calls == [m]
     fresh = ArtifactRecords.from_lock(tmp_path / "dvc.lock")
@@ -545,3 +545,10 @@ def test_verified_finds_the_lock_and_refuses_a_mismatch(tmp_path, monkeypatch):
     (m / "w.pt").write_bytes(b"zeroed")
     with pytest.raises(IntegrityError, match=f"^{Path('m') / 'w.pt'}: md5 {md5(b'zeroed')}, expected "):
         I.verified("m")
+
+
+def test_the_records_keep_each_stage_entry(tmp_path):
+    """`/metadata` reads each artifact's stage params from the records, not from a second parse of the lock."""
+    records = project(tmp_path, {"m": DVC_ADD_HASH}, stage="train_m")
+    assert records.stages == {"train_m": {"cmd": "python train.py",
+                                          "outs": [{"path": "m", "md5": DVC_ADD_HASH, "hash": "md5"}]}}

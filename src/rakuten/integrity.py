@@ -67,11 +67,20 @@ def listing_md5(entries: list[dict[str, str]]) -> str:
     return hashlib.md5(json.dumps(entries, sort_keys=True).encode("utf-8")).hexdigest() + ".dir"
 
 
-def artifact_md5(path: Path) -> str:
-    """The hash DVC records for ``path`` (a file or a folder output)."""
+def hashed(path: Path) -> tuple[str, list[dict[str, str]] | None]:
+    """The hash DVC records for ``path`` (a file or a folder output), and a folder's listing (None for a
+    file), so that a mismatch can name the changed file without hashing the folder again."""
     if path.is_symlink() or not (path.is_dir() or path.is_file()):
         raise IntegrityError(f"{path}: not a regular file or folder")
-    return listing_md5(tree_listing(path)) if path.is_dir() else file_md5(path)
+    if path.is_dir():
+        listing = tree_listing(path)
+        return listing_md5(listing), listing
+    return file_md5(path), None
+
+
+def artifact_md5(path: Path) -> str:
+    """The hash DVC records for ``path`` (a file or a folder output)."""
+    return hashed(path)[0]
 
 
 def parse_lock(text: str, name: str) -> dict[str, Any]:
@@ -107,6 +116,7 @@ class ArtifactRecords:
     lock: Path
     root: Path
     outs: dict[str, tuple[str, dict]]
+    stages: dict[str, dict] = field(default_factory=dict, compare=False, repr=False)   # the lock's stage entries
     checked: dict[str, str] = field(default_factory=dict, compare=False, repr=False)   # one hashing per folder
 
     @classmethod
@@ -124,7 +134,7 @@ class ArtifactRecords:
         for stage, entry in parsed["stages"].items():
             for out in entry.get("outs") or []:
                 outs[Path(out["path"]).as_posix().rstrip("/")] = (str(stage), out)
-        return cls(lock, lock.resolve().parent, outs)
+        return cls(lock, lock.resolve().parent, outs, parsed["stages"])
 
     @classmethod
     def for_path(cls, path: str | os.PathLike) -> "ArtifactRecords":
@@ -162,20 +172,20 @@ class ArtifactRecords:
             return expected
         if not path.exists():
             raise PipelineError(f"{path}: trained model not found; run `dvc pull` or `dvc repro {stage}`")
-        found = artifact_md5(path)
+        found, listing = hashed(path)
         if found != expected:
-            raise IntegrityError(self._mismatch(path, expected, found))
+            raise IntegrityError(self._mismatch(path, expected, found, listing))
         log.debug("%s: md5 %s matches %s", path, found, self.lock)
         self.checked[key] = found
         return found
 
-    def _mismatch(self, path: Path, expected: str, found: str) -> str:
+    def _mismatch(self, path: Path, expected: str, found: str, listing: list[dict[str, str]] | None) -> str:
         hint = (f"refusing to load it; restore it with `dvc checkout {self.key(path)}` (or `dvc pull`) and check "
                 f"who could write to the DVC remote")
-        listing = self._cached_listing(expected) if expected.endswith(".dir") else None
-        if listing is not None and path.is_dir():
-            want = {e["relpath"]: e["md5"] for e in listing}
-            have = {e["relpath"]: e["md5"] for e in tree_listing(path)}
+        recorded = self._cached_listing(expected) if expected.endswith(".dir") else None
+        if recorded is not None and listing is not None:
+            want = {e["relpath"]: e["md5"] for e in recorded}
+            have = {e["relpath"]: e["md5"] for e in listing}
             for rel in sorted(set(want) | set(have)):
                 if want.get(rel) != have.get(rel):
                     return (f"{path / rel}: md5 {have.get(rel) or 'missing'}, expected {want.get(rel) or 'no such file'}"

@@ -123,9 +123,11 @@ def check_run_paths(inputs: Mapping[str, Path], outputs: Mapping[str, tuple[Path
     for option, (path, is_dir) in outputs.items():
         for source, given in inputs.items():
             if _same_or_inside(path, given) or (is_dir and _same_or_inside(given, path)):
-                how = "is" if path.resolve() == given.resolve() or not given.is_dir() else "is inside"
-                if is_dir and given.resolve().is_relative_to(path.resolve()) and path.resolve() != given.resolve():
+                out, src = path.resolve(), given.resolve()
+                if is_dir and out != src and src.is_relative_to(out):
                     how = "holds"
+                else:
+                    how = "is" if out == src or not given.is_dir() else "is inside"
                 raise PipelineError(f"{option} {path}: {how} {source} {given}; an output never replaces or "
                                     f"writes into an input: choose another {option}")
         for other, (other_path, _) in outputs.items():

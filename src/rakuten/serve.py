@@ -44,7 +44,6 @@ from typing import Any, AsyncIterator, Callable
 
 import numpy as np
 import pandas as pd
-import yaml
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
@@ -111,16 +110,13 @@ def model_metadata(predictor: Predictor, records: ArtifactRecords | None) -> dic
     files when they were loaded (checked against ``records``, the dvc.lock: ``verified`` true) and the
     params its stage ran with, the cleaning it was trained with, the classes."""
     models = predictor.models
-    lock = {}
-    if records is not None:
-        lock = yaml.safe_load(records.lock.read_text()) or {}
     artifacts = []
     for name, modality in [*zip(models.fused.models, models.fused.modalities), ("fusion", "fusion")]:
         folder = trained_model_dir(models.models_dir, name)
         found = records.recorded(folder) if records is not None else None
         stage, out = found if found is not None else (None, None)
         served = models.hashes.get(name)
-        params = (lock["stages"][stage].get("params") or {}) if stage else {}
+        params = (records.stages[stage].get("params") or {}) if stage else {}
         artifacts.append({
             "name": name, "modality": modality, "path": (records.key(folder) if records is not None else None)
             or str(folder.resolve()),
@@ -355,7 +351,8 @@ def create_app(predictor: Predictor, limits: ServeLimits = ServeLimits(), metada
                                     default_limit=1e6, body_timeout_s=limits.body_timeout_s)
     gate = Gate(limits.max_pending)
     meta = metadata if metadata is not None else model_metadata(predictor, None)
-    index_csp = page_csp(page_html())
+    index_page = page_html()
+    index_csp = page_csp(index_page)
 
     def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
         line = " ".join(str(message).split()).encode("utf-8", "backslashreplace").decode("utf-8")
@@ -431,7 +428,7 @@ def create_app(predictor: Predictor, limits: ServeLimits = ServeLimits(), metada
 
     @get_and_head("/", response_class=HTMLResponse)
     def index() -> HTMLResponse:
-        return HTMLResponse(page_html(), headers={"content-security-policy": index_csp})
+        return HTMLResponse(index_page, headers={"content-security-policy": index_csp})
 
     @get_and_head("/health")
     def health() -> dict:
