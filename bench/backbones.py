@@ -3,7 +3,7 @@
 Why: choosing a backbone (``-S camembert.full.model=...`` / ``-S resnet50.full.arch=...``) on a CPU
 box means knowing what one epoch of the real catalog's train split (68,000 rows) costs before
 starting it. Each family is built at its real size with random init (the cost does not depend on
-the weights), fp32, under the pipeline's numeric policy (:func:`rakuten.numerics.configure_torch`:
+the weights), fp32, under the pipeline's numeric policy (:func:`rakuten.core.numerics.configure_torch`:
 oneDNN off, deterministic kernels, MKL's reproducible branch, as every stage runs). Timed: 3
 training steps (AdamW, after a warm-up step on 2 rows) and 2 inference batches at batch 4 (batch 8
 and 3 inference batches would not fit in ~12 minutes on a shared 2-core box). Texts are tokenised
@@ -25,6 +25,7 @@ measured the same way at their own batch sizes. Prints a table, writes
 This module also holds what bench/deep.py's GPU mode shares with it: the family table, the model
 builders and the length-grouped text batches.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,14 +42,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # benchmarks use weights on disk o
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from measure import cpu_s, peak_rss_mib  # noqa: E402
 
 import rakuten  # noqa: E402,F401  pins the numeric environment before torch runs anything
-from rakuten.classes import N_CLASSES  # noqa: E402
-from rakuten.errors import PipelineError  # noqa: E402
-from rakuten.io import write_json  # noqa: E402
-from rakuten.logs import setup_logging  # noqa: E402
-
-from measure import cpu_s, peak_rss_mib  # noqa: E402
+from rakuten.contracts.classes import N_CLASSES  # noqa: E402
+from rakuten.core.errors import PipelineError  # noqa: E402
+from rakuten.core.io import write_json  # noqa: E402
+from rakuten.core.logs import setup_logging  # noqa: E402
 
 log = logging.getLogger("bench.backbones")
 TRAIN_ROWS = 68000  # the real catalog's train split (84,916 labelled rows x 0.8)
@@ -57,6 +57,7 @@ PAD_MULTIPLE = 8  # dynamic padding rounds lengths up to a multiple of 8 (tensor
 
 
 # ------------------------------------------------------------------------------------ families
+
 
 @dataclass(frozen=True)
 class Family:
@@ -75,8 +76,14 @@ class Family:
 
 FAMILIES: tuple[Family, ...] = (
     Family("camembert-base", "text", "camembert-base", "transformers", 128, aliases=("almanach/camembert-base",)),
-    Family("camembert-large", "text", "camembert/camembert-large", "transformers", 64,
-           aliases=("almanach/camembert-large",)),
+    Family(
+        "camembert-large",
+        "text",
+        "camembert/camembert-large",
+        "transformers",
+        64,
+        aliases=("almanach/camembert-large",),
+    ),
     Family("xlm-roberta-base", "text", "FacebookAI/xlm-roberta-base", "transformers", 128),
     Family("flaubert-base", "text", "flaubert/flaubert_base_cased", "transformers", 128),
     Family("camembertav2-base", "text", "almanach/camembertav2-base", "transformers", 128),
@@ -100,8 +107,9 @@ def family(key: str) -> Family:
     for fam in FAMILIES + DEMO_FAMILIES:
         if fam.key == key:
             return fam
-    raise PipelineError(f"unknown backbone family {key!r}; expected one of "
-                        f"{', '.join(f.key for f in FAMILIES + DEMO_FAMILIES)}")
+    raise PipelineError(
+        f"unknown backbone family {key!r}; expected one of {', '.join(f.key for f in FAMILIES + DEMO_FAMILIES)}"
+    )
 
 
 def text_config(fam: Family, pad_id: int, tiny: bool, vocab_size: int | None = None):
@@ -124,25 +132,43 @@ def text_config(fam: Family, pad_id: int, tiny: bool, vocab_size: int | None = N
         size = small or dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
         return XLMRobertaConfig(vocab_size=250002, max_position_embeddings=514, type_vocab_size=1, **common, **size)
     if fam.key == "flaubert-base":
-        size = (dict(emb_dim=32, n_layers=2, n_heads=2) if tiny else dict(emb_dim=768, n_layers=12, n_heads=12))
-        return FlaubertConfig(vocab_size=68729, max_position_embeddings=512, pad_index=pad_id,
-                              num_labels=N_CLASSES, **size)
+        size = dict(emb_dim=32, n_layers=2, n_heads=2) if tiny else dict(emb_dim=768, n_layers=12, n_heads=12)
+        return FlaubertConfig(
+            vocab_size=68729, max_position_embeddings=512, pad_index=pad_id, num_labels=N_CLASSES, **size
+        )
     if fam.key == "camembertav2-base":  # DeBERTa-v2/v3 architecture, CamemBERTa-v2's published sizes
         size = small or dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
-        return DebertaV2Config(vocab_size=32768, max_position_embeddings=1024, relative_attention=True,
-                               position_buckets=256, pos_att_type=["p2c", "c2p"], norm_rel_ebd="layer_norm",
-                               share_att_key=True, position_biased_input=False, type_vocab_size=0,
-                               max_relative_positions=-1, **common, **size)  # (the class defaults are xlarge)
+        return DebertaV2Config(
+            vocab_size=32768,
+            max_position_embeddings=1024,
+            relative_attention=True,
+            position_buckets=256,
+            pos_att_type=["p2c", "c2p"],
+            norm_rel_ebd="layer_norm",
+            share_att_key=True,
+            position_biased_input=False,
+            type_vocab_size=0,
+            max_relative_positions=-1,
+            **common,
+            **size,
+        )  # (the class defaults are xlarge)
     if fam.key.startswith("camembert-demo"):  # params.yaml's demo: scratch 2x128, 4 heads, 512 FFN
-        return CamembertConfig(vocab_size=vocab_size, hidden_size=128, num_hidden_layers=2, num_attention_heads=4,
-                               intermediate_size=512, max_position_embeddings=fam.max_length + 2, type_vocab_size=1,
-                               **common)
+        return CamembertConfig(
+            vocab_size=vocab_size,
+            hidden_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=512,
+            max_position_embeddings=fam.max_length + 2,
+            type_vocab_size=1,
+            **common,
+        )
     raise PipelineError(f"{fam.key}: not a text family")
 
 
 def _pretrained_dir(*hub_ids: str) -> str | None:
     """Directory of the first of ``hub_ids`` whose weights are on disk (models/pretrained/, HF cache), else None."""
-    from rakuten.pretrained import resolve_hf
+    from rakuten.runtime.pretrained import resolve_hf
 
     for hub_id in hub_ids:
         try:
@@ -152,8 +178,9 @@ def _pretrained_dir(*hub_ids: str) -> str | None:
     return None
 
 
-def build_text(fam: Family, tokenizer_pad_id: int, tiny: bool = False, attention: str = "sdpa",
-               vocab_size: int | None = None) -> tuple[torch.nn.Module, dict]:
+def build_text(
+    fam: Family, tokenizer_pad_id: int, tiny: bool = False, attention: str = "sdpa", vocab_size: int | None = None
+) -> tuple[torch.nn.Module, dict]:
     """(sequence classifier, info): pretrained weights when on disk, else random init at real size.
 
     ``attention``: ``sdpa`` (fused kernels) where the architecture supports it, else ``eager``;
@@ -167,10 +194,12 @@ def build_text(fam: Family, tokenizer_pad_id: int, tiny: bool = False, attention
         try:
             if path:
                 model = AutoModelForSequenceClassification.from_pretrained(
-                    path, num_labels=N_CLASSES, ignore_mismatched_sizes=True, attn_implementation=impl)
+                    path, num_labels=N_CLASSES, ignore_mismatched_sizes=True, attn_implementation=impl
+                )
             else:
                 model = AutoModelForSequenceClassification.from_config(
-                    text_config(fam, tokenizer_pad_id, tiny, vocab_size), attn_implementation=impl)
+                    text_config(fam, tokenizer_pad_id, tiny, vocab_size), attn_implementation=impl
+                )
         except ValueError as exc:  # "does not support an attention implementation through sdpa"
             if impl == "eager":
                 raise
@@ -210,7 +239,7 @@ def build_image(fam: Family, tiny: bool = False, image_size: int | None = None) 
         net = torchvision.models.get_model(fam.hub_id, weights=None)
         init = "random (weights not on this machine)"
         if not (tiny or fam.demo):
-            from rakuten.pretrained import resolve_torchvision
+            from rakuten.runtime.pretrained import resolve_torchvision
 
             try:
                 weights = resolve_torchvision(fam.hub_id, "imagenet")
@@ -229,8 +258,9 @@ def build_image(fam: Family, tiny: bool = False, image_size: int | None = None) 
         kwargs.update(_TINY_TIMM.get(fam.hub_id.split("_")[0], {}))
     weights = None if (tiny or fam.demo) else timm_pretrained_file(fam.hub_id)
     if weights is not None:
-        net = timm.create_model(fam.hub_id, pretrained=True, num_classes=N_CLASSES,
-                                pretrained_cfg_overlay={"file": str(weights)}, **kwargs)
+        net = timm.create_model(
+            fam.hub_id, pretrained=True, num_classes=N_CLASSES, pretrained_cfg_overlay={"file": str(weights)}, **kwargs
+        )
         init = f"pretrained ({weights})"
     else:
         net = timm.create_model(fam.hub_id, pretrained=False, num_classes=N_CLASSES, **kwargs)
@@ -252,6 +282,7 @@ def params_m(net: torch.nn.Module) -> float:
 
 # --------------------------------------------------------------------------------- text inputs
 
+
 def catalog_texts(rows: int, seed: int = 42) -> list[str]:
     """``text_light`` of a generated catalog's first ``rows`` rows: title + description cleaned as
     the text_clean stage does (HTML, encoding, whitespace; 10,000-character cap), no translation."""
@@ -260,8 +291,10 @@ def catalog_texts(rows: int, seed: int = 42) -> list[str]:
 
     x, *_ = generate_tables(SampleConfig(n_train=max(rows, 2 * N_CLASSES), n_test=0, seed=seed, n_jobs=1))
     x = x.iloc[:rows]
-    return [truncate_words(clean_text(concat_fields(a, b)), 10000)[0]
-            for a, b in zip(x["designation"].tolist(), x["description"].tolist())]
+    return [
+        truncate_words(clean_text(concat_fields(a, b)), 10000)[0]
+        for a, b in zip(x["designation"].tolist(), x["description"].tolist())
+    ]
 
 
 def text_tokenizer(fam: Family, texts: list[str], fallback=None):
@@ -291,9 +324,15 @@ def token_ids(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
 def length_stats(ids: list[list[int]], cap: int) -> dict:
     """Token lengths after truncation at ``cap``: mean, median, p95, max, share of rows cut at the cap."""
     lengths = np.array([len(x) for x in ids])
-    return {"rows": int(len(lengths)), "cap": cap, "mean": round(float(lengths.mean()), 1),
-            "p50": int(np.percentile(lengths, 50)), "p95": int(np.percentile(lengths, 95)),
-            "max": int(lengths.max()), "share_at_cap": round(float((lengths >= cap).mean()), 4)}
+    return {
+        "rows": int(len(lengths)),
+        "cap": cap,
+        "mean": round(float(lengths.mean()), 1),
+        "p50": int(np.percentile(lengths, 50)),
+        "p95": int(np.percentile(lengths, 95)),
+        "max": int(lengths.max()),
+        "share_at_cap": round(float((lengths >= cap).mean()), 4),
+    }
 
 
 def length_grouped_batches(lengths: np.ndarray, batch_size: int, seed: int, mega: int = 50) -> list[np.ndarray]:
@@ -304,9 +343,9 @@ def length_grouped_batches(lengths: np.ndarray, batch_size: int, seed: int, mega
     order = rng.permutation(len(lengths))
     batches = []
     for start in range(0, len(order), batch_size * mega):
-        chunk = order[start:start + batch_size * mega]
+        chunk = order[start : start + batch_size * mega]
         chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
-        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk) - batch_size + 1, batch_size)]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk) - batch_size + 1, batch_size)]
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
@@ -315,7 +354,7 @@ def ids_matrix(ids: list[list[int]], cap: int, pad_id: int) -> tuple[np.ndarray,
     lengths = np.fromiter((len(r) for r in ids), dtype=np.int64, count=len(ids))
     mat = np.full((len(ids), cap), pad_id, dtype=np.int64)
     for i, row in enumerate(ids):
-        mat[i, :len(row)] = row
+        mat[i, : len(row)] = row
     return mat, lengths
 
 
@@ -347,6 +386,7 @@ def representative_batches(batches: list[np.ndarray], lengths: np.ndarray, n: in
 
 # ---------------------------------------------------------------------------------- CPU timing
 
+
 def _timed(fn: Callable[[], Any]) -> tuple[float, float]:
     """(wall s, CPU s of this process) of ``fn()``."""
     c0, t0 = cpu_s(), time.perf_counter()
@@ -354,8 +394,14 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, float]:
     return time.perf_counter() - t0, cpu_s() - c0
 
 
-def cpu_measure(net: torch.nn.Module, make_batch: Callable[[int], tuple[dict, torch.Tensor]], batch_size: int,
-                steps: int, infer_batches: int, forward: Callable) -> dict:
+def cpu_measure(
+    net: torch.nn.Module,
+    make_batch: Callable[[int], tuple[dict, torch.Tensor]],
+    batch_size: int,
+    steps: int,
+    infer_batches: int,
+    forward: Callable,
+) -> dict:
     """1 warm-up + ``steps`` AdamW training steps, then ``infer_batches`` forward passes (no grad).
 
     ``make_batch(k)``: k = -1 the warm-up batch (2 rows: it only has to allocate the optimiser state
@@ -380,9 +426,15 @@ def cpu_measure(net: torch.nn.Module, make_batch: Callable[[int], tuple[dict, to
         forward(net, make_batch(-1)[0])  # warm-up of the inference path
         infer_wall, _ = _timed(lambda: [forward(net, b[0]) for b in infer])
     train_rate = steps * batch_size / train_wall
-    return {"batch_size": batch_size, "train_steps": steps, "train_samples_per_s": round(train_rate, 2),
-            "train_step_s": round(train_wall / steps, 3), "cpu_utilisation": round(train_cpu / train_wall, 2),
-            "infer_batches": infer_batches, "infer_samples_per_s": round(infer_batches * batch_size / infer_wall, 2)}
+    return {
+        "batch_size": batch_size,
+        "train_steps": steps,
+        "train_samples_per_s": round(train_rate, 2),
+        "train_step_s": round(train_wall / steps, 3),
+        "cpu_utilisation": round(train_cpu / train_wall, 2),
+        "infer_batches": infer_batches,
+        "infer_samples_per_s": round(infer_batches * batch_size / infer_wall, 2),
+    }
 
 
 def _text_forward(net, inputs: dict) -> torch.Tensor:
@@ -406,8 +458,9 @@ def text_inputs(fam: Family, texts: list[str], cache: dict) -> tuple[Any, str, l
     return (tokenizer, desc, *cache[desc, fam.max_length])
 
 
-def bench_text_cpu(fam: Family, texts: list[str], tok_cache: dict, tiny: bool, batch: int, steps: int,
-                   infer_batches: int) -> dict:
+def bench_text_cpu(
+    fam: Family, texts: list[str], tok_cache: dict, tiny: bool, batch: int, steps: int, infer_batches: int
+) -> dict:
     """One text family on the CPU: real length distribution, dynamic padding, batch ``batch``."""
     tokenizer, tok_desc, ids, mat, lengths = text_inputs(fam, texts, tok_cache)
     pad_id = tokenizer.pad_token_id
@@ -422,12 +475,19 @@ def bench_text_cpu(fam: Family, texts: list[str], tok_cache: dict, tiny: bool, b
 
     res = cpu_measure(net, make, batch, steps, infer_batches, _text_forward)
     res["padded_lengths_timed"] = [padded_width(lengths[b]) for b in timed]
-    return {**info, "tokenizer": tok_desc, "params_m": params_m(net), "max_length": fam.max_length,
-            "token_length": length_stats(ids, fam.max_length), **res}
+    return {
+        **info,
+        "tokenizer": tok_desc,
+        "params_m": params_m(net),
+        "max_length": fam.max_length,
+        "token_length": length_stats(ids, fam.max_length),
+        **res,
+    }
 
 
-def bench_image_cpu(fam: Family, tiny: bool, batch: int, steps: int, infer_batches: int,
-                    image_size: int | None = None) -> dict:
+def bench_image_cpu(
+    fam: Family, tiny: bool, batch: int, steps: int, infer_batches: int, image_size: int | None = None
+) -> dict:
     """One image family on the CPU: random normalised tensors at the family's input size."""
     size = image_size or fam.image_size
     net, info = build_image(fam, tiny=tiny, image_size=size)
@@ -445,7 +505,7 @@ def thread_check(texts: list[str], tok_cache: dict, batch: int, thread_counts: t
     """Seconds per camembert-base training step at each torch thread count (2 timed steps each):
     on a 2-core box shared with other processes, two threads can lose to one (threads that wait
     for a descheduled sibling at every operation)."""
-    from rakuten.models.torch_utils import set_threads
+    from rakuten.runtime.torch_setup import set_threads
 
     fam = family("camembert-base")
     tokenizer, _, _, mat, lengths = text_inputs(fam, texts, tok_cache)
@@ -470,27 +530,36 @@ def thread_check(texts: list[str], tok_cache: dict, batch: int, thread_counts: t
 
 # ---------------------------------------------------------------------------------------- main
 
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="comma-separated family keys (default: all + the demo configs)")
     parser.add_argument("--batch", type=int, default=4, help="batch of the real-size families")
     parser.add_argument("--steps", type=int, default=3, help="timed training steps (after 1 warm-up)")
     parser.add_argument("--infer-batches", type=int, default=2, help="timed inference batches")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads (1, the pipeline's num_threads; see --thread-check)")
-    parser.add_argument("--thread-check", default="1,2",
-                        help="thread counts of a camembert-base step-time comparison ('' to skip)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (1, the pipeline's num_threads; see --thread-check)",
+    )
+    parser.add_argument(
+        "--thread-check", default="1,2", help="thread counts of a camembert-base step-time comparison ('' to skip)"
+    )
     parser.add_argument("--text-rows", type=int, default=10000, help="catalog rows whose token lengths are used")
     parser.add_argument("--tiny", action="store_true", help="tiny configs, 32 px: a quick check of the code path")
     parser.add_argument("--out", default="reports/bench/backbones.json")
-    parser.add_argument("--doc-table", action="store_true",
-                        help="print docs/backbones.md's table from reports/bench/backbones.json + gpu.json and exit")
+    parser.add_argument(
+        "--doc-table",
+        action="store_true",
+        help="print docs/backbones.md's table from reports/bench/backbones.json + gpu.json and exit",
+    )
     args = parser.parse_args(argv)
     if args.doc_table:
         sys.stdout.write(doc_table() + "\n")
         return
     setup_logging()
-    from rakuten.models.torch_utils import set_threads
+    from rakuten.runtime.torch_setup import set_threads
 
     threads = set_threads(args.threads)
     wanted = [k for k in args.only.split(",") if k] or [f.key for f in FAMILIES + DEMO_FAMILIES]
@@ -498,14 +567,21 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     texts = catalog_texts(args.text_rows) if any(f.kind == "text" for f in fams) else []
     report: dict[str, Any] = {
-        "mode": "cpu-tiny" if args.tiny else "cpu", "python": platform.python_version(), "torch": torch.__version__,
-        "device": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(), "torch_threads": threads,
-        "precision": "fp32", "numerics": "rakuten.numerics.configure_torch (oneDNN off, deterministic kernels)",
+        "mode": "cpu-tiny" if args.tiny else "cpu",
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": threads,
+        "precision": "fp32",
+        "numerics": "rakuten.core.numerics.configure_torch (oneDNN off, deterministic kernels)",
         "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
-        "epoch_rows": TRAIN_ROWS, "text_rows": len(texts),
+        "epoch_rows": TRAIN_ROWS,
+        "text_rows": len(texts),
         "method": f"1 warm-up + {args.steps} timed AdamW steps, {args.infer_batches} inference batches; text: "
-                  "length-grouped batches at padded-length quantiles, dynamic padding; images: random tensors",
-        "families": {}}
+        "length-grouped batches at padded-length quantiles, dynamic padding; images: random tensors",
+        "families": {},
+    }
     tok_cache: dict = {}
     for fam in fams:
         batch = fam.gpu_batch if fam.demo else args.batch
@@ -526,8 +602,13 @@ def main(argv: list[str] | None = None) -> None:
             res["epoch_s_estimate"] = round(rows / res["train_samples_per_s"], 1)
             if fam.demo:
                 res["epoch_s_estimate_68k_rows"] = round(TRAIN_ROWS / res["train_samples_per_s"], 1)
-        report["families"][fam.key] = {"kind": fam.kind, "hub_id": fam.hub_id, "demo": fam.demo,
-                                       "wall_s": round(time.perf_counter() - t0, 1), **res}
+        report["families"][fam.key] = {
+            "kind": fam.kind,
+            "hub_id": fam.hub_id,
+            "demo": fam.demo,
+            "wall_s": round(time.perf_counter() - t0, 1),
+            **res,
+        }
     counts = tuple(int(n) for n in args.thread_check.split(",") if n)
     if counts and texts and not args.tiny:
         log.info("thread check: camembert-base steps at %s threads", counts)
@@ -560,8 +641,10 @@ def doc_table(cpu_path: str = "reports/bench/backbones.json", gpu_path: str = "r
 
     cpu, gpu = load(cpu_path).get("families", {}), load(gpu_path)
     gpu_fams = gpu.get("families", {})
-    head = ("| family | params (M) | select with | CPU train samples/s | CPU s/epoch | CPU infer samples/s "
-            "| GPU train samples/s | GPU infer samples/s | GPU MFU (train) | GPU peak MiB |")
+    head = (
+        "| family | params (M) | select with | CPU train samples/s | CPU s/epoch | CPU infer samples/s "
+        "| GPU train samples/s | GPU infer samples/s | GPU MFU (train) | GPU peak MiB |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for fam in FAMILIES + DEMO_FAMILIES:
         c, g = cpu.get(fam.key, {}), gpu_fams.get(fam.key, {})
@@ -576,16 +659,28 @@ def doc_table(cpu_path: str = "reports/bench/backbones.json", gpu_path: str = "r
         elif "error" in g:
             gpu_cells = [f"error: {g['error'][:50]}", "", "", ""]
         else:
-            gpu_cells = [str(g.get("train_samples_per_s")), str(g.get("infer_samples_per_s")),
-                         "n/a" if g.get("mfu") is None else f"{100 * g['mfu']:.1f}%", str(g.get("peak_gpu_mib"))]
+            gpu_cells = [
+                str(g.get("train_samples_per_s")),
+                str(g.get("infer_samples_per_s")),
+                "n/a" if g.get("mfu") is None else f"{100 * g['mfu']:.1f}%",
+                str(g.get("peak_gpu_mib")),
+            ]
         params = c.get("params_m", g.get("params_m", ""))
         lines.append("| " + " | ".join([fam.key, str(params), select_flags(fam), *cpu_cells, *gpu_cells]) + " |")
     return "\n".join(lines)
 
 
 def print_table(report: dict) -> None:
-    cols = ("family", "params_m", "batch_size", "train_samples_per_s", "epoch_s_estimate", "infer_samples_per_s",
-            "cpu_utilisation", "init")
+    cols = (
+        "family",
+        "params_m",
+        "batch_size",
+        "train_samples_per_s",
+        "epoch_s_estimate",
+        "infer_samples_per_s",
+        "cpu_utilisation",
+        "init",
+    )
     rows = []
     for key, r in report["families"].items():
         if "error" in r:
@@ -593,9 +688,11 @@ def print_table(report: dict) -> None:
             continue
         rows.append([key] + [str(r.get(c, "")) for c in cols[1:-1]] + [r.get("init", "").split(" (")[0]])
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
-    sys.stdout.write(f"backbones on {report['device']}: {report['torch_threads']} torch threads, {report['precision']}, "
-                     f"epoch = {report['epoch_rows']} rows (demo: its max_train_rows), load average "
-                     f"{report['load_average_at_start'][0]} -> {report['load_average_at_end'][0]}\n")
+    sys.stdout.write(
+        f"backbones on {report['device']}: {report['torch_threads']} torch threads, {report['precision']}, "
+        f"epoch = {report['epoch_rows']} rows (demo: its max_train_rows), load average "
+        f"{report['load_average_at_start'][0]} -> {report['load_average_at_end'][0]}\n"
+    )
     sys.stdout.write("  ".join(c.ljust(w) for c, w in zip(cols, widths)) + "\n")
     for r in rows:
         sys.stdout.write("  ".join(v.ljust(w) for v, w in zip(r, widths)) + "\n")

@@ -22,6 +22,7 @@ writes JSON (after every model, so a killed run keeps what it measured).
     python bench/deep.py --gpu                   # see bench/gpu_check.sh
     python bench/deep.py --cpu-smoke --out /tmp/smoke.json   # GPU mode's code paths on the CPU, tiny sizes
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,20 +41,19 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import backbones as BB  # first: keeps the Hugging Face hub offline before transformers loads
-
 import numpy as np
 import pandas as pd
 import torch
 
-from rakuten.classes import N_CLASSES
-from rakuten.config import parse_section
-from rakuten.errors import PipelineError
-from rakuten.io import write_json
-from rakuten.logs import setup_logging
+from rakuten.contracts.classes import N_CLASSES
+from rakuten.core.config import parse_section
+from rakuten.core.errors import PipelineError
+from rakuten.core.io import write_json
+from rakuten.core.logs import setup_logging
+from rakuten.core.params import load_params
 from rakuten.models import camembert as C
-from rakuten.models import resnet as R
-from rakuten.models.torch_utils import Runtime, choose_runtime, frame_labels, seed_everything, set_threads
-from rakuten.params import load_params
+from rakuten.models import resnet50 as R
+from rakuten.runtime.torch_setup import Runtime, choose_runtime, frame_labels, seed_everything, set_threads
 
 log = logging.getLogger("bench.deep")
 REPO = Path(__file__).resolve().parents[1]
@@ -61,6 +61,7 @@ BASE = C.ScratchArchitecture(vocab_size=32005, hidden_size=768, num_layers=12, n
 
 
 # ------------------------------------------------------------------------------------- timing
+
 
 class Clock:
     """Wall time that waits for queued CUDA work, so GPU figures are real."""
@@ -77,7 +78,7 @@ class Clock:
 def peak_memory_mib(runtime: Runtime) -> dict:
     out = {"peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     if runtime.device == "cuda":
-        out["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2 ** 20, 1)
+        out["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return out
 
 
@@ -87,8 +88,9 @@ def reset_peak(runtime: Runtime) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def train_loop(step, batches, n_rows: int, batch_size: int, max_steps: int, budget_s: float, clock: Clock,
-               warmup: int = 2) -> dict:
+def train_loop(
+    step, batches, n_rows: int, batch_size: int, max_steps: int, budget_s: float, clock: Clock, warmup: int = 2
+) -> dict:
     """Run ``step(batch) -> n`` over ``batches`` (one epoch at most); samples/s after ``warmup`` steps."""
     steps, seen, start, t0 = 0, 0, clock.now(), None
     for batch in batches:
@@ -103,15 +105,22 @@ def train_loop(step, batches, n_rows: int, batch_size: int, max_steps: int, budg
         t0 = start
     rate = seen / max(end - t0, 1e-9)
     epoch_steps = -(-n_rows // batch_size)
-    return {"train_steps": steps, "epoch_steps": epoch_steps, "full_epoch": steps >= epoch_steps,
-            "train_samples_per_s": round(rate, 1), "train_wall_s": round(end - start, 1),
-            "epoch_s_estimate": round(n_rows / rate, 1)}
+    return {
+        "train_steps": steps,
+        "epoch_steps": epoch_steps,
+        "full_epoch": steps >= epoch_steps,
+        "train_samples_per_s": round(rate, 1),
+        "train_wall_s": round(end - start, 1),
+        "epoch_s_estimate": round(n_rows / rate, 1),
+    }
 
 
 # --------------------------------------------------------------------------------- the models
 
-def bench_camembert(frame: pd.DataFrame, cfg: C.CamembertConfig, runtime: Runtime, max_steps: int,
-                    budget_s: float, n_infer: int) -> dict:
+
+def bench_camembert(
+    frame: pd.DataFrame, cfg: C.CamembertConfig, runtime: Runtime, max_steps: int, budget_s: float, n_infer: int
+) -> dict:
     """Train steps (AdamW, the Trainer's optimiser, same batch/length/precision) + library inference."""
     from transformers import DataCollatorWithPadding
 
@@ -123,9 +132,13 @@ def bench_camembert(frame: pd.DataFrame, cfg: C.CamembertConfig, runtime: Runtim
     enc = C.encode(tokenizer, texts, cfg.max_length)
     prep_s = time.perf_counter() - tok_start
     model.to(runtime.device).train()
-    loader = torch.utils.data.DataLoader(C.EncodedTexts(enc, labels), batch_size=cfg.batch_size, shuffle=True,
-                                         collate_fn=DataCollatorWithPadding(tokenizer),
-                                         generator=torch.Generator().manual_seed(cfg.seed))
+    loader = torch.utils.data.DataLoader(
+        C.EncodedTexts(enc, labels),
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        collate_fn=DataCollatorWithPadding(tokenizer),
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
 
     def step(batch) -> int:
@@ -149,8 +162,9 @@ def bench_camembert(frame: pd.DataFrame, cfg: C.CamembertConfig, runtime: Runtim
     return {**result, **peak_memory_mib(runtime)}
 
 
-def bench_resnet(frame: pd.DataFrame, cfg: R.ResnetConfig, runtime: Runtime, max_steps: int,
-                 budget_s: float, n_infer: int) -> dict:
+def bench_resnet(
+    frame: pd.DataFrame, cfg: R.ResnetConfig, runtime: Runtime, max_steps: int, budget_s: float, n_infer: int
+) -> dict:
     """Train steps through the real data path (JPEG decode + augmentations + DataLoader workers)."""
     seed_everything(cfg.seed)
     reset_peak(runtime)
@@ -163,8 +177,13 @@ def bench_resnet(frame: pd.DataFrame, cfg: R.ResnetConfig, runtime: Runtime, max
     if runtime.device == "cuda":
         net = net.to(memory_format=torch.channels_last)
     labels = frame_labels(frame)
-    ds = R.ImageRows(R.image_paths(frame), labels, np.ones(len(frame)), R.build_transform(cfg.image_size, cfg.augment),
-                     cfg.image_size)
+    ds = R.ImageRows(
+        R.image_paths(frame),
+        labels,
+        np.ones(len(frame)),
+        R.build_transform(cfg.image_size, cfg.augment),
+        cfg.image_size,
+    )
     loader = R._loader(ds, cfg.batch_size, cfg, runtime, shuffle=True)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=runtime.precision == "fp16")
@@ -197,6 +216,7 @@ def bench_resnet(frame: pd.DataFrame, cfg: R.ResnetConfig, runtime: Runtime, max
 
 # -------------------------------------------------------------------------------------- data
 
+
 def stage_frame() -> pd.DataFrame:
     """Train rows of the default sample with both the text and the image columns (from data/processed)."""
     from rakuten.models.runner import load_text_frame
@@ -209,7 +229,7 @@ def stage_frame() -> pd.DataFrame:
 
 def generated_frame(rows: int, image_size: int, n_jobs: int, out_dir: Path) -> pd.DataFrame:
     """A generated catalog of ``rows`` labelled rows (official layout, JPEGs at ``image_size``)."""
-    from rakuten.data.catalog import load_catalog
+    from rakuten.data.ingest import load_catalog
     from rakuten.data.sample import SampleConfig, write_sample
 
     write_sample(SampleConfig(n_train=rows, n_test=0, image_size=image_size, n_jobs=n_jobs), out_dir)
@@ -217,16 +237,21 @@ def generated_frame(rows: int, image_size: int, n_jobs: int, out_dir: Path) -> p
     text = catalog["designation"].fillna("").astype(str) + " " + catalog["description"].fillna("").astype(str)
     return catalog.assign(
         text_light=text.str.replace(r"<[^>]+>", " ", regex=True).str.split().str.join(" "),
-        clean_path=catalog["image_path"].astype(str), readable=True, keep_for_train=True, sample_weight=1.0,
-        split="train")
+        clean_path=catalog["image_path"].astype(str),
+        readable=True,
+        keep_for_train=True,
+        sample_weight=1.0,
+        split="train",
+    )
 
 
 # ------------------------------------------------------------------------------------ profiles
 
+
 def profile_configs(params: dict, gpu: bool, profiles: tuple[str, ...] | None = None) -> list[tuple[str, str, object]]:
     """(model, profile, config) to benchmark. Full CamemBERT without weights = base-size config, random init."""
     out = []
-    for profile in (profiles or (["full"] if gpu else ["demo", "full"])):
+    for profile in profiles or (["full"] if gpu else ["demo", "full"]):
         ccfg = parse_section(C.CamembertConfig, {**params["camembert"], "profile": profile}, "camembert")
         if ccfg.model != C.SCRATCH:
             try:
@@ -244,8 +269,9 @@ def stage_times() -> dict:
     out = {}
     for stage in ("camembert", "resnet50"):
         start = time.perf_counter()
-        done = subprocess.run([sys.executable, str(REPO / "stages" / f"{stage}.py")], cwd=REPO,
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, str(REPO / "stages" / f"{stage}.py")], cwd=REPO, capture_output=True, text=True
+        )
         out[stage] = {"wall_s": round(time.perf_counter() - start, 1), "returncode": done.returncode}
         if done.returncode:
             log.warning("stage %s failed: %s", stage, done.stderr.strip().splitlines()[-1:])
@@ -256,7 +282,7 @@ def smoke_train_on_device(frame: pd.DataFrame, params: dict, rows: int, device: 
     """The library's own ``train`` + ``predict_proba`` (Trainer, early stopping...) on ``rows`` rows, 1 epoch."""
     out = {}
     part = frame.iloc[:rows]
-    train, val = part.iloc[: int(rows * 0.8)], part.iloc[int(rows * 0.8):]
+    train, val = part.iloc[: int(rows * 0.8)], part.iloc[int(rows * 0.8) :]
     configs = profile_configs(params, True, (profile,))
     for name, module, cfg in (("camembert", C, configs[0][2]), ("resnet50", R, configs[1][2])):
         if name == "resnet50":
@@ -267,9 +293,12 @@ def smoke_train_on_device(frame: pd.DataFrame, params: dict, rows: int, device: 
         start = time.perf_counter()
         model = module.train(train, val, replace(cfg.with_active(epochs=1), device=device))
         proba = module.predict_proba(model, val)
-        out[name] = {"rows": rows, "wall_s": round(time.perf_counter() - start, 1),
-                     "proba_rows_sum_to_1": bool(np.allclose(proba.sum(axis=1), 1.0, atol=1e-6)),
-                     "val_weighted_f1": model.history[-1]["weighted_f1"] if model.history else None}
+        out[name] = {
+            "rows": rows,
+            "wall_s": round(time.perf_counter() - start, 1),
+            "proba_rows_sum_to_1": bool(np.allclose(proba.sum(axis=1), 1.0, atol=1e-6)),
+            "val_weighted_f1": model.history[-1]["weighted_f1"] if model.history else None,
+        }
     return out
 
 
@@ -277,8 +306,13 @@ def smoke_train_on_device(frame: pd.DataFrame, params: dict, rows: int, device: 
 
 # dense bf16 peak (no sparsity) by device name, for MFU; an unknown device gives MFU null
 PEAK_BF16_FLOPS: tuple[tuple[tuple[str, ...], float], ...] = (
-    (("H200",), 989.4e12), (("H100", "PCIE"), 756e12), (("H100", "HBM3"), 989.4e12), (("H100", "SXM"), 989.4e12),
-    (("A100",), 312e12), (("NVIDIA L4",), 121e12))
+    (("H200",), 989.4e12),
+    (("H100", "PCIE"), 756e12),
+    (("H100", "HBM3"), 989.4e12),
+    (("H100", "SXM"), 989.4e12),
+    (("A100",), 312e12),
+    (("NVIDIA L4",), 121e12),
+)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 TEXT_TARGET = 1500.0  # base-size text encoder, train samples/s at the catalog's length distribution
 IMAGE_TARGET = 3000.0  # ResNet50 at 224 px, train images/s
@@ -314,8 +348,9 @@ class GpuSetup:
         return self.runtime.device == "cuda"
 
     def autocast(self):
-        return torch.autocast(self.runtime.device, dtype=self.runtime.autocast_dtype,
-                              enabled=self.runtime.autocast_dtype is not None)
+        return torch.autocast(
+            self.runtime.device, dtype=self.runtime.autocast_dtype, enabled=self.runtime.autocast_dtype is not None
+        )
 
 
 def fast_gpu_settings(cuda: bool) -> dict:
@@ -374,8 +409,13 @@ def timed_phase(step, setup: GpuSetup, budget_s: float, clock: Clock) -> dict:
         if (setup.max_steps and len(keys) >= setup.max_steps) or time.perf_counter() - t0 > budget_s:
             break
     wall = clock.now() - t0
-    return {"steps": len(keys), "wall_s": round(wall, 2), "samples_per_s": round(samples / max(wall, 1e-9), 1),
-            "_keys": keys, "_wall": wall}
+    return {
+        "steps": len(keys),
+        "wall_s": round(wall, 2),
+        "samples_per_s": round(samples / max(wall, 1e-9), 1),
+        "_keys": keys,
+        "_wall": wall,
+    }
 
 
 def with_mfu(res: dict, flops: float, setup: GpuSetup) -> dict:
@@ -393,7 +433,7 @@ def _opt(params, setup: GpuSetup) -> tuple[torch.optim.Optimizer, bool]:
 
 
 def _phase_memory(setup: GpuSetup) -> float | None:
-    return round(torch.cuda.max_memory_allocated() / 2 ** 20, 1) if setup.cuda else None
+    return round(torch.cuda.max_memory_allocated() / 2**20, 1) if setup.cuda else None
 
 
 def _reset_memory(setup: GpuSetup) -> None:
@@ -427,8 +467,9 @@ class TextData:
         return BB.pad_batch(self.mat, self.lengths_dev, idx, fixed=width)
 
 
-def text_flops(count_one, batches: list[np.ndarray], data: TextData, widths_used: list[int],
-               fixed: int | None) -> float:
+def text_flops(
+    count_one, batches: list[np.ndarray], data: TextData, widths_used: list[int], fixed: int | None
+) -> float:
     """FLOPs of the timed steps: counted on real batches of up to three padded widths (shortest,
     median, longest used) and, for more widths, interpolated by the quadratic in width that a
     transformer's cost is (linear layers ~ width, attention ~ width^2) at a fixed batch size."""
@@ -453,9 +494,18 @@ def bench_text_gpu(fam, data: TextData, setup: GpuSetup, batch: int) -> dict:
     opt, fused = _opt(eager.parameters(), setup)
     clock = Clock(setup.runtime)
     gen = torch.Generator(device=dev).manual_seed(0)
-    out: dict = {**info, "params_m": BB.params_m(eager), "batch_size": batch, "infer_batch_size": 2 * batch,
-                 "fused_adamw": fused, "compiled": setup.compile, "tokenizer": data.desc,
-                 "token_length": data.stats, "train": {}, "infer": {}}
+    out: dict = {
+        **info,
+        "params_m": BB.params_m(eager),
+        "batch_size": batch,
+        "infer_batch_size": 2 * batch,
+        "fused_adamw": fused,
+        "compiled": setup.compile,
+        "tokenizer": data.desc,
+        "token_length": data.stats,
+        "train": {},
+        "infer": {},
+    }
 
     def labels(n: int) -> torch.Tensor:
         return torch.randint(0, N_CLASSES, (n,), device=dev, generator=gen)
@@ -468,11 +518,15 @@ def bench_text_gpu(fam, data: TextData, setup: GpuSetup, batch: int) -> dict:
     def infer_once(m, inputs: dict, counting: bool = False) -> None:
         # counting: autograd on (same FLOPs), as the flop counter's module tracker hooks gradients and fails
         # under inference_mode or no_grad on models that feed a parameter to a submodule (DeBERTa, SigLIP)
-        with (contextlib.nullcontext() if counting else torch.inference_mode()), setup.autocast():
+        with contextlib.nullcontext() if counting else torch.inference_mode(), setup.autocast():
             m(**inputs)
 
-    phases = (("train", "dynamic", None, batch, 0.4), ("train", "fixed_256", data.cap, batch, 0.3),
-              ("infer", "dynamic", None, 2 * batch, 0.15), ("infer", "fixed_256", data.cap, 2 * batch, 0.15))
+    phases = (
+        ("train", "dynamic", None, batch, 0.4),
+        ("train", "fixed_256", data.cap, batch, 0.3),
+        ("infer", "dynamic", None, 2 * batch, 0.15),
+        ("infer", "fixed_256", data.cap, 2 * batch, 0.15),
+    )
     for what, padding, fixed, bs, share in phases:
         batches = data.batches(bs, seed=1)
         on_device = torch.as_tensor(np.stack(batches), device=dev)  # uploaded once, sliced per step
@@ -493,8 +547,9 @@ def bench_text_gpu(fam, data: TextData, setup: GpuSetup, batch: int) -> dict:
 
         res = timed_phase(step, setup, setup.budget_s * share, clock)
         res["peak_gpu_mib"] = _phase_memory(setup)
-        real = sum(int(data.lengths[batches[k % len(batches)]].sum()) for k in
-                   range(setup.warmup, setup.warmup + res["steps"]))
+        real = sum(
+            int(data.lengths[batches[k % len(batches)]].sum()) for k in range(setup.warmup, setup.warmup + res["steps"])
+        )
         padded = sum(res["_keys"]) * bs
         res["tokens_per_s"] = round(real / res["_wall"], 1)
         res["padded_tokens_per_s"] = round(padded / res["_wall"], 1)
@@ -521,13 +576,18 @@ def bench_text_gpu(fam, data: TextData, setup: GpuSetup, batch: int) -> dict:
 def with_headline(out: dict, path: str) -> dict:
     """``out`` plus the family's headline figures, taken from its ``path`` measurements (the fast path)."""
     train = out["train"][path]
-    out.update(train_samples_per_s=train["samples_per_s"], infer_samples_per_s=out["infer"][path]["samples_per_s"],
-               mfu=train["mfu"], peak_gpu_mib=train["peak_gpu_mib"],
-               epoch_s_estimate=round(BB.TRAIN_ROWS / max(train["samples_per_s"], 1e-9), 1))
+    out.update(
+        train_samples_per_s=train["samples_per_s"],
+        infer_samples_per_s=out["infer"][path]["samples_per_s"],
+        mfu=train["mfu"],
+        peak_gpu_mib=train["peak_gpu_mib"],
+        epoch_s_estimate=round(BB.TRAIN_ROWS / max(train["samples_per_s"], 1e-9), 1),
+    )
     return out
 
 
 # ------------------------------------------------------------------------------ GPU: images
+
 
 class DecodedImages(torch.utils.data.Dataset):
     """JPEGs decoded (draft mode) and resized to ``size`` once, as uint8 CHW tensors: the cache's source."""
@@ -547,27 +607,37 @@ class DecodedImages(torch.utils.data.Dataset):
         return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).contiguous()
 
 
-def build_image_cache(paths: list[str], size: int, workers: int, cuda: bool, seed: int = 0) -> tuple[torch.Tensor, dict]:
+def build_image_cache(
+    paths: list[str], size: int, workers: int, cuda: bool, seed: int = 0
+) -> tuple[torch.Tensor, dict]:
     """All images decoded once into one uint8 tensor (pinned on CUDA, so batches copy asynchronously),
     rows in a shuffled order so that contiguous slices are random batches."""
     order = np.random.default_rng(seed).permutation(len(paths))
-    loader = torch.utils.data.DataLoader(DecodedImages([paths[i] for i in order], size), batch_size=256,
-                                         num_workers=workers)
+    loader = torch.utils.data.DataLoader(
+        DecodedImages([paths[i] for i in order], size), batch_size=256, num_workers=workers
+    )
     start = time.perf_counter()
     cache = torch.empty((len(paths), 3, size, size), dtype=torch.uint8, pin_memory=cuda)
     at = 0
     for chunk in loader:
-        cache[at:at + len(chunk)] = chunk
+        cache[at : at + len(chunk)] = chunk
         at += len(chunk)
     wall = time.perf_counter() - start
-    return cache, {"images": len(paths), "size": size, "pinned": cuda, "workers": workers,
-                   "build_s": round(wall, 1), "decode_images_per_s": round(len(paths) / max(wall, 1e-9), 1),
-                   "mib": round(cache.numel() / 2 ** 20, 1)}
+    return cache, {
+        "images": len(paths),
+        "size": size,
+        "pinned": cuda,
+        "workers": workers,
+        "build_s": round(wall, 1),
+        "decode_images_per_s": round(len(paths) / max(wall, 1e-9), 1),
+        "mib": round(cache.numel() / 2**20, 1),
+    }
 
 
 @functools.lru_cache(maxsize=None)
 def _aug_constants(device: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Grey weights, ImageNet mean and std on ``device``, made once (a host-to-device copy syncs)."""
+
     def col(values):
         return torch.tensor(values, dtype=torch.float32, device=device).view(1, 3, 1, 1)
 
@@ -582,6 +652,7 @@ def gpu_augment(x: torch.Tensor, size: int, gen: torch.Generator, train: bool) -
     gray_w, mean, std = _aug_constants(str(dev))
     x = x.float().div_(255)
     if train:
+
         def u(lo, hi):
             return lo + (hi - lo) * torch.rand(n, device=dev, generator=gen)
 
@@ -608,8 +679,7 @@ def _cycle(loader):
         yield from loader
 
 
-def bench_image_gpu(fam, cache: torch.Tensor, frame: pd.DataFrame, setup: GpuSetup, batch: int,
-                    size: int) -> dict:
+def bench_image_gpu(fam, cache: torch.Tensor, frame: pd.DataFrame, setup: GpuSetup, batch: int, size: int) -> dict:
     """GPU-fed train + inference of one image family; the DataLoader path too for ``setup.loader_models``."""
     dev = setup.runtime.device
     eager, info = BB.build_image(fam, tiny=setup.tiny, image_size=size)
@@ -618,15 +688,24 @@ def bench_image_gpu(fam, cache: torch.Tensor, frame: pd.DataFrame, setup: GpuSet
     opt, fused = _opt(eager.parameters(), setup)
     clock = Clock(setup.runtime)
     gen = torch.Generator(device=dev).manual_seed(0)
-    out: dict = {**info, "params_m": BB.params_m(eager), "image_size": size, "batch_size": batch,
-                 "infer_batch_size": 2 * batch, "fused_adamw": fused, "compiled": setup.compile,
-                 "channels_last": True, "train": {}, "infer": {}}
+    out: dict = {
+        **info,
+        "params_m": BB.params_m(eager),
+        "image_size": size,
+        "batch_size": batch,
+        "infer_batch_size": 2 * batch,
+        "fused_adamw": fused,
+        "compiled": setup.compile,
+        "channels_last": True,
+        "train": {},
+        "infer": {},
+    }
     n_batches = {bs: max(1, len(cache) // bs) for bs in (batch, 2 * batch)}
     order = {bs: np.random.default_rng(bs).permutation(n_batches[bs]) for bs in n_batches}
 
     def cached(k: int, bs: int) -> torch.Tensor:
         j = int(order[bs][k % n_batches[bs]])
-        return cache[j * bs:(j + 1) * bs].to(dev, non_blocking=True)
+        return cache[j * bs : (j + 1) * bs].to(dev, non_blocking=True)
 
     def labels(n: int) -> torch.Tensor:
         return torch.randint(0, N_CLASSES, (n,), device=dev, generator=gen)
@@ -645,8 +724,9 @@ def bench_image_gpu(fam, cache: torch.Tensor, frame: pd.DataFrame, setup: GpuSet
     # GPU-fed training
     eager.train()
     _reset_memory(setup)
-    res = timed_phase(lambda k: (train_step(gpu_augment(cached(k, batch), size, gen, True)), None),
-                      setup, setup.budget_s * 0.5, clock)
+    res = timed_phase(
+        lambda k: (train_step(gpu_augment(cached(k, batch), size, gen, True)), None), setup, setup.budget_s * 0.5, clock
+    )
     res["peak_gpu_mib"] = _phase_memory(setup)
     x0 = gpu_augment(cached(0, batch), size, gen, True)
 
@@ -686,11 +766,23 @@ def bench_image_gpu(fam, cache: torch.Tensor, frame: pd.DataFrame, setup: GpuSet
 
     if fam.key in setup.loader_models:  # the library's data path: JPEG decode + augment in workers
         eager.train()
-        ds = R.ImageRows(frame["clean_path"].astype(str).tolist(), frame_labels(frame), np.ones(len(frame)),
-                         R.build_transform(size, R.Augment()), size)
+        ds = R.ImageRows(
+            frame["clean_path"].astype(str).tolist(),
+            frame_labels(frame),
+            np.ones(len(frame)),
+            R.build_transform(size, R.Augment()),
+            size,
+        )
         loader = torch.utils.data.DataLoader(
-            ds, batch_size=batch, shuffle=True, num_workers=setup.workers, pin_memory=setup.cuda, drop_last=True,
-            persistent_workers=setup.workers > 0, prefetch_factor=4 if setup.workers else None)
+            ds,
+            batch_size=batch,
+            shuffle=True,
+            num_workers=setup.workers,
+            pin_memory=setup.cuda,
+            drop_last=True,
+            persistent_workers=setup.workers > 0,
+            prefetch_factor=4 if setup.workers else None,
+        )
         it = _cycle(loader)
         only = timed_phase(lambda k: (len(next(it)[0]), None), setup, setup.budget_s * 0.1, clock)
         _reset_memory(setup)
@@ -730,7 +822,9 @@ def run_family(fn, batch: int, setup: GpuSetup) -> dict:
             return res
         except torch.cuda.OutOfMemoryError as exc:
             oom = _error(exc)
-            log.warning("out of memory at batch %d; %s", attempt, "retrying at half" if attempt == batch else "giving up")
+            log.warning(
+                "out of memory at batch %d; %s", attempt, "retrying at half" if attempt == batch else "giving up"
+            )
         except Exception as exc:  # noqa: BLE001 - a missing timm model or a library change must not stop the run
             log.exception("failed")
             return {"error": _error(exc)}
@@ -743,8 +837,17 @@ def run_family(fn, batch: int, setup: GpuSetup) -> dict:
     return {"error": oom or "out of memory"}
 
 
-def gpu_families(report: dict, frame: pd.DataFrame, texts: list[str], setup: GpuSetup, image_size: int,
-                 workers: int, deadline: float, out_path: str | None, only: list[str]) -> None:
+def gpu_families(
+    report: dict,
+    frame: pd.DataFrame,
+    texts: list[str],
+    setup: GpuSetup,
+    image_size: int,
+    workers: int,
+    deadline: float,
+    out_path: str | None,
+    only: list[str],
+) -> None:
     """Every family of bench/backbones.py, the targets first; the JSON is rewritten after each."""
     fams = [BB.family(k) for k in BB.TARGET_FAMILIES] + [f for f in BB.FAMILIES if f.key not in BB.TARGET_FAMILIES]
     fams = [f for f in fams if not only or f.key in only]
@@ -755,8 +858,11 @@ def gpu_families(report: dict, frame: pd.DataFrame, texts: list[str], setup: Gpu
     cache = None
     for fam in fams:
         if deadline and time.perf_counter() - start > deadline:
-            report["families"][fam.key] = {"kind": fam.kind, "hub_id": fam.hub_id,
-                                           "error": f"skipped: the run's deadline of {deadline:.0f} s was reached"}
+            report["families"][fam.key] = {
+                "kind": fam.kind,
+                "hub_id": fam.hub_id,
+                "error": f"skipped: the run's deadline of {deadline:.0f} s was reached",
+            }
             continue
         log.info("GPU bench: %s", fam.key)
         t0 = time.perf_counter()
@@ -775,15 +881,21 @@ def gpu_families(report: dict, frame: pd.DataFrame, texts: list[str], setup: Gpu
                 res = run_family(lambda bs: bench_text_gpu(fam, data, setup, bs), batch, setup)
             else:
                 if cache is None:
-                    cache, report["image_cache"] = build_image_cache(frame["clean_path"].astype(str).tolist(),
-                                                                     image_size, workers, setup.cuda)
+                    cache, report["image_cache"] = build_image_cache(
+                        frame["clean_path"].astype(str).tolist(), image_size, workers, setup.cuda
+                    )
                 batch = setup.image_batch or fam.gpu_batch
                 res = run_family(lambda bs: bench_image_gpu(fam, cache, frame, setup, bs, image_size), batch, setup)
         except Exception as exc:  # noqa: BLE001 - tokenizer or cache failures are per-family too
             log.exception("%s failed", fam.key)
             res = {"error": _error(exc)}
-        report["families"][fam.key] = {"kind": fam.kind, "hub_id": fam.hub_id, "source": fam.source,
-                                       "wall_s": round(time.perf_counter() - t0, 1), **res}
+        report["families"][fam.key] = {
+            "kind": fam.kind,
+            "hub_id": fam.hub_id,
+            "source": fam.source,
+            "wall_s": round(time.perf_counter() - t0, 1),
+            **res,
+        }
         report["text_token_length"] = {d: t.stats for d, t in datasets.items()}
         report["targets"] = targets(report["families"])
         if out_path:
@@ -802,15 +914,22 @@ def targets(families: dict) -> dict:
 
     return {
         "base_text_train_ge_1500_per_s": {
-            "model": "camembert-base", "padding": "dynamic, length-grouped (the catalog's distribution)",
-            "target": TEXT_TARGET, "value": text.get("train_samples_per_s"),
+            "model": "camembert-base",
+            "padding": "dynamic, length-grouped (the catalog's distribution)",
+            "target": TEXT_TARGET,
+            "value": text.get("train_samples_per_s"),
             "pass": verdict(text.get("train_samples_per_s"), TEXT_TARGET),
-            "fixed_256_value": text.get("train", {}).get("fixed_256", {}).get("samples_per_s")},
+            "fixed_256_value": text.get("train", {}).get("fixed_256", {}).get("samples_per_s"),
+        },
         "resnet50_224_train_ge_3000_per_s": {
-            "model": "resnet50", "input": "GPU-fed (uint8 cache + GPU augmentation)", "target": IMAGE_TARGET,
-            "value": image.get("train_samples_per_s"), "pass": verdict(image.get("train_samples_per_s"), IMAGE_TARGET),
+            "model": "resnet50",
+            "input": "GPU-fed (uint8 cache + GPU augmentation)",
+            "target": IMAGE_TARGET,
+            "value": image.get("train_samples_per_s"),
+            "pass": verdict(image.get("train_samples_per_s"), IMAGE_TARGET),
             "dataloader_value": loader.get("samples_per_s"),
-            "dataloader_pass": verdict(loader.get("samples_per_s"), IMAGE_TARGET)},
+            "dataloader_pass": verdict(loader.get("samples_per_s"), IMAGE_TARGET),
+        },
     }
 
 
@@ -823,22 +942,44 @@ def print_columns(cols: tuple[str, ...], rows: list[list[str]]) -> None:
 
 
 def print_gpu_table(report: dict) -> None:
-    cols = ("family", "params_m", "batch", "train/s", "train/s fixed256", "train/s loader", "infer/s",
-            "MFU train", "peak GPU MiB", "init")
+    cols = (
+        "family",
+        "params_m",
+        "batch",
+        "train/s",
+        "train/s fixed256",
+        "train/s loader",
+        "infer/s",
+        "MFU train",
+        "peak GPU MiB",
+        "init",
+    )
     rows = []
     for key, r in report.get("families", {}).items():
         if "error" in r:
             rows.append([key, "error: " + r["error"][:90]] + [""] * (len(cols) - 2))
             continue
         tr = r.get("train", {})
-        rows.append([key, str(r.get("params_m")), str(r.get("batch_size")), str(r.get("train_samples_per_s")),
-                     str(tr.get("fixed_256", {}).get("samples_per_s", "")),
-                     str(tr.get("dataloader", {}).get("samples_per_s", "")), str(r.get("infer_samples_per_s")),
-                     str(r.get("mfu")), str(r.get("peak_gpu_mib")), r.get("init", "").split(" (")[0]])
+        rows.append(
+            [
+                key,
+                str(r.get("params_m")),
+                str(r.get("batch_size")),
+                str(r.get("train_samples_per_s")),
+                str(tr.get("fixed_256", {}).get("samples_per_s", "")),
+                str(tr.get("dataloader", {}).get("samples_per_s", "")),
+                str(r.get("infer_samples_per_s")),
+                str(r.get("mfu")),
+                str(r.get("peak_gpu_mib")),
+                r.get("init", "").split(" (")[0],
+            ]
+        )
     if not rows:
         return
-    print(f"backbones on {report['device']} (bf16 peak {report.get('peak_bf16_flops')}), settings "
-          f"{report.get('settings')}")
+    print(
+        f"backbones on {report['device']} (bf16 peak {report.get('peak_bf16_flops')}), settings "
+        f"{report.get('settings')}"
+    )
     print_columns(cols, rows)
     for name, t in report.get("targets", {}).items():
         state = {True: "PASS", False: "FAIL", None: "not measured"}[t["pass"]]
@@ -849,11 +990,15 @@ def print_gpu_table(report: dict) -> None:
 
 # ---------------------------------------------------------------------------------------- main
 
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gpu", action="store_true", help="GPU mode: every backbone family + the library paths")
-    parser.add_argument("--cpu-smoke", action="store_true",
-                        help="GPU mode's code paths on the CPU at tiny sizes (few steps, tiny batches and models)")
+    parser.add_argument(
+        "--cpu-smoke",
+        action="store_true",
+        help="GPU mode's code paths on the CPU at tiny sizes (few steps, tiny batches and models)",
+    )
     parser.add_argument("--rows", type=int, default=12000, help="GPU mode: generated catalog rows (with JPEGs)")
     parser.add_argument("--image-size", type=int, default=500, help="GPU mode: generated JPEG side (real: 500)")
     parser.add_argument("--input-size", type=int, default=224, help="GPU mode: image side the backbones see")
@@ -862,18 +1007,27 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=8, help="GPU mode: DataLoader workers (JPEG decoding)")
     parser.add_argument("--steps", type=int, default=0, help="max timed steps per phase (0: CPU 8, GPU the budget)")
     parser.add_argument("--budget", type=float, default=0, help="timed seconds per model (0: CPU 120, GPU 12)")
-    parser.add_argument("--deadline", type=float, default=0, help="GPU mode: skip the families left after this "
-                        "many seconds of family benchmarks (0: none)")
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=0,
+        help="GPU mode: skip the families left after this many seconds of family benchmarks (0: none)",
+    )
     parser.add_argument("--only", default="", help="GPU mode: comma-separated family keys (default: all)")
     parser.add_argument("--text-batch", type=int, default=0, help="GPU mode: text train batch (0: 128, large 64)")
     parser.add_argument("--image-batch", type=int, default=0, help="GPU mode: image train batch (0: 256)")
-    parser.add_argument("--loader-models", default="resnet50",
-                        help="GPU mode: image families also timed through the DataLoader path")
+    parser.add_argument(
+        "--loader-models", default="resnet50", help="GPU mode: image families also timed through the DataLoader path"
+    )
     parser.add_argument("--no-library", action="store_true", help="GPU mode: skip the library-path measurements")
     parser.add_argument("--infer", type=int, default=0, help="rows for library inference timing (0: CPU 256, GPU 4096)")
     parser.add_argument("--smoke-rows", type=int, default=2000, help="GPU mode: rows for the library train check")
-    parser.add_argument("--device", default=None, choices=("cuda", "cpu"),
-                        help="GPU mode on another device (cpu: real sizes on the CPU, slow; see --cpu-smoke)")
+    parser.add_argument(
+        "--device",
+        default=None,
+        choices=("cuda", "cpu"),
+        help="GPU mode on another device (cpu: real sizes on the CPU, slow; see --cpu-smoke)",
+    )
     parser.add_argument("--profiles", default="demo,full", help="CPU mode: which profiles to measure")
     parser.add_argument("--stage-times", action="store_true", help="CPU mode: also time the demo stage scripts")
     parser.add_argument("--out", default=None, help="JSON path (default reports/bench/deep.json or gpu.json)")
@@ -892,8 +1046,11 @@ def main() -> None:
     if args.cpu_smoke:
         threads = set_threads(1)  # tiny models: one thread (two fight other processes on a shared box)
     else:
-        threads = set_threads(0 if runtime.device == "cuda" else
-                              parse_section(C.CamembertConfig, params["camembert"], "camembert").num_threads)
+        threads = set_threads(
+            0
+            if runtime.device == "cuda"
+            else parse_section(C.CamembertConfig, params["camembert"], "camembert").num_threads
+        )
     if not args.gpu:
         return cpu_main(args, params, runtime, threads)
     gpu_main(args, params, runtime, threads)
@@ -906,33 +1063,61 @@ def gpu_main(args, params: dict, runtime: Runtime, threads: int) -> None:
     device_name = torch.cuda.get_device_name(0) if runtime.device == "cuda" else platform.processor() or "cpu"
     peak = peak_bf16_flops(device_name) if runtime.device == "cuda" else None
     compile_ = os.environ.get("COMPILE", "0") not in ("0", "", "false")
-    setup = GpuSetup(runtime=runtime, budget_s=args.budget or (1.0 if smoke else 12.0),
-                     max_steps=args.steps or (2 if smoke else 0), warmup=1 if smoke else 3, compile=compile_,
-                     tiny=smoke, text_batch=args.text_batch or (4 if smoke else 0),
-                     image_batch=args.image_batch or (4 if smoke else 0), workers=0 if smoke else args.workers,
-                     loader_models=tuple(k for k in args.loader_models.split(",") if k), peak_flops=peak)
-    settings = {"precision": f"{runtime.precision} autocast, fp32 master weights" if runtime.autocast_dtype
-                else "fp32", "attention": "sdpa where the architecture has it (per family: 'attention')",
-                "optimizer": "AdamW, fused on CUDA", "channels_last_cnns": True, "torch_compile": compile_,
-                "text_padding": f"length-grouped batches, dynamic padding to a multiple of {BB.PAD_MULTIPLE} "
-                                f"(cap {BB.MAX_TOKENS}) vs fixed {BB.MAX_TOKENS}",
-                "text_input": "token ids resident on the device, batches sliced there",
-                "image_input": "uint8 cache (pinned host memory) + augmentation on the device vs DataLoader "
-                               f"JPEG decoding with {setup.workers} workers",
-                "budget_s_per_model": setup.budget_s, "warmup_steps": setup.warmup, "max_steps": setup.max_steps,
-                "flops": "torch.utils.flop_counter.FlopCounterMode on real batches (fwd+bwd for training)",
-                **fast_gpu_settings(runtime.device == "cuda")}
-    report = {"mode": "cpu-smoke" if smoke else "gpu", "python": platform.python_version(), "torch": torch.__version__,
-              "device": device_name, "cpu_threads": threads, "cpu_count": os.cpu_count(),
-              "precision": runtime.precision, "peak_bf16_flops": peak, "settings": settings, "results": []}
+    setup = GpuSetup(
+        runtime=runtime,
+        budget_s=args.budget or (1.0 if smoke else 12.0),
+        max_steps=args.steps or (2 if smoke else 0),
+        warmup=1 if smoke else 3,
+        compile=compile_,
+        tiny=smoke,
+        text_batch=args.text_batch or (4 if smoke else 0),
+        image_batch=args.image_batch or (4 if smoke else 0),
+        workers=0 if smoke else args.workers,
+        loader_models=tuple(k for k in args.loader_models.split(",") if k),
+        peak_flops=peak,
+    )
+    settings = {
+        "precision": f"{runtime.precision} autocast, fp32 master weights" if runtime.autocast_dtype else "fp32",
+        "attention": "sdpa where the architecture has it (per family: 'attention')",
+        "optimizer": "AdamW, fused on CUDA",
+        "channels_last_cnns": True,
+        "torch_compile": compile_,
+        "text_padding": f"length-grouped batches, dynamic padding to a multiple of {BB.PAD_MULTIPLE} "
+        f"(cap {BB.MAX_TOKENS}) vs fixed {BB.MAX_TOKENS}",
+        "text_input": "token ids resident on the device, batches sliced there",
+        "image_input": "uint8 cache (pinned host memory) + augmentation on the device vs DataLoader "
+        f"JPEG decoding with {setup.workers} workers",
+        "budget_s_per_model": setup.budget_s,
+        "warmup_steps": setup.warmup,
+        "max_steps": setup.max_steps,
+        "flops": "torch.utils.flop_counter.FlopCounterMode on real batches (fwd+bwd for training)",
+        **fast_gpu_settings(runtime.device == "cuda"),
+    }
+    report = {
+        "mode": "cpu-smoke" if smoke else "gpu",
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": device_name,
+        "cpu_threads": threads,
+        "cpu_count": os.cpu_count(),
+        "precision": runtime.precision,
+        "peak_bf16_flops": peak,
+        "settings": settings,
+        "results": [],
+    }
     rows, text_rows = (60, 300) if smoke else (args.rows, args.text_rows)
     image_size, input_size = (64, 32) if smoke else (args.image_size, args.input_size)
     with tempfile.TemporaryDirectory(prefix="bench-deep-") as tmp:
         start = time.perf_counter()
         frame = generated_frame(rows, image_size, 1 if smoke else args.jobs, Path(tmp) / "catalog")
         texts = BB.catalog_texts(text_rows)
-        report["catalog"] = {"rows": len(frame), "image_size": image_size, "input_size": input_size,
-                             "text_rows": len(texts), "generate_s": round(time.perf_counter() - start, 1)}
+        report["catalog"] = {
+            "rows": len(frame),
+            "image_size": image_size,
+            "input_size": input_size,
+            "text_rows": len(texts),
+            "generate_s": round(time.perf_counter() - start, 1),
+        }
         only = [k for k in args.only.split(",") if k]
         gpu_families(report, frame, texts, setup, input_size, setup.workers, args.deadline, out, only)
         if not args.no_library:
@@ -943,8 +1128,9 @@ def gpu_main(args, params: dict, runtime: Runtime, threads: int) -> None:
     log.info("wrote %s", out)
 
 
-def library_paths(report: dict, frame: pd.DataFrame, params: dict, runtime: Runtime, setup: GpuSetup,
-                  smoke: bool, args) -> None:
+def library_paths(
+    report: dict, frame: pd.DataFrame, params: dict, runtime: Runtime, setup: GpuSetup, smoke: bool, args
+) -> None:
     """The library's own code (full profiles; demo in the smoke run) as the earlier gpu_check measured it:
     the baseline the family figures improve on, and an end-to-end check of train/predict on the device."""
     profile = "demo" if smoke else "full"
@@ -968,12 +1154,13 @@ def library_paths(report: dict, frame: pd.DataFrame, params: dict, runtime: Runt
             log.exception("library path %s failed", name)
             res = {"error": _error(exc)}
         if name == "camembert":
-            shape = (f"{cfg.scratch.num_layers}x{cfg.scratch.hidden_size}" if cfg.model == C.SCRATCH else cfg.model)
+            shape = f"{cfg.scratch.num_layers}x{cfg.scratch.hidden_size}" if cfg.model == C.SCRATCH else cfg.model
             label = f"{shape}, len {cfg.max_length}"
         else:
             label = f"{cfg.arch} {cfg.image_size}px"
-        report["results"].append({"model": name, "profile": prof, "config": label, "path": "library",
-                                  "batch_size": cfg.batch_size, **res})
+        report["results"].append(
+            {"model": name, "profile": prof, "config": label, "path": "library", "batch_size": cfg.batch_size, **res}
+        )
     rows = 0 if smoke else args.smoke_rows
     if rows:
         try:
@@ -988,9 +1175,15 @@ def cpu_main(args, params: dict, runtime: Runtime, threads: int) -> None:
     steps = args.steps or 8
     budget = args.budget or 120.0
     n_infer = args.infer or 256
-    report = {"mode": "cpu", "python": platform.python_version(), "torch": torch.__version__,
-              "device": platform.processor() or platform.machine(),
-              "cpu_threads": threads, "precision": runtime.precision, "results": []}
+    report = {
+        "mode": "cpu",
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "device": platform.processor() or platform.machine(),
+        "cpu_threads": threads,
+        "precision": runtime.precision,
+        "results": [],
+    }
     frame = stage_frame()
     report["catalog"] = {"rows": len(frame), "source": "data/processed (default sample, train split)"}
     for name, profile, cfg in profile_configs(params, False):
@@ -1000,13 +1193,13 @@ def cpu_main(args, params: dict, runtime: Runtime, threads: int) -> None:
         fn = bench_camembert if name == "camembert" else bench_resnet
         res = fn(frame, cfg, runtime, steps, budget, n_infer)
         if name == "camembert":
-            shape = (f"{cfg.scratch.num_layers}x{cfg.scratch.hidden_size}" if cfg.model == C.SCRATCH
-                     else cfg.model)
+            shape = f"{cfg.scratch.num_layers}x{cfg.scratch.hidden_size}" if cfg.model == C.SCRATCH else cfg.model
             label = f"{shape}, len {cfg.max_length}"
         else:
             label = f"{cfg.arch} {cfg.image_size}px"
-        report["results"].append({"model": name, "profile": profile, "config": label,
-                                  "batch_size": cfg.batch_size, **res})
+        report["results"].append(
+            {"model": name, "profile": profile, "config": label, "batch_size": cfg.batch_size, **res}
+        )
     if args.stage_times:
         report["demo_stage_wall_s"] = stage_times()
     print_table(report)
@@ -1014,14 +1207,28 @@ def cpu_main(args, params: dict, runtime: Runtime, threads: int) -> None:
 
 
 def print_table(report: dict) -> None:
-    cols = ("model", "profile", "config", "batch_size", "train_steps", "train_samples_per_s",
-            "epoch_s_estimate", "infer_samples_per_s", "peak_rss_mib", "peak_gpu_mib")
-    rows = [[str(r.get(c, "")) if "error" not in r or c in cols[:3] else r["error"][:60] * (c == cols[3])
-             for c in cols] for r in report["results"]]
+    cols = (
+        "model",
+        "profile",
+        "config",
+        "batch_size",
+        "train_steps",
+        "train_samples_per_s",
+        "epoch_s_estimate",
+        "infer_samples_per_s",
+        "peak_rss_mib",
+        "peak_gpu_mib",
+    )
+    rows = [
+        [str(r.get(c, "")) if "error" not in r or c in cols[:3] else r["error"][:60] * (c == cols[3]) for c in cols]
+        for r in report["results"]
+    ]
     if not rows:
         return
-    print(f"{'library paths on ' if report['mode'] != 'cpu' else ''}device: {report['device']} ({report['mode']}, "
-          f"{report['precision']}, {report['cpu_threads']} threads), catalog {report['catalog']}")
+    print(
+        f"{'library paths on ' if report['mode'] != 'cpu' else ''}device: {report['device']} ({report['mode']}, "
+        f"{report['precision']}, {report['cpu_threads']} threads), catalog {report['catalog']}"
+    )
     print_columns(cols, rows)
     for key in ("demo_stage_wall_s", "library_train_check"):
         if key in report:

@@ -19,6 +19,7 @@ and peak RSS flat from 1,000 to 50,000 copies. Writes ``reports/bench/duplicates
 
     python bench/duplicates.py --sizes 1000 4000 10000 50000 --n-jobs 2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,16 +34,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
+from measure import cpu_s, peak_rss_mib
 
-from rakuten.classes import CLASS_CODES
+from rakuten.contracts.classes import CLASS_CODES
+from rakuten.core.io import write_json
+from rakuten.core.logs import setup_logging
 from rakuten.data.split import split_catalog
 from rakuten.image.contact_sheet import contact_sheets
-from rakuten.image.hashing import HashConfig, hash_catalog, hash_report
+from rakuten.image.image_hash import HashConfig, hash_catalog, hash_report
 from rakuten.image.policy import duplicate_policy
-from rakuten.io import write_json
-from rakuten.logs import setup_logging
-
-from measure import cpu_s, peak_rss_mib
 
 log = logging.getLogger("bench.duplicates")
 
@@ -64,7 +64,7 @@ def product_photo(seed: int) -> np.ndarray:
     colour = rng.integers(30, 230, 3).astype(np.float32)
     shade = np.linspace(1.15, 0.75, w, dtype=np.float32)[None, :, None]  # lit from the left
     box = np.clip(colour[None, None, :] * shade, 0, 255).astype(np.uint8)
-    image[y0:y0 + h, x0:x0 + w] = np.broadcast_to(box, (h, w, 3))
+    image[y0 : y0 + h, x0 : x0 + w] = np.broadcast_to(box, (h, w, 3))
     label = tuple(int(c) for c in rng.integers(180, 256, 3))
     cv2.rectangle(image, (x0 + w // 8, y0 + h // 3), (x0 + 7 * w // 8, y0 + 2 * h // 3), label, -1)
     ink = tuple(int(c) for c in rng.integers(0, 90, 3))
@@ -99,15 +99,17 @@ def write_images(root: Path, n_copies: int, n_distinct: int) -> pd.DataFrame:
         paths.append(path)
     rng = np.random.default_rng(0)
     n = len(paths)
-    return pd.DataFrame({
-        "row_id": np.arange(n, dtype=np.int64),
-        "designation": [f"produit {k}" for k in range(n)],
-        "description": [None] * n,
-        "prdtypecode": rng.choice(np.array(CLASS_CODES), n),  # a placeholder spans every class
-        "is_official_test": np.zeros(n, bool),
-        "image_path": [p.as_posix() for p in paths],
-        "image_ok": np.ones(n, bool),
-    })
+    return pd.DataFrame(
+        {
+            "row_id": np.arange(n, dtype=np.int64),
+            "designation": [f"produit {k}" for k in range(n)],
+            "description": [None] * n,
+            "prdtypecode": rng.choice(np.array(CLASS_CODES), n),  # a placeholder spans every class
+            "is_official_test": np.zeros(n, bool),
+            "image_path": [p.as_posix() for p in paths],
+            "image_ok": np.ones(n, bool),
+        }
+    )
 
 
 def one_size(n_copies: int, n_distinct: int, root: Path, n_jobs: int) -> dict:
@@ -127,27 +129,44 @@ def one_size(n_copies: int, n_distinct: int, root: Path, n_jobs: int) -> dict:
     splits = split.set_index("row_id").loc[catalog["row_id"], "split"].to_numpy()
     blur = np.random.default_rng(1).random(n) * 500
     start = time.perf_counter()
-    keep, weight = duplicate_policy(near, catalog["prdtypecode"].to_numpy(), splits == "train", blur,
-                                    np.ones(n, bool), 0.5)
+    keep, weight = duplicate_policy(
+        near, catalog["prdtypecode"].to_numpy(), splits == "train", blur, np.ones(n, bool), 0.5
+    )
     policy_s = time.perf_counter() - start
-    table = hashes.assign(keep_for_train=keep, sample_weight=weight, blur_score=blur, is_blurry=False,
-                          red_ratio=0.0, is_red_cast=False, border_fraction=0.0, has_border=False,
-                          clean_path="", actions="")
+    table = hashes.assign(
+        keep_for_train=keep,
+        sample_weight=weight,
+        blur_score=blur,
+        is_blurry=False,
+        red_ratio=0.0,
+        is_red_cast=False,
+        border_fraction=0.0,
+        has_border=False,
+        clean_path="",
+        actions="",
+    )
     start = time.perf_counter()
     contact_sheets(table, catalog["image_path"].tolist(), catalog["prdtypecode"].tolist())
     sheets_s = time.perf_counter() - start
     shared = near[0]
     return {
-        "copies": n_copies, "distinct": n_distinct, "rows": n, "n_jobs": n_jobs,
-        "hash_catalog_s": round(hash_s, 2), "hash_ms_per_row": round(hash_s * 1000 / n, 3),
+        "copies": n_copies,
+        "distinct": n_distinct,
+        "rows": n,
+        "n_jobs": n_jobs,
+        "hash_catalog_s": round(hash_s, 2),
+        "hash_ms_per_row": round(hash_s * 1000 / n, 3),
         "hash_cpu_ms_per_row": round(hash_cpu * 1000 / n, 3),
         "search_s": round(hashes.attrs["timing_s"]["search"], 3),
         "representatives": report["search"].get("representatives"),
         "candidates_verified": report["search"]["candidates_verified"],
-        "exact_groups": report["exact_duplicate_groups"], "near_clusters": report["near_duplicate_clusters"],
+        "exact_groups": report["exact_duplicate_groups"],
+        "near_clusters": report["near_duplicate_clusters"],
         "largest_cluster": report["largest_near_duplicate_cluster"],
         "copies_in_one_cluster": bool(shared >= 0 and (near[:n_copies] == shared).all()),
-        "split_s": round(split_s, 2), "policy_s": round(policy_s, 3), "contact_sheets_s": round(sheets_s, 2),
+        "split_s": round(split_s, 2),
+        "policy_s": round(policy_s, 3),
+        "contact_sheets_s": round(sheets_s, 2),
         # the shared photo joins its rows into one split group: they all land in one split
         "copies_by_split": {str(k): int(v) for k, v in pd.Series(splits[:n_copies]).value_counts().items()},
         "train_rows_kept_of_copies": int(keep[:n_copies][splits[:n_copies] == "train"].sum()),
@@ -157,8 +176,13 @@ def one_size(n_copies: int, n_distinct: int, root: Path, n_jobs: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000, 10000, 50000],
-                        help="copies of the shared photo, one run each")
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[1000, 4000, 10000, 50000],
+        help="copies of the shared photo, one run each",
+    )
     parser.add_argument("--distinct", type=int, default=300, help="other product photos in every catalog")
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--root", type=Path, default=Path("/tmp/rakuten_bench_duplicates"))
@@ -171,20 +195,36 @@ def main() -> None:
         return
     rows = []
     for n in args.sizes:
-        done = subprocess.run([sys.executable, __file__, "--one", str(n), "--distinct", str(args.distinct),
-                               "--n-jobs", str(args.n_jobs), "--root", str(args.root)],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--one",
+                str(n),
+                "--distinct",
+                str(args.distinct),
+                "--n-jobs",
+                str(args.n_jobs),
+                "--root",
+                str(args.root),
+            ],
+            capture_output=True,
+            text=True,
+        )
         if done.returncode:
             raise SystemExit(f"{n} copies: run failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         r = rows[-1]
         rss = r["peak_rss_mib"]["after_all"]
-        print(f"{r['copies']:>6} copies + {r['distinct']} distinct: hash_catalog {r['hash_catalog_s']:>6.1f} s "
-              f"({r['hash_ms_per_row']:.2f} ms/row, CPU {r['hash_cpu_ms_per_row']:.2f} ms/row)  "
-              f"search {r['search_s']:.3f} s over {r['representatives']} distinct, "
-              f"{r['candidates_verified']} candidates  {r['near_clusters']} clusters (largest {r['largest_cluster']})  "
-              f"split {r['split_s']:.1f} s  policy {r['policy_s']:.3f} s  sheets {r['contact_sheets_s']:.2f} s  "
-              f"peak RSS {rss['self']:.0f} MiB (workers {rss['children']:.0f})", flush=True)
+        print(
+            f"{r['copies']:>6} copies + {r['distinct']} distinct: hash_catalog {r['hash_catalog_s']:>6.1f} s "
+            f"({r['hash_ms_per_row']:.2f} ms/row, CPU {r['hash_cpu_ms_per_row']:.2f} ms/row)  "
+            f"search {r['search_s']:.3f} s over {r['representatives']} distinct, "
+            f"{r['candidates_verified']} candidates  {r['near_clusters']} clusters (largest {r['largest_cluster']})  "
+            f"split {r['split_s']:.1f} s  policy {r['policy_s']:.3f} s  sheets {r['contact_sheets_s']:.2f} s  "
+            f"peak RSS {rss['self']:.0f} MiB (workers {rss['children']:.0f})",
+            flush=True,
+        )
     write_json({"machine_cpus": os.cpu_count(), "image_size": SIDE, "results": rows}, args.out)
 
 

@@ -17,6 +17,7 @@ read from its reports) and prints the table the README shows.
     python bench/full_scale.py                       # ~40 min on 2 cores, ~25 GB of disk in --workdir
     python bench/full_scale.py --set camembert.demo.max_train_rows=0   # extra -S overrides
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,7 +48,7 @@ def processes() -> dict[int, tuple[int, int, float, str]]:
             continue
         try:
             stat = Path(entry.path, "stat").read_text()
-            fields = stat[stat.rindex(")") + 2:].split()
+            fields = stat[stat.rindex(")") + 2 :].split()
             cmd = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             out[int(entry.name)] = (int(fields[1]), int(fields[21]) * PAGE, int(fields[19]) / TICKS, cmd)
         except (OSError, ValueError, IndexError):
@@ -97,8 +98,9 @@ class Watcher(threading.Thread):
             if not match or STAGE.search(table.get(table[pid][0], (0, 0, 0.0, ""))[3]):
                 continue  # not a stage, or a worker of one (counted in its parent's tree)
             members = [table[p] for p in tree(pid) if p in table]
-            rec = self.stages.setdefault(match.group(1), {"start": table[pid][2], "peak_tree_rss": 0,
-                                                          "peak_process_rss": 0, "processes": 0})
+            rec = self.stages.setdefault(
+                match.group(1), {"start": table[pid][2], "peak_tree_rss": 0, "peak_process_rss": 0, "processes": 0}
+            )
             rec["end"] = now
             rec["peak_tree_rss"] = max(rec["peak_tree_rss"], sum(m[1] for m in members))
             rec["peak_process_rss"] = max(rec["peak_process_rss"], max(m[1] for m in members))
@@ -125,8 +127,11 @@ def main() -> None:
     overrides = [*FULL_SIZE, *args.set]
     command = ["dvc", "exp", "run", "--name", "full-size"] + [a for o in overrides for a in ("-S", o)]
     # this interpreter's environment, the clone's code (not an editable install's source tree)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": str(args.workdir.resolve() / "src")}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(args.workdir.resolve() / "src"),
+    }
     start = time.perf_counter()
     log_path = args.workdir.parent / f"{args.workdir.name}.log"
     with open(log_path, "w") as log:
@@ -138,11 +143,15 @@ def main() -> None:
     total = time.perf_counter() - start
     if code:
         raise SystemExit(f"`{' '.join(command)}` failed ({code}); see {log_path}")
-    stages = {name: {"wall_s": round(rec["end"] - rec["start"] + args.interval / 2, 1),
-                     "peak_tree_rss_mib": round(rec["peak_tree_rss"] / 2**20, 1),
-                     "peak_process_rss_mib": round(rec["peak_process_rss"] / 2**20, 1),
-                     "processes": rec["processes"]}
-              for name, rec in sorted(watcher.stages.items(), key=lambda kv: kv[1]["start"])}
+    stages = {
+        name: {
+            "wall_s": round(rec["end"] - rec["start"] + args.interval / 2, 1),
+            "peak_tree_rss_mib": round(rec["peak_tree_rss"] / 2**20, 1),
+            "peak_process_rss_mib": round(rec["peak_process_rss"] / 2**20, 1),
+            "processes": rec["processes"],
+        }
+        for name, rec in sorted(watcher.stages.items(), key=lambda kv: kv[1]["start"])
+    }
     metrics = json.loads((args.workdir / "reports/metrics.json").read_text())
     split = json.loads((args.workdir / "reports/split.json").read_text())
     hashes = json.loads((args.workdir / "reports/image_hash.json").read_text())
@@ -156,13 +165,24 @@ def main() -> None:
         "stages": stages,
         "metrics": metrics,
         "split_groups": split["duplicate_groups"],
-        "image_hash": {k: hashes[k] for k in ("rows", "near_duplicate_clusters", "near_duplicate_rows",
-                                              "largest_near_duplicate_cluster", "search") if k in hashes},
+        "image_hash": {
+            k: hashes[k]
+            for k in (
+                "rows",
+                "near_duplicate_clusters",
+                "near_duplicate_rows",
+                "largest_near_duplicate_cluster",
+                "search",
+            )
+            if k in hashes
+        },
         "image_hash_s": {"hashing": float(timing.group(1)), "search": float(timing.group(2))} if timing else None,
-        "detection": {k: {m: round(v[m], 4) for m in ("precision", "recall")} | {"planted": v["planted"]}
-                      for k, v in quality.get("detection", {}).items()},
+        "detection": {
+            k: {m: round(v[m], 4) for m in ("precision", "recall")} | {"planted": v["planted"]}
+            for k, v in quality.get("detection", {}).items()
+        },
         "note": "peak_tree_rss_mib sums RSS over a stage's processes (shared pages counted per process: "
-                "an upper bound); wall_s is +-interval/2",
+        "an upper bound); wall_s is +-interval/2",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")

@@ -6,6 +6,7 @@ so it runs before the model stages exist. Prints a table and writes reports/benc
     python bench/fusion.py                      # real-scale val set (8,492 rows)
     python bench/fusion.py --val-rows 1000      # reduced, on a busy machine
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,11 +22,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fusion_fakes import ALL, FIRST_HALF, SECOND_HALF, model_proba  # noqa: E402
 
-from rakuten import fusion  # noqa: E402
-from rakuten.classes import N_CLASSES  # noqa: E402
-from rakuten.config import from_params  # noqa: E402
-from rakuten.io import write_json  # noqa: E402
-from rakuten.params import load_params  # noqa: E402
+from rakuten.contracts.classes import N_CLASSES  # noqa: E402
+from rakuten.core.config import from_params  # noqa: E402
+from rakuten.core.io import write_json  # noqa: E402
+from rakuten.core.params import load_params  # noqa: E402
+from rakuten.fusion import fusion  # noqa: E402
 
 
 def main() -> None:
@@ -55,19 +56,41 @@ def main() -> None:
         start = time.perf_counter()
         fitted.predict_proba(probs)
         predict_s = time.perf_counter() - start
-        rows.append({"strategy": name, "cv_s": round(cv_s, 2), "fit_s": round(fit_s, 2),
-                     "predict_s": round(predict_s, 3), "val_cv_weighted_f1": round(fusion.weighted_f1(y, oof), 4)})
-        print(f"{name:22s} cv {cv_s:8.2f} s  fit {fit_s:7.2f} s  predict {predict_s:6.3f} s  "
-              f"val CV wF1 {rows[-1]['val_cv_weighted_f1']:.4f}", flush=True)
+        rows.append(
+            {
+                "strategy": name,
+                "cv_s": round(cv_s, 2),
+                "fit_s": round(fit_s, 2),
+                "predict_s": round(predict_s, 3),
+                "val_cv_weighted_f1": round(fusion.weighted_f1(y, oof), 4),
+            }
+        )
+        print(
+            f"{name:22s} cv {cv_s:8.2f} s  fit {fit_s:7.2f} s  predict {predict_s:6.3f} s  "
+            f"val CV wF1 {rows[-1]['val_cv_weighted_f1']:.4f}",
+            flush=True,
+        )
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     total = sum(r["cv_s"] + r["fit_s"] for r in rows)
-    print(f"total fit time {total:.1f} s, peak RSS {peak_mib:.0f} MiB "
-          f"({args.val_rows} val rows, {len(cfg.models)} models, {cfg.cv_folds} folds, n_jobs {cfg.n_jobs})")
-    write_json({"val_rows": args.val_rows, "models": cfg.models, "cv_folds": cfg.cv_folds, "n_jobs": cfg.n_jobs,
-                "xgboost": asdict(cfg.xgboost), "strategies": rows, "total_fit_s": round(total, 1),
-                "peak_rss_mib": round(peak_mib), "machine": f"{platform.machine()} {platform.processor()}".strip(),
-                "note": "constructed probabilities (tests/fusion_fakes.py); timings on a shared 2-core machine"},
-               args.out)
+    print(
+        f"total fit time {total:.1f} s, peak RSS {peak_mib:.0f} MiB "
+        f"({args.val_rows} val rows, {len(cfg.models)} models, {cfg.cv_folds} folds, n_jobs {cfg.n_jobs})"
+    )
+    write_json(
+        {
+            "val_rows": args.val_rows,
+            "models": cfg.models,
+            "cv_folds": cfg.cv_folds,
+            "n_jobs": cfg.n_jobs,
+            "xgboost": asdict(cfg.xgboost),
+            "strategies": rows,
+            "total_fit_s": round(total, 1),
+            "peak_rss_mib": round(peak_mib),
+            "machine": f"{platform.machine()} {platform.processor()}".strip(),
+            "note": "constructed probabilities (tests/helpers/fusion_fakes.py); timings on a shared 2-core machine",
+        },
+        args.out,
+    )
 
 
 if __name__ == "__main__":

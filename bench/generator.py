@@ -21,6 +21,7 @@ Writes ``reports/bench/generator.json``.
 
     python bench/generator.py --sizes 10000 98728 --n-jobs 2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,16 +31,14 @@ import shutil
 import time
 from pathlib import Path
 
-import rakuten  # noqa: F401  first, as in the stage: pins numpy's and OpenCV's code paths before they load
-
 import cv2
+from measure import cpu_s, peak_rss_mib, run_in_own_process
 
+import rakuten  # noqa: F401  first, as in the stage: pins numpy's and OpenCV's code paths before they load
+from rakuten.core.io import write_json
+from rakuten.core.logs import setup_logging
 from rakuten.data import sample
 from rakuten.data.sample import SampleConfig, generate_tables, image_tasks, render_row, write_sample
-from rakuten.io import write_json
-from rakuten.logs import setup_logging
-
-from measure import cpu_s, peak_rss_mib, run_in_own_process
 
 FULL_TRAIN, FULL_TEST = 84916, 13812
 PER_IMAGE_ROWS = 300  # rows rendered in-process for the single-core cost of one image
@@ -64,12 +63,14 @@ def disk_usage(root: Path) -> dict[str, int]:
 
 def timed(fn, spent: dict[str, float], key: str):
     """``fn`` wrapped to add its wall time to ``spent[key]`` (write_sample looks it up in its module)."""
+
     def wrapper(*args, **kwargs):
         start = time.perf_counter()
         try:
             return fn(*args, **kwargs)
         finally:
             spent[key] = spent.get(key, 0.0) + time.perf_counter() - start
+
     return wrapper
 
 
@@ -106,19 +107,33 @@ def one_size(total: int, image_size: int, n_jobs: int, root: Path, keep: bool) -
         shutil.rmtree(out)
     images = n_train + n_test
     return {
-        "rows": images, "n_train": n_train, "n_test": n_test, "image_size": image_size, "n_jobs": n_jobs,
-        "wall_s": round(wall, 1), "images_per_s": round(images / wall, 1), "cpu_s": round(cpu, 1),
-        "generate_tables_s": round(spent["generate_tables"], 2), "render_all_s": round(spent["render_all"], 1),
+        "rows": images,
+        "n_train": n_train,
+        "n_test": n_test,
+        "image_size": image_size,
+        "n_jobs": n_jobs,
+        "wall_s": round(wall, 1),
+        "images_per_s": round(images / wall, 1),
+        "cpu_s": round(cpu, 1),
+        "generate_tables_s": round(spent["generate_tables"], 2),
+        "render_all_s": round(spent["render_all"], 1),
         "other_s": round(wall - spent["generate_tables"] - spent["render_all"], 2),
         "render_ms_per_image_1_process": round(per_image_ms(cfg), 2),
-        "peak_rss_mib": rss, "disk": disk, "load_avg_1m_before": round(load, 2),
+        "peak_rss_mib": rss,
+        "disk": disk,
+        "load_avg_1m_before": round(load, 2),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[10000, FULL_TRAIN + FULL_TEST],
-                        help="total rows (train + test in the official ratio), one run each")
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[10000, FULL_TRAIN + FULL_TEST],
+        help="total rows (train + test in the official ratio), one run each",
+    )
     parser.add_argument("--image-size", type=int, default=500)
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--root", type=Path, default=Path("/tmp/rakuten_bench_generator"))
@@ -132,16 +147,33 @@ def main() -> None:
         return
     rows = []
     for n in args.sizes:
-        rows.append(run_in_own_process([__file__, "--one", str(n), "--image-size", str(args.image_size), "--n-jobs",
-                                        str(args.n_jobs), "--root", str(args.root)] + ["--keep"] * args.keep))
+        rows.append(
+            run_in_own_process(
+                [
+                    __file__,
+                    "--one",
+                    str(n),
+                    "--image-size",
+                    str(args.image_size),
+                    "--n-jobs",
+                    str(args.n_jobs),
+                    "--root",
+                    str(args.root),
+                ]
+                + ["--keep"] * args.keep
+            )
+        )
         r = rows[-1]
-        print(f"{r['rows']:>6} images ({r['n_train']} + {r['n_test']}, {r['image_size']} px, {r['n_jobs']} jobs): "
-              f"{r['images_per_s']:>6.1f} images/s  wall {r['wall_s']:>6.1f} s (tables {r['generate_tables_s']:.1f}, "
-              f"images {r['render_all_s']:.1f}, rest {r['other_s']:.1f})  CPU {r['cpu_s']:.0f} s  "
-              f"1 process {r['render_ms_per_image_1_process']:.2f} ms/image  "
-              f"peak RSS {r['peak_rss_mib']['self']:.0f} MiB (workers {r['peak_rss_mib']['children']:.0f})  "
-              f"disk {r['disk']['allocated_bytes'] / 2**30:.2f} GiB in {r['disk']['files']} files "
-              f"(load {r['load_avg_1m_before']:.1f} before)", flush=True)
+        print(
+            f"{r['rows']:>6} images ({r['n_train']} + {r['n_test']}, {r['image_size']} px, {r['n_jobs']} jobs): "
+            f"{r['images_per_s']:>6.1f} images/s  wall {r['wall_s']:>6.1f} s (tables {r['generate_tables_s']:.1f}, "
+            f"images {r['render_all_s']:.1f}, rest {r['other_s']:.1f})  CPU {r['cpu_s']:.0f} s  "
+            f"1 process {r['render_ms_per_image_1_process']:.2f} ms/image  "
+            f"peak RSS {r['peak_rss_mib']['self']:.0f} MiB (workers {r['peak_rss_mib']['children']:.0f})  "
+            f"disk {r['disk']['allocated_bytes'] / 2**30:.2f} GiB in {r['disk']['files']} files "
+            f"(load {r['load_avg_1m_before']:.1f} before)",
+            flush=True,
+        )
     if not args.keep and args.root.is_dir() and not any(args.root.iterdir()):
         args.root.rmdir()
     write_json({"machine_cpus": os.cpu_count(), "results": rows}, args.out)

@@ -28,7 +28,7 @@
 # fixed: 16 texts, 64 images), and the scaling efficiency = samples/s(N) / (N x samples/s(1)) goes into the
 # JSON under `multi_gpu`; with one GPU it records `"skipped": "1 GPU"`. MULTI_GPU=0 skips the step,
 # MULTI_STEPS (30) sets its timed steps, SCALING=strong keeps the global batch instead (the stages' semantics).
-# The code paths are tested without a GPU by `python bench/deep.py --cpu-smoke` (tests/test_bench_backbones.py);
+# The code paths are tested without a GPU by `python bench/deep.py --cpu-smoke` (tests/bench/test_backbones.py);
 # the multi-process one by `python bench/distributed.py` (2 gloo processes on the CPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -14,6 +14,7 @@ Writes ``reports/bench/images.json``.
 
     python bench/images.py --sizes 10000 40000 84916 --n-jobs 2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,17 +28,16 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from measure import cpu_s, run_in_own_process
 
-from rakuten.data.catalog import load_catalog
+from rakuten.core.io import write_json
+from rakuten.core.logs import setup_logging
+from rakuten.data.ingest import load_catalog
 from rakuten.data.sample import SampleConfig, write_sample
 from rakuten.image.config import ImageCleanConfig
-from rakuten.image.hashing import HashConfig, hash_catalog
-from rakuten.image.pipeline import clean_frame
+from rakuten.image.image_clean import clean_frame
+from rakuten.image.image_hash import HashConfig, hash_catalog
 from rakuten.image.scoring import load_defects, score_detectors
-from rakuten.io import write_json
-from rakuten.logs import setup_logging
-
-from measure import cpu_s, run_in_own_process
 
 
 def _decode(path: str) -> int:
@@ -76,20 +76,32 @@ def one_size(n: int, root: Path, n_jobs: int) -> dict:
     scores, _ = score_detectors(table, paths, load_defects(sample / "defects.json"))
     search = hashes.attrs["search"]
     near = hashes["near_dup_group"].to_numpy()
-    return {"n_images": n, "n_jobs": n_jobs, "decode_only_images_per_s": round(decode, 1),
-            "hash_images_per_s": round(n / hash_s, 1), "clean_images_per_s": round(n / clean_s, 1),
-            "ratio": round(n / clean_s / decode, 3), "ratio_hash_and_clean": round(n / (hash_s + clean_s) / decode, 3),
-            "cpu_ms_per_image": {"decode_only": round(decode_cpu, 2), "hash": round(hash_cpu, 2),
-                                 "clean": round(clean_cpu, 2)},
-            "cpu_ratio": round(decode_cpu / clean_cpu, 3),
-            "cpu_ratio_hash_and_clean": round(decode_cpu / (hash_cpu + clean_cpu), 3),
-            "duplicate_search_s": round(hashes.attrs["timing_s"]["search"], 2),
-            "search_chunks": search["n_chunks"], "search_candidates": search["candidates_verified"],
-            "candidate_pairs": search["candidate_pairs"], "verified_pairs": search["verified_pairs"],
-            "largest_near_duplicate_cluster": int(np.bincount(near[near >= 0]).max()) if (near >= 0).any() else 0,
-            "hash_total_s": round(hash_s, 1), "clean_total_s": round(clean_s, 1), "peak_rss_mib": round(rss / 1024, 1),
-            "detection": {k: {m: round(scores[k][m], 3) for m in ("precision", "recall")}
-                          for k in scores}}
+    return {
+        "n_images": n,
+        "n_jobs": n_jobs,
+        "decode_only_images_per_s": round(decode, 1),
+        "hash_images_per_s": round(n / hash_s, 1),
+        "clean_images_per_s": round(n / clean_s, 1),
+        "ratio": round(n / clean_s / decode, 3),
+        "ratio_hash_and_clean": round(n / (hash_s + clean_s) / decode, 3),
+        "cpu_ms_per_image": {
+            "decode_only": round(decode_cpu, 2),
+            "hash": round(hash_cpu, 2),
+            "clean": round(clean_cpu, 2),
+        },
+        "cpu_ratio": round(decode_cpu / clean_cpu, 3),
+        "cpu_ratio_hash_and_clean": round(decode_cpu / (hash_cpu + clean_cpu), 3),
+        "duplicate_search_s": round(hashes.attrs["timing_s"]["search"], 2),
+        "search_chunks": search["n_chunks"],
+        "search_candidates": search["candidates_verified"],
+        "candidate_pairs": search["candidate_pairs"],
+        "verified_pairs": search["verified_pairs"],
+        "largest_near_duplicate_cluster": int(np.bincount(near[near >= 0]).max()) if (near >= 0).any() else 0,
+        "hash_total_s": round(hash_s, 1),
+        "clean_total_s": round(clean_s, 1),
+        "peak_rss_mib": round(rss / 1024, 1),
+        "detection": {k: {m: round(scores[k][m], 3) for m in ("precision", "recall")} for k in scores},
+    }
 
 
 def main() -> None:
@@ -107,21 +119,36 @@ def main() -> None:
         return
     rows = []
     for n in args.sizes:
-        rows.append(run_in_own_process([__file__, "--one", str(n), "--n-jobs", str(args.n_jobs), "--root", str(args.root)],
-                                       show_progress=False))
+        rows.append(
+            run_in_own_process(
+                [__file__, "--one", str(n), "--n-jobs", str(args.n_jobs), "--root", str(args.root)], show_progress=False
+            )
+        )
         r = rows[-1]
-        print(f"{r['n_images']:>7} images: decode-only {r['decode_only_images_per_s']:>7.1f}/s  "
-              f"hash {r['hash_images_per_s']:>7.1f}/s  clean {r['clean_images_per_s']:>7.1f}/s  "
-              f"ratio {r['ratio']:.2f} (hash+clean {r['ratio_hash_and_clean']:.2f}; "
-              f"CPU-time ratio {r['cpu_ratio']:.2f}, {r['cpu_ratio_hash_and_clean']:.2f})  "
-              f"dup search {r['duplicate_search_s']:>6.2f} s ({r['search_candidates']} candidates)  "
-              f"near P/R {r['detection']['near_duplicates']['precision']:.3f}/"
-              f"{r['detection']['near_duplicates']['recall']:.3f} (largest cluster {r['largest_near_duplicate_cluster']})  "
-              f"blur {r['detection']['blur']['precision']:.3f}/{r['detection']['blur']['recall']:.3f}  "
-              f"peak RSS {r['peak_rss_mib']:.0f} MiB", flush=True)
-    write_json({"machine": args.machine, "machine_cpus": os.cpu_count(), "image_size": 500,
-                "command": " ".join(["python bench/images.py", "--sizes", *map(str, args.sizes), "--n-jobs",
-                                     str(args.n_jobs)]), "results": rows}, args.out)
+        print(
+            f"{r['n_images']:>7} images: decode-only {r['decode_only_images_per_s']:>7.1f}/s  "
+            f"hash {r['hash_images_per_s']:>7.1f}/s  clean {r['clean_images_per_s']:>7.1f}/s  "
+            f"ratio {r['ratio']:.2f} (hash+clean {r['ratio_hash_and_clean']:.2f}; "
+            f"CPU-time ratio {r['cpu_ratio']:.2f}, {r['cpu_ratio_hash_and_clean']:.2f})  "
+            f"dup search {r['duplicate_search_s']:>6.2f} s ({r['search_candidates']} candidates)  "
+            f"near P/R {r['detection']['near_duplicates']['precision']:.3f}/"
+            f"{r['detection']['near_duplicates']['recall']:.3f} (largest cluster {r['largest_near_duplicate_cluster']})  "
+            f"blur {r['detection']['blur']['precision']:.3f}/{r['detection']['blur']['recall']:.3f}  "
+            f"peak RSS {r['peak_rss_mib']:.0f} MiB",
+            flush=True,
+        )
+    write_json(
+        {
+            "machine": args.machine,
+            "machine_cpus": os.cpu_count(),
+            "image_size": 500,
+            "command": " ".join(
+                ["python bench/images.py", "--sizes", *map(str, args.sizes), "--n-jobs", str(args.n_jobs)]
+            ),
+            "results": rows,
+        },
+        args.out,
+    )
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Benchmark of artifact verification: what checking hashes costs at load time and at `dvc pull`.
 
 1. Load time: every `models/<name>/` folder of the committed run hashed and checked against dvc.lock
-   (:mod:`rakuten.integrity`, what `rakuten predict`, `rakuten serve` and the stages do before loading),
+   (:mod:`rakuten.core.integrity`, what `rakuten predict`, `rakuten serve` and the stages do before loading),
    per folder and in all, with the MD5 throughput.
 2. `dvc pull`: the committed run pushed to a scratch local-directory remote, then pulled into two empty
    clones, with the remote's `verify` off (DVC's default) and on (the project's committed setting).
@@ -11,6 +11,7 @@ table and writes reports/bench/integrity.json.
 
     python bench/integrity.py
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,10 +26,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.remote import clone, dvc, folder_size  # noqa: E402
-
-from rakuten.integrity import ArtifactRecords  # noqa: E402
-from rakuten.io import write_json  # noqa: E402
-from rakuten.logs import setup_logging  # noqa: E402
+from rakuten.core.integrity import ArtifactRecords  # noqa: E402
+from rakuten.core.io import write_json  # noqa: E402
+from rakuten.core.logs import setup_logging  # noqa: E402
 
 LOG = logging.getLogger("rakuten")
 
@@ -42,13 +42,20 @@ def load_time(repeats: int = 3) -> list[dict]:
             continue
         best = float("inf")
         for _ in range(repeats):
-            fresh = ArtifactRecords.from_lock(ROOT / "dvc.lock")   # no memo of an earlier check
+            fresh = ArtifactRecords.from_lock(ROOT / "dvc.lock")  # no memo of an earlier check
             start = time.perf_counter()
             fresh.verify(folder)
             best = min(best, time.perf_counter() - start)
         files, size = folder_size(folder)
-        rows.append({"model": folder.name, "files": files, "mib": round(size / 2**20, 2),
-                     "verify_s": round(best, 4), "mib_per_s": round(size / 2**20 / best, 1)})
+        rows.append(
+            {
+                "model": folder.name,
+                "files": files,
+                "mib": round(size / 2**20, 2),
+                "verify_s": round(best, 4),
+                "mib_per_s": round(size / 2**20 / best, 1),
+            }
+        )
         LOG.info("%-10s %3d files %8.2f MiB  verified in %.3f s", folder.name, files, size / 2**20, best)
     return rows
 
@@ -63,8 +70,9 @@ def pull_cost(scratch: Path) -> list[dict]:
         b = clone(scratch, f"b-{verify}", [*remote, ["modify", "--local", "bench", "verify", verify]])
         seconds = dvc("pull", "-r", "bench", cwd=b)
         files, size = folder_size(b / ".dvc" / "cache")
-        rows.append({"verify": verify == "true", "pull_s": round(seconds, 1), "files": files,
-                     "mib": round(size / 2**20, 1)})
+        rows.append(
+            {"verify": verify == "true", "pull_s": round(seconds, 1), "files": files, "mib": round(size / 2**20, 1)}
+        )
         LOG.info("dvc pull, verify %-5s %6.1f s  %5d files  %7.1f MiB", verify, seconds, files, size / 2**20)
     return rows
 
@@ -79,9 +87,16 @@ def main() -> None:
         pulls = pull_cost(Path(tmp))
     total = sum(row["verify_s"] for row in models)
     LOG.info("all models: %.3f s for %.1f MiB", total, sum(row["mib"] for row in models))
-    write_json({"what": "verification of the committed default run's artifacts (dvc.lock at HEAD)",
-                "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                "load_time": {"models": models, "total_s": round(total, 3)}, "dvc_pull": pulls}, args.out)
+    write_json(
+        {
+            "what": "verification of the committed default run's artifacts (dvc.lock at HEAD)",
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "load_time": {"models": models, "total_s": round(total, 3)},
+            "dvc_pull": pulls,
+        },
+        args.out,
+    )
 
 
 if __name__ == "__main__":

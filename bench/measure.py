@@ -1,5 +1,6 @@
 """Process-level measurements shared by the benchmark scripts (``python bench/<name>.py`` puts this
 folder on ``sys.path``, so they import it as ``measure``)."""
+
 from __future__ import annotations
 
 import json
@@ -17,15 +18,18 @@ def cpu_s() -> float:
 
 def peak_rss_mib() -> dict[str, float]:
     """Peak RSS of this process (``self``) and of its largest finished worker (``children``), MiB."""
-    return {who: round(resource.getrusage(flag).ru_maxrss / 1024, 1)
-            for who, flag in (("self", resource.RUSAGE_SELF), ("children", resource.RUSAGE_CHILDREN))}
+    return {
+        who: round(resource.getrusage(flag).ru_maxrss / 1024, 1)
+        for who, flag in (("self", resource.RUSAGE_SELF), ("children", resource.RUSAGE_CHILDREN))
+    }
 
 
 def run_in_own_process(argv: list[str], show_progress: bool = True) -> dict:
     """Run ``python <argv>`` (one benchmark size, so its peak RSS is its own) and return the JSON
     object it prints on its last stdout line; a failure stops the benchmark with one line."""
-    done = subprocess.run([sys.executable, *argv], stdout=subprocess.PIPE, text=True,
-                          stderr=None if show_progress else subprocess.PIPE)
+    done = subprocess.run(
+        [sys.executable, *argv], stdout=subprocess.PIPE, text=True, stderr=None if show_progress else subprocess.PIPE
+    )
     if done.returncode:
         raise SystemExit(f"{' '.join(argv)}: failed (exit {done.returncode})")
     return json.loads(done.stdout.strip().splitlines()[-1])

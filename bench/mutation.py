@@ -15,6 +15,7 @@ results deleted) keeps its row from the previous report (``--out``), with the da
 A module measured now gets today's date and ``source: "mutants/"``. ``io.py`` is scored on the
 functions named in ``MODULES`` only (the output-path rule of a run); its other mutants are not scored.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,15 +27,25 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 # module file under src/rakuten -> the functions scored (None: every mutant of the module)
 MODULES: dict[str, tuple[str, ...] | None] = {
-    "evaluate.py": None, "fusion.py": None, "data/split.py": None, "models/contract.py": None,
-    "data/catalog.py": None, "text/cleaning.py": None, "text/pipeline.py": None, "image/process.py": None,
+    "evaluate.py": None,
+    "fusion.py": None,
+    "data/split.py": None,
+    "models/contract.py": None,
+    "data/catalog.py": None,
+    "text/cleaning.py": None,
+    "text/pipeline.py": None,
+    "image/process.py": None,
     "models/tfidf_svm.py": None,
     # security-critical, added 2026-12-06: artifact hashes against dvc.lock, a run's output paths,
     # GPU claims, the preprocessing record
-    "integrity.py": None, "io.py": ("check_run_paths", "_same_or_inside", "_writable_parent"),
-    "gpus.py": None, "preprocessing.py": None,
+    "integrity.py": None,
+    "io.py": ("check_run_paths", "_same_or_inside", "_writable_parent"),
+    "gpus.py": None,
+    "preprocessing.py": None,
     # added 2026-12-06: what one HTTP client can cost the service, the knob declarations, the embed stage
-    "http_guards.py": None, "config.py": None, "models/embed.py": None,
+    "http_guards.py": None,
+    "config.py": None,
+    "models/embed.py": None,
 }
 # mutmut's exit codes (mutmut/stats.py): 1 and 3 killed; 0 survived; timeouts
 KILLED, SURVIVED, TIMEOUT = {1, 3}, {0}, {24, -24, 152, 255, 36}
@@ -55,9 +66,11 @@ _INDEX = "reset_index(drop=False/None): adds an 'index' column that is never rea
 _LABELS = "pd.array without Int64: labels infer a nullable array; nunique/dropna give the same counts"
 _CODEC = "codec names are case-insensitive ('UTF-8')"
 _NONE_SECTION = "params.get(section, None): a None section is not a Mapping, so it is read as {} either way"
-_LAST_TRAIN = ("groups fill test, val, then train: a class with a train group ends with one, so 'no group in "
-               "train' is 'last group not in train'")
-EQUIVALENT: dict[str, str] = {      # judged by reading `mutmut show <name>`; see docs/mutation.md
+_LAST_TRAIN = (
+    "groups fill test, val, then train: a class with a train group ends with one, so 'no group in "
+    "train' is 'last group not in train'"
+)
+EQUIVALENT: dict[str, str] = {  # judged by reading `mutmut show <name>`; see docs/mutation.md
     "rakuten.text.cleaning.x__html_text__mutmut_11": _EQ_WARN,
     "rakuten.text.cleaning.x__html_text__mutmut_13": _EQ_WARN,
     "rakuten.text.cleaning.x__html_text__mutmut_17": _EQ_WARN,
@@ -70,39 +83,39 @@ EQUIVALENT: dict[str, str] = {      # judged by reading `mutmut show <name>`; se
     "rakuten.text.cleaning.x_truncate_words__mutmut_5": "str.rfind start None is start 0",
     "rakuten.text.cleaning.x_truncate_words__mutmut_12": "rfind from 1: a space at 0 gives cut 0, a hard cut either way",
     # evaluate.py
-    "rakuten.evaluate.x_results_markdown__mutmut_37": _ITER,
-    "rakuten.evaluate.x_results_markdown__mutmut_38": _ITER,
-    "rakuten.evaluate.x_summary_metrics__mutmut_2": _ITER,
-    "rakuten.evaluate.x_summary_metrics__mutmut_3": _ITER,
-    "rakuten.evaluate.x_labelled_predictions__mutmut_29": _INT_DTYPE + " (model tables keep Int64 labels)",
-    "rakuten.evaluate.x_labelled_predictions__mutmut_36": _SORT_NONE,
-    "rakuten.evaluate.x_evaluate_predictions__mutmut_3": _SORT_NONE,
+    "rakuten.evaluation.evaluate.x_results_markdown__mutmut_37": _ITER,
+    "rakuten.evaluation.evaluate.x_results_markdown__mutmut_38": _ITER,
+    "rakuten.evaluation.evaluate.x_summary_metrics__mutmut_2": _ITER,
+    "rakuten.evaluation.evaluate.x_summary_metrics__mutmut_3": _ITER,
+    "rakuten.evaluation.evaluate.x_labelled_predictions__mutmut_29": _INT_DTYPE + " (model tables keep Int64 labels)",
+    "rakuten.evaluation.evaluate.x_labelled_predictions__mutmut_36": _SORT_NONE,
+    "rakuten.evaluation.evaluate.x_evaluate_predictions__mutmut_3": _SORT_NONE,
     # text/pipeline.py
-    "rakuten.text.pipeline.x_clean_with_report__mutmut_23": _OBJ_DTYPE,
-    "rakuten.text.pipeline.x_clean_with_report__mutmut_27": _OBJ_DTYPE,
-    "rakuten.text.pipeline.x_duplicate_report__mutmut_5": _OBJ_DTYPE,
-    "rakuten.text.pipeline.x_duplicate_report__mutmut_9": _LABELS,
-    "rakuten.text.pipeline.x_duplicate_report__mutmut_11": _LABELS,
-    "rakuten.text.pipeline.x_duplicate_report__mutmut_23": _SORT_COUNT,
-    "rakuten.text.pipeline.x_duplicate_report__mutmut_25": _SORT_COUNT,
-    "rakuten.text.pipeline.x_duplicate_report__mutmut_28": _SORT_COUNT,
-    "rakuten.text.pipeline.x_duplicate_report__mutmut_37": "dropna on every column: the text column has no "
-                                                          "missing values (empty texts are filtered before)",
-    "rakuten.text.pipeline.x_duplicate_report__mutmut_42": _SORT_COUNT,
-    "rakuten.text.pipeline.x_duplicate_report__mutmut_44": _SORT_COUNT,
-    "rakuten.text.pipeline.x_duplicate_report__mutmut_47": _SORT_COUNT,
-    "rakuten.text.pipeline.x_stage_report__mutmut_59": "distribution() converts the languages with dtype=str",
+    "rakuten.text.text_clean.x_clean_with_report__mutmut_23": _OBJ_DTYPE,
+    "rakuten.text.text_clean.x_clean_with_report__mutmut_27": _OBJ_DTYPE,
+    "rakuten.text.text_clean.x_duplicate_report__mutmut_5": _OBJ_DTYPE,
+    "rakuten.text.text_clean.x_duplicate_report__mutmut_9": _LABELS,
+    "rakuten.text.text_clean.x_duplicate_report__mutmut_11": _LABELS,
+    "rakuten.text.text_clean.x_duplicate_report__mutmut_23": _SORT_COUNT,
+    "rakuten.text.text_clean.x_duplicate_report__mutmut_25": _SORT_COUNT,
+    "rakuten.text.text_clean.x_duplicate_report__mutmut_28": _SORT_COUNT,
+    "rakuten.text.text_clean.x_duplicate_report__mutmut_37": "dropna on every column: the text column has no "
+    "missing values (empty texts are filtered before)",
+    "rakuten.text.text_clean.x_duplicate_report__mutmut_42": _SORT_COUNT,
+    "rakuten.text.text_clean.x_duplicate_report__mutmut_44": _SORT_COUNT,
+    "rakuten.text.text_clean.x_duplicate_report__mutmut_47": _SORT_COUNT,
+    "rakuten.text.text_clean.x_stage_report__mutmut_59": "distribution() converts the languages with dtype=str",
     # image/process.py
     "rakuten.image.process.x_write_jpeg__mutmut_9": "'.JPG': OpenCV reads the extension case-insensitively",
     "rakuten.image.process.x_write_jpeg__mutmut_11": "message of a branch OpenCV never takes (pragma: no cover)",
     "rakuten.image.process.x_clean_image__mutmut_41": "initial 'actions' value: always overwritten before return",
     "rakuten.image.process.x_clean_image__mutmut_69": "shape[1] of the image made square just before",
     "rakuten.image.process.x_clean_image__mutmut_150": "side >= size: at side == size the picture is not resized, "
-                                                        "so it is the content",
+    "so it is the content",
     # models/contract.py
-    "rakuten.models.contract.x_check_proba__mutmut_19": _BOUNDARY,
-    "rakuten.models.contract.x_check_proba__mutmut_31": _BOUNDARY,
-    "rakuten.models.contract.x_split_scores__mutmut_19": _INT_DTYPE + " (scored splits are always labelled)",
+    "rakuten.contracts.model_files.x_check_proba__mutmut_19": _BOUNDARY,
+    "rakuten.contracts.model_files.x_check_proba__mutmut_31": _BOUNDARY,
+    "rakuten.contracts.model_files.x_split_scores__mutmut_19": _INT_DTYPE + " (scored splits are always labelled)",
     # models/tfidf_svm.py
     "rakuten.models.tfidf_svm.x__above_median_down__mutmut_12": "n >= median: at n == median both give the median",
     "rakuten.models.tfidf_svm.x__texts__mutmut_3": _OBJ_DTYPE,
@@ -126,86 +139,86 @@ EQUIVALENT: dict[str, str] = {      # judged by reading `mutmut show <name>`; se
     "rakuten.data.split.x_split_catalog__mutmut_121": "empty float array instead of int: its counts are 0 either way",
     "rakuten.data.split.x_split_catalog__mutmut_123": "empty float array instead of int: its counts are 0 either way",
     # data/catalog.py
-    "rakuten.data.catalog.x_read_official_csv__mutmut_9": "codec names are case-insensitive ('UTF-8-SIG')",
-    "rakuten.data.catalog.x_read_official_csv__mutmut_27": "re.split without maxsplit: [0] is still the first line",
-    "rakuten.data.catalog.x_read_official_csv__mutmut_30": "re.split maxsplit=2: [0] is still the first line",
-    "rakuten.data.catalog.x_read_official_csv__mutmut_58": "quoting=QUOTE_MINIMAL is pandas' default",
-    "rakuten.data.catalog.x_read_official_csv__mutmut_91": "set_axis default axis is 0",
-    "rakuten.data.catalog.x_read_official_csv__mutmut_117": _LOG_ONLY,
-    "rakuten.data.catalog.x_read_official_csv__mutmut_118": _LOG_ONLY,
-    "rakuten.data.catalog.x_exact_integers__mutmut_11": "str.extract default expand=True",
-    "rakuten.data.catalog.x_exact_integers__mutmut_12": "str.extract(expand=False) with two groups still returns a "
-                                                        "DataFrame",
-    "rakuten.data.catalog.x_exact_integers__mutmut_14": "notna() is boolean already",
-    "rakuten.data.catalog.x_exact_integers__mutmut_35": "len > 20: any 20-digit value is above 2**63 - 1 and "
-                                                        "refused by the int comparison",
-    "rakuten.data.catalog.x_exact_integers__mutmut_45": "notna() is boolean already",
-    "rakuten.data.catalog.x__implicit_index__mutmut_9": "first row default None instead of []: falsy either way, "
-                                                        "first[0] is never reached",
-    "rakuten.data.catalog.x_catalog_rows__mutmut_46": "np.arange of ints is int64 by default (Linux)",
-    "rakuten.data.catalog.x_catalog_rows__mutmut_49": "np.arange of ints is int64 by default (Linux)",
-    "rakuten.data.catalog.x_catalog_rows__mutmut_53": "the index is int64 already",
-    "rakuten.data.catalog.x_catalog_rows__mutmut_65": "where() default fill NaN: the text column stores a missing "
-                                                      "value either way (pandas 3 str dtype)",
-    "rakuten.data.catalog.x_load_catalog__mutmut_88": "is_official_test=True is the default of catalog_rows",
+    "rakuten.data.ingest.x_read_official_csv__mutmut_9": "codec names are case-insensitive ('UTF-8-SIG')",
+    "rakuten.data.ingest.x_read_official_csv__mutmut_27": "re.split without maxsplit: [0] is still the first line",
+    "rakuten.data.ingest.x_read_official_csv__mutmut_30": "re.split maxsplit=2: [0] is still the first line",
+    "rakuten.data.ingest.x_read_official_csv__mutmut_58": "quoting=QUOTE_MINIMAL is pandas' default",
+    "rakuten.data.ingest.x_read_official_csv__mutmut_91": "set_axis default axis is 0",
+    "rakuten.data.ingest.x_read_official_csv__mutmut_117": _LOG_ONLY,
+    "rakuten.data.ingest.x_read_official_csv__mutmut_118": _LOG_ONLY,
+    "rakuten.data.ingest.x_exact_integers__mutmut_11": "str.extract default expand=True",
+    "rakuten.data.ingest.x_exact_integers__mutmut_12": "str.extract(expand=False) with two groups still returns a "
+    "DataFrame",
+    "rakuten.data.ingest.x_exact_integers__mutmut_14": "notna() is boolean already",
+    "rakuten.data.ingest.x_exact_integers__mutmut_35": "len > 20: any 20-digit value is above 2**63 - 1 and "
+    "refused by the int comparison",
+    "rakuten.data.ingest.x_exact_integers__mutmut_45": "notna() is boolean already",
+    "rakuten.data.ingest.x__implicit_index__mutmut_9": "first row default None instead of []: falsy either way, "
+    "first[0] is never reached",
+    "rakuten.data.ingest.x_catalog_rows__mutmut_46": "np.arange of ints is int64 by default (Linux)",
+    "rakuten.data.ingest.x_catalog_rows__mutmut_49": "np.arange of ints is int64 by default (Linux)",
+    "rakuten.data.ingest.x_catalog_rows__mutmut_53": "the index is int64 already",
+    "rakuten.data.ingest.x_catalog_rows__mutmut_65": "where() default fill NaN: the text column stores a missing "
+    "value either way (pandas 3 str dtype)",
+    "rakuten.data.ingest.x_load_catalog__mutmut_88": "is_official_test=True is the default of catalog_rows",
     # integrity.py
-    "rakuten.integrity.x_listing_md5__mutmut_10": _CODEC,
-    "rakuten.integrity.x_parse_lock__mutmut_6": "str.count start None is start 0",
-    "rakuten.integrity.xǁArtifactRecordsǁfrom_lock__mutmut_11": _CODEC,
-    "rakuten.integrity.xǁArtifactRecordsǁrecorded__mutmut_4": "`or True`: outs.get(None) is None (its keys are "
-                                                              "strings), as the else branch",
-    "rakuten.integrity.xǁArtifactRecordsǁ_mismatch__mutmut_5": "`or True`: a hash without .dir, cut by 4 characters, "
-                                                               "names no cached listing (those are named by their "
-                                                               "32-digit MD5), and a file never uses one",
+    "rakuten.core.integrity.x_listing_md5__mutmut_10": _CODEC,
+    "rakuten.core.integrity.x_parse_lock__mutmut_6": "str.count start None is start 0",
+    "rakuten.core.integrity.xǁArtifactRecordsǁfrom_lock__mutmut_11": _CODEC,
+    "rakuten.core.integrity.xǁArtifactRecordsǁrecorded__mutmut_4": "`or True`: outs.get(None) is None (its keys are "
+    "strings), as the else branch",
+    "rakuten.core.integrity.xǁArtifactRecordsǁ_mismatch__mutmut_5": "`or True`: a hash without .dir, cut by 4 characters, "
+    "names no cached listing (those are named by their "
+    "32-digit MD5), and a file never uses one",
     # preprocessing.py
-    "rakuten.preprocessing.x_read_record__mutmut_7": _CODEC,
-    "rakuten.preprocessing.x_changed_since_training__mutmut_4": _NONE_SECTION,
-    "rakuten.preprocessing.x_changed_since_training__mutmut_6": _NONE_SECTION,
-    "rakuten.preprocessing.x_check_runtime__mutmut_17": "the key named in the error of the record's own parse, "
-                                                        "which is discarded (only whether it fails counts)",
-    "rakuten.preprocessing.x_with_runtime__mutmut_15": "_lookup(None, key) is _MISSING, as for a missing key of {}",
-    "rakuten.preprocessing.x_with_runtime__mutmut_17": "_lookup(None, key) is _MISSING, as for a missing key of {}",
+    "rakuten.contracts.preprocessing.x_read_record__mutmut_7": _CODEC,
+    "rakuten.contracts.preprocessing.x_changed_since_training__mutmut_4": _NONE_SECTION,
+    "rakuten.contracts.preprocessing.x_changed_since_training__mutmut_6": _NONE_SECTION,
+    "rakuten.contracts.preprocessing.x_check_runtime__mutmut_17": "the key named in the error of the record's own parse, "
+    "which is discarded (only whether it fails counts)",
+    "rakuten.contracts.preprocessing.x_with_runtime__mutmut_15": "_lookup(None, key) is _MISSING, as for a missing key of {}",
+    "rakuten.contracts.preprocessing.x_with_runtime__mutmut_17": "_lookup(None, key) is _MISSING, as for a missing key of {}",
     # http_guards.py
-    "rakuten.http_guards.xǁGuardǁ__call____mutmut_34": "Content-Length default b'XXXX' instead of b'': not digits "
-                                                       "either, so no body",
-    "rakuten.http_guards.xǁGuardǁ__call____mutmut_51": "Transfer-Encoding default b'XXXX' instead of b'': holds no "
-                                                       "'chunked' either",
-    "rakuten.http_guards.xǁGuardǁ__call____mutmut_84": "more_body default None instead of False: `not` of either is "
-                                                       "True",
-    "rakuten.http_guards.xǁGuardǁ__call____mutmut_86": "more_body default None instead of False: `not` of either is "
-                                                       "True",
-    "rakuten.http_guards.xǁGuardǁ__call____mutmut_130": "'CONNECTION': starlette's MutableHeaders lowercases the "
-                                                        "names it sets",
-    "rakuten.http_guards.xǁRateLimitFilterǁfilter__mutmut_5": "split without maxsplit: [0] is still the first line",
-    "rakuten.http_guards.xǁRateLimitFilterǁfilter__mutmut_9": "split maxsplit=2: [0] is still the first line",
-    "rakuten.http_guards.x__loop_exception__mutmut_11": "no message: str(None) holds no 'accept' either",
-    "rakuten.http_guards.x__loop_exception__mutmut_13": "no message: str(None) holds no 'accept' either",
-    "rakuten.http_guards.x__loop_exception__mutmut_16": "no message: 'XXXX' holds no 'accept' either",
-    "rakuten.http_guards.x_connection_budget__mutmut_6": "5 * burst: where 4 batches fit but 5 do not, the shrink "
-                                                         "keeps burst 2048 and the cap ((spare - cap) // 4 >= 2048)",
-    "rakuten.http_guards.x_connection_budget__mutmut_7": ">= at cap + 4 * burst == spare: the shrink gives burst "
-                                                         "2048 and the cap unchanged",
+    "rakuten.serving.http_guards.xǁGuardǁ__call____mutmut_34": "Content-Length default b'XXXX' instead of b'': not digits "
+    "either, so no body",
+    "rakuten.serving.http_guards.xǁGuardǁ__call____mutmut_51": "Transfer-Encoding default b'XXXX' instead of b'': holds no "
+    "'chunked' either",
+    "rakuten.serving.http_guards.xǁGuardǁ__call____mutmut_84": "more_body default None instead of False: `not` of either is "
+    "True",
+    "rakuten.serving.http_guards.xǁGuardǁ__call____mutmut_86": "more_body default None instead of False: `not` of either is "
+    "True",
+    "rakuten.serving.http_guards.xǁGuardǁ__call____mutmut_130": "'CONNECTION': starlette's MutableHeaders lowercases the "
+    "names it sets",
+    "rakuten.serving.http_guards.xǁRateLimitFilterǁfilter__mutmut_5": "split without maxsplit: [0] is still the first line",
+    "rakuten.serving.http_guards.xǁRateLimitFilterǁfilter__mutmut_9": "split maxsplit=2: [0] is still the first line",
+    "rakuten.serving.http_guards.x__loop_exception__mutmut_11": "no message: str(None) holds no 'accept' either",
+    "rakuten.serving.http_guards.x__loop_exception__mutmut_13": "no message: str(None) holds no 'accept' either",
+    "rakuten.serving.http_guards.x__loop_exception__mutmut_16": "no message: 'XXXX' holds no 'accept' either",
+    "rakuten.serving.http_guards.x_connection_budget__mutmut_6": "5 * burst: where 4 batches fit but 5 do not, the shrink "
+    "keeps burst 2048 and the cap ((spare - cap) // 4 >= 2048)",
+    "rakuten.serving.http_guards.x_connection_budget__mutmut_7": ">= at cap + 4 * burst == spare: the shrink gives burst "
+    "2048 and the cap unchanged",
     # config.py
-    "rakuten.config.x__parse__mutmut_10": "help text of the stand-in Knob (None): help is never read while parsing",
-    "rakuten.config.x__parse__mutmut_11": "help text of the stand-in Knob ('XXXX'): help is never read while parsing",
-    "rakuten.config.x__parse__mutmut_26": "_number treats any kind but 'int' and 'float' as 'number' (None)",
-    "rakuten.config.x__parse__mutmut_31": "_number treats any kind but 'int' and 'float' as 'number' ('XXnumberXX')",
-    "rakuten.config.x__parse__mutmut_32": "_number treats any kind but 'int' and 'float' as 'number' ('NUMBER')",
-    "rakuten.config.x__parse__mutmut_82": "nonempty=None instead of False on the item knob: only read as a truth "
-                                          "value",
-    "rakuten.config.x__parse__mutmut_128": "nonempty=None instead of False on the value knob: only read as a truth "
-                                           "value",
-    "rakuten.config.xǁProfileViewǁ__getattr____mutmut_7": "no profile yet: __dict__.get(None) is None, as "
-                                                          "__dict__.get('')",
-    "rakuten.config.xǁProfileViewǁ__getattr____mutmut_9": "no profile yet: __dict__.get(None) is None, as "
-                                                          "__dict__.get('')",
-    "rakuten.config.xǁProfileViewǁ__getattr____mutmut_12": "no profile yet: no field is named 'XXXX', so None as "
-                                                           "for ''",
+    "rakuten.core.config.x__parse__mutmut_10": "help text of the stand-in Knob (None): help is never read while parsing",
+    "rakuten.core.config.x__parse__mutmut_11": "help text of the stand-in Knob ('XXXX'): help is never read while parsing",
+    "rakuten.core.config.x__parse__mutmut_26": "_number treats any kind but 'int' and 'float' as 'number' (None)",
+    "rakuten.core.config.x__parse__mutmut_31": "_number treats any kind but 'int' and 'float' as 'number' ('XXnumberXX')",
+    "rakuten.core.config.x__parse__mutmut_32": "_number treats any kind but 'int' and 'float' as 'number' ('NUMBER')",
+    "rakuten.core.config.x__parse__mutmut_82": "nonempty=None instead of False on the item knob: only read as a truth "
+    "value",
+    "rakuten.core.config.x__parse__mutmut_128": "nonempty=None instead of False on the value knob: only read as a truth "
+    "value",
+    "rakuten.core.config.xǁProfileViewǁ__getattr____mutmut_7": "no profile yet: __dict__.get(None) is None, as "
+    "__dict__.get('')",
+    "rakuten.core.config.xǁProfileViewǁ__getattr____mutmut_9": "no profile yet: __dict__.get(None) is None, as "
+    "__dict__.get('')",
+    "rakuten.core.config.xǁProfileViewǁ__getattr____mutmut_12": "no profile yet: no field is named 'XXXX', so None as "
+    "for ''",
     # models/embed.py
     "rakuten.models.embed.x_load_frame__mutmut_24": "merge on=None: row_id is the only column both sides share (the "
-                                                    "images are cut to row_id, clean_path, readable)",
+    "images are cut to row_id, clean_path, readable)",
     "rakuten.models.embed.x_load_frame__mutmut_28": "merge without on: row_id is the only column both sides share "
-                                                    "(the images are cut to row_id, clean_path, readable)",
+    "(the images are cut to row_id, clean_path, readable)",
     "rakuten.models.embed.x_load_frame__mutmut_29": "merge how='inner' is pandas' default",
 }
 
@@ -215,7 +228,7 @@ def module_name(rel: str) -> str:
 
 
 def _in_scope(key: str, functions: tuple[str, ...] | None) -> bool:
-    """``key`` (``rakuten.io.x_check_run_paths__mutmut_3``, ``...xǁClassǁmethod__mutmut_3``) is a mutant of
+    """``key`` (``rakuten.core.io.x_check_run_paths__mutmut_3``, ``...xǁClassǁmethod__mutmut_3``) is a mutant of
     one of ``functions`` (None: of any)."""
     if functions is None:
         return True
@@ -240,16 +253,19 @@ def collect(mutants: Path, previous: dict[str, dict], previous_date: str | None)
         meta = mutants / "src" / "rakuten" / (rel + ".meta")
         codes = {}
         if meta.is_file():
-            codes = {k: v for k, v in json.loads(meta.read_text())["exit_code_by_key"].items()
-                     if _in_scope(k, functions)}
-        if not any(v is not None for v in codes.values()):      # never run here: keep the last measured row
+            codes = {
+                k: v for k, v in json.loads(meta.read_text())["exit_code_by_key"].items() if _in_scope(k, functions)
+            }
+        if not any(v is not None for v in codes.values()):  # never run here: keep the last measured row
             if name not in previous:
-                raise SystemExit(f"{name}: no mutmut results under {mutants} and no earlier row in the report; "
-                                 f"run `mutmut run \"{name}*\"` first (docs/mutation.md)")
+                raise SystemExit(
+                    f"{name}: no mutmut results under {mutants} and no earlier row in the report; "
+                    f'run `mutmut run "{name}*"` first (docs/mutation.md)'
+                )
             row = dict(previous[name])
             row.setdefault("measured", previous_date)
             row["source"] = "previous report"
-            row.update(not_run=0, stale_equivalents=[])        # its open survivors: as listed then, if at all
+            row.update(not_run=0, stale_equivalents=[])  # its open survivors: as listed then, if at all
             out[name] = row
             continue
         survived = sorted(k for k, v in codes.items() if v in SURVIVED)
@@ -261,11 +277,16 @@ def collect(mutants: Path, previous: dict[str, dict], previous_date: str | None)
         effective = total - len(equivalent)
         listed = sorted(k for k in EQUIVALENT if k.startswith(name + ".") and _in_scope(k, functions))
         out[name] = {
-            "total": total, "killed": killed, "survived": len(survived), "timeout": timeout,
-            "equivalent": len(equivalent), "not_run": other,
+            "total": total,
+            "killed": killed,
+            "survived": len(survived),
+            "timeout": timeout,
+            "equivalent": len(equivalent),
+            "not_run": other,
             "score": round((killed + timeout) / effective, 4) if effective else 1.0,
             "raw_score": round((killed + timeout) / total, 4) if total else 1.0,
-            "measured": today, "source": "mutants/",
+            "measured": today,
+            "source": "mutants/",
             **({"functions": list(functions)} if functions else {}),
             "open_survivors": [k for k in survived if k not in EQUIVALENT],
             "stale_equivalents": [k for k in listed if codes.get(k) not in SURVIVED],
@@ -273,8 +294,18 @@ def collect(mutants: Path, previous: dict[str, dict], previous_date: str | None)
     return out
 
 
-ROW_KEYS = ("total", "killed", "survived", "timeout", "equivalent", "score", "measured", "source", "functions",
-            "open_survivors")
+ROW_KEYS = (
+    "total",
+    "killed",
+    "survived",
+    "timeout",
+    "equivalent",
+    "score",
+    "measured",
+    "source",
+    "functions",
+    "open_survivors",
+)
 
 
 def main() -> int:
@@ -289,20 +320,29 @@ def main() -> int:
     print("|---|---|---|---|---|---|---|---|")
     for name, f in figures.items():
         scope = f" ({', '.join(f['functions'])})" if f.get("functions") else ""
-        print(f"| {name}{scope} | {f['total']} | {f['killed']} | {f['timeout']} | {f['survived']} | "
-              f"{f['equivalent']} | {100 * f['score']:.1f}% | {f['measured']} |")
-    report = {"date": date.today().isoformat(), "tool": "mutmut 3.8.1", "target_score": TARGET,
-              "score": "(killed + timeout) / (total - equivalent)",
-              "measured": "per module: the date its mutants were run; rows of modules not run since are kept "
-                          "from the previous report (source: previous report) and are of the code of that date",
-              "modules": {k: {key: v[key] for key in ROW_KEYS if key in v} for k, v in figures.items()}}
+        print(
+            f"| {name}{scope} | {f['total']} | {f['killed']} | {f['timeout']} | {f['survived']} | "
+            f"{f['equivalent']} | {100 * f['score']:.1f}% | {f['measured']} |"
+        )
+    report = {
+        "date": date.today().isoformat(),
+        "tool": "mutmut 3.8.1",
+        "target_score": TARGET,
+        "score": "(killed + timeout) / (total - equivalent)",
+        "measured": "per module: the date its mutants were run; rows of modules not run since are kept "
+        "from the previous report (source: previous report) and are of the code of that date",
+        "modules": {k: {key: v[key] for key in ROW_KEYS if key in v} for k, v in figures.items()},
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(f"wrote {args.out}")
     problems = [f"{k}: score {v['score']:.3f} < {TARGET}" for k, v in figures.items() if v["score"] < TARGET]
     problems += [f"{k}: {v['not_run']} mutants not run" for k, v in figures.items() if v["not_run"]]
-    problems += [f"{k}: {name} is listed as equivalent but is no longer a survivor (remove it from EQUIVALENT)"
-                 for k, v in figures.items() for name in v["stale_equivalents"]]
+    problems += [
+        f"{k}: {name} is listed as equivalent but is no longer a survivor (remove it from EQUIVALENT)"
+        for k, v in figures.items()
+        for name in v["stale_equivalents"]
+    ]
     for k, v in figures.items():
         for name in v.get("open_survivors", []):
             print(f"open survivor: {name}")

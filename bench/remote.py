@@ -9,6 +9,7 @@ reports/bench/remote.json.
 
     python bench/remote.py
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,14 +27,19 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.s3_server import ACCESS_KEY, SECRET_KEY, S3Server  # noqa: E402
-
-from rakuten.io import write_json  # noqa: E402
-from rakuten.logs import setup_logging  # noqa: E402
+from rakuten.core.io import write_json  # noqa: E402
+from rakuten.core.logs import setup_logging  # noqa: E402
+from tests.helpers.s3_server import ACCESS_KEY, SECRET_KEY, S3Server  # noqa: E402
 
 LOG = logging.getLogger("rakuten")
-ENV = {**os.environ, "DVC_NO_ANALYTICS": "1", "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-       "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+ENV = {
+    **os.environ,
+    "DVC_NO_ANALYTICS": "1",
+    "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+    "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
 
 
 def run(*args: str, cwd: Path) -> float:
@@ -69,13 +75,19 @@ def measure(scratch: Path, kind: str, remote_args: list[list[str]], stored: Path
     push_s = dvc("push", "-r", "bench", cwd=a)
     b = clone(scratch, f"{kind}-b", remote_args)
     pull_s = dvc("pull", "-r", "bench", cwd=b)
-    status = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=b, env=ENV,
-                            capture_output=True, text=True).stdout
+    status = subprocess.run(
+        [sys.executable, "-m", "dvc", "status", "--json"], cwd=b, env=ENV, capture_output=True, text=True
+    ).stdout
     if json.loads(status or "null") != {}:
         raise SystemExit(f"{kind}: the pulled clone is not up to date: {status[:300]}")
     files, size = folder_size(b / ".dvc" / "cache")
-    row = {"remote": kind, "push_s": round(push_s, 1), "pull_s": round(pull_s, 1), "files": files,
-           "mib": round(size / 2**20, 1)}
+    row = {
+        "remote": kind,
+        "push_s": round(push_s, 1),
+        "pull_s": round(pull_s, 1),
+        "files": files,
+        "mib": round(size / 2**20, 1),
+    }
     if stored is not None:
         row["remote_mib"] = round(folder_size(stored)[1] / 2**20, 1)
     LOG.info("%-6s push %6.1f s  pull %6.1f s  %5d files  %7.1f MiB", kind, push_s, pull_s, files, size / 2**20)
@@ -96,13 +108,29 @@ def main() -> None:
         server = S3Server()
         try:
             server.make_bucket("rakuten-bench")
-            rows.append(measure(scratch, "s3", [["add", "-d", "--local", "bench", "s3://rakuten-bench/store"],
-                                                ["modify", "--local", "bench", "endpointurl", server.endpoint]], None))
+            rows.append(
+                measure(
+                    scratch,
+                    "s3",
+                    [
+                        ["add", "-d", "--local", "bench", "s3://rakuten-bench/store"],
+                        ["modify", "--local", "bench", "endpointurl", server.endpoint],
+                    ],
+                    None,
+                )
+            )
         finally:
             server.stop()
-    write_json({"what": "the outputs of dvc.lock at HEAD (the committed default run)",
-                "stages": len(yaml.safe_load(lock)["stages"]),
-                "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "rows": rows}, args.out)
+    write_json(
+        {
+            "what": "the outputs of dvc.lock at HEAD (the committed default run)",
+            "stages": len(yaml.safe_load(lock)["stages"]),
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "rows": rows,
+        },
+        args.out,
+    )
 
 
 if __name__ == "__main__":

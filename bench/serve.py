@@ -1,6 +1,6 @@
 """Load and soak test of ``rakuten serve``: latency, throughput and server memory under concurrent clients.
 
-Starts the service (``python -m rakuten.cli serve``) as a subprocess on 127.0.0.1 and a free port, in
+Starts the service (``python -m rakuten.serving.cli serve``) as a subprocess on 127.0.0.1 and a free port, in
 the ``--data`` root (so its params.yaml supplies the runtime knobs, as for a user there), waits for
 ``GET /health``, sends one request of each kind (warm-up; the explain kind is probed there and skipped,
 with the reason recorded, when the service answers it 500 or 422), then drives it with ``--clients``
@@ -31,6 +31,7 @@ report records the load average before and after.
     python bench/serve.py --seconds 180 --section soak      # the soak, merged into serve.json
     python bench/serve.py --models /tmp/repo/models --data /tmp/repo --seconds 3 --clients 2 --output /tmp/s.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,8 +58,8 @@ import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-from rakuten.io import write_json  # noqa: E402
-from rakuten.logs import setup_logging  # noqa: E402
+from rakuten.core.io import write_json  # noqa: E402
+from rakuten.core.logs import setup_logging  # noqa: E402
 
 log = logging.getLogger("bench.serve")
 KINDS = ("text", "image", "explain", "batch")
@@ -66,6 +67,7 @@ MB = 2**20
 
 
 # -------------------------------------------------------------------------------------------- data
+
 
 @dataclass
 class Products:
@@ -117,6 +119,7 @@ def image_name(row) -> str:
 
 # ------------------------------------------------------------------------------------------ server
 
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -131,10 +134,24 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = open(log_path, "wb")
-        argv = [sys.executable, "-m", "rakuten.cli", "serve", "--models", str(models), "--lock", str(lock),
-                "--host", "127.0.0.1", "--port", str(self.port), *extra]
-        self.proc = subprocess.Popen(argv, cwd=data_root, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
+        argv = [
+            sys.executable,
+            "-m",
+            "rakuten.serving.cli",
+            "serve",
+            "--models",
+            str(models),
+            "--lock",
+            str(lock),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            *extra,
+        ]
+        self.proc = subprocess.Popen(
+            argv, cwd=data_root, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
         self.ps = psutil.Process(self.proc.pid)
         self.seen: dict[int, psutil.Process] = {}  # every child seen, to stop any left behind
         self.kinds_seen: set[str] = set()  # their command lines
@@ -144,8 +161,9 @@ class Server:
         start = time.perf_counter()
         while time.perf_counter() - start < timeout_s:
             if self.proc.poll() is not None:
-                raise SystemExit(f"the server exited ({self.proc.returncode}) before answering /health:\n"
-                                 f"{self.log_tail()}")
+                raise SystemExit(
+                    f"the server exited ({self.proc.returncode}) before answering /health:\n{self.log_tail()}"
+                )
             try:
                 if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
                     return time.perf_counter() - start
@@ -189,8 +207,11 @@ class Server:
         return t.user + t.system + t.children_user + t.children_system
 
     def handles(self) -> dict[str, int]:
-        return {"fds": self.ps.num_fds(), "threads": self.ps.num_threads(),
-                "children": len(self.ps.children(recursive=True))}
+        return {
+            "fds": self.ps.num_fds(),
+            "threads": self.ps.num_threads(),
+            "children": len(self.ps.children(recursive=True)),
+        }
 
     def log_text(self, offset: int = 0) -> str:
         self._log.flush()
@@ -230,8 +251,11 @@ class Server:
             except psutil.NoSuchProcess:
                 pass
         self._log.close()
-        alive = [p for p in [self.proc.pid, *self.seen] if psutil.pid_exists(p)
-                 and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        alive = [
+            p
+            for p in [self.proc.pid, *self.seen]
+            if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE
+        ]
         return sorted(set(killed) | set(alive))
 
 
@@ -259,6 +283,7 @@ class Sampler(threading.Thread):
 
 
 # ------------------------------------------------------------------------------------------ client
+
 
 @dataclass
 class Tally:
@@ -303,8 +328,11 @@ def send(client: httpx.Client, kind: str, products: Products, i: int, batch_rows
         return len(table), list(table["inputs_used"])
     if kind == "image":
         row, data = products.image_row(i)
-        r = client.post("/predict", data={"designation": row.designation, "description": row.description},
-                        files={"image": (image_name(row), data, "image/jpeg")})
+        r = client.post(
+            "/predict",
+            data={"designation": row.designation, "description": row.description},
+            files={"image": (image_name(row), data, "image/jpeg")},
+        )
     else:
         row = products.row(i)
         body = {"designation": row.designation, "description": row.description}
@@ -337,8 +365,17 @@ def schedule(mix: dict[str, int]) -> list[str]:
     return out
 
 
-def client_loop(url: str, products: Products, cycle: list[str], offset: int, deadline: float, batch_rows: int,
-                timeout_s: float, tally: Tally, seed: int) -> None:
+def client_loop(
+    url: str,
+    products: Products,
+    cycle: list[str],
+    offset: int,
+    deadline: float,
+    batch_rows: int,
+    timeout_s: float,
+    tally: Tally,
+    seed: int,
+) -> None:
     counter = itertools.count(seed * 7919)
     with httpx.Client(base_url=url, timeout=timeout_s) as client:
         for kind in itertools.islice(itertools.cycle(cycle), offset, None):
@@ -355,12 +392,18 @@ def client_loop(url: str, products: Products, cycle: list[str], offset: int, dea
 
 # ------------------------------------------------------------------------------------------ report
 
+
 def latency_stats(ms: list[float]) -> dict[str, float]:
     if not ms:
         return {}
     p50, p95, p99 = np.percentile(ms, [50, 95, 99])
-    return {"p50_ms": round(float(p50), 1), "p95_ms": round(float(p95), 1), "p99_ms": round(float(p99), 1),
-            "mean_ms": round(float(np.mean(ms)), 1), "max_ms": round(float(np.max(ms)), 1)}
+    return {
+        "p50_ms": round(float(p50), 1),
+        "p95_ms": round(float(p95), 1),
+        "p99_ms": round(float(p99), 1),
+        "mean_ms": round(float(np.mean(ms)), 1),
+        "max_ms": round(float(np.max(ms)), 1),
+    }
 
 
 def parse_mix(text: str) -> dict[str, int]:
@@ -403,20 +446,37 @@ def run(args: argparse.Namespace) -> dict:
     load_before = [round(x, 2) for x in os.getloadavg()]
     report: dict = {
         "what": "rakuten serve under concurrent clients: latency per request kind, throughput, server RSS",
-        "settings": {"seconds": args.seconds, "clients": args.clients, "mix": mix, "batch_rows": args.batch_rows,
-                     "max_rss_growth_mb": args.max_rss_growth_mb, "sample_s": args.sample_s,
-                     "models": str(args.models), "data": str(args.data), "lock": str(lock),
-                     "serve_args": args.serve_args},
-        "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version(),
-                    "torch": metadata.version("torch"), "platform": platform.platform(),
-                    "load_average_before": load_before},
+        "settings": {
+            "seconds": args.seconds,
+            "clients": args.clients,
+            "mix": mix,
+            "batch_rows": args.batch_rows,
+            "max_rss_growth_mb": args.max_rss_growth_mb,
+            "sample_s": args.sample_s,
+            "models": str(args.models),
+            "data": str(args.data),
+            "lock": str(lock),
+            "serve_args": args.serve_args,
+        },
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "torch": metadata.version("torch"),
+            "platform": platform.platform(),
+            "load_average_before": load_before,
+        },
         "note": "latencies include waiting for the model's lock (one prediction at a time); on a shared "
-                "machine the figures are noisy (see the load averages)",
+        "machine the figures are noisy (see the load averages)",
     }
     checks: list[str] = []
     with tempfile.TemporaryDirectory(prefix="rakuten-bench-serve-") as tmp:
-        server = Server(args.models.resolve(), args.data.resolve(), lock.resolve(), Path(tmp) / "server.log",
-                        args.serve_args.split())
+        server = Server(
+            args.models.resolve(),
+            args.data.resolve(),
+            lock.resolve(),
+            Path(tmp) / "server.log",
+            args.serve_args.split(),
+        )
         leftover: list[int] = []
         try:
             report["startup_s"] = round(server.wait_ready(args.startup_timeout), 1)
@@ -435,10 +495,24 @@ def run(args: argparse.Namespace) -> dict:
             log.info("load: %d clients for %g s, cycle %s", args.clients, args.seconds, " ".join(cycle))
             t0 = time.perf_counter()
             deadline = t0 + args.seconds
-            threads = [threading.Thread(target=client_loop, name=f"client-{c}",
-                                        args=(server.url, products, cycle, c * len(cycle) // max(args.clients, 1),
-                                              deadline, args.batch_rows, args.timeout, tally, c))
-                       for c in range(args.clients)]
+            threads = [
+                threading.Thread(
+                    target=client_loop,
+                    name=f"client-{c}",
+                    args=(
+                        server.url,
+                        products,
+                        cycle,
+                        c * len(cycle) // max(args.clients, 1),
+                        deadline,
+                        args.batch_rows,
+                        args.timeout,
+                        tally,
+                        c,
+                    ),
+                )
+                for c in range(args.clients)
+            ]
             for t in threads:
                 t.start()
             for t in threads:
@@ -461,19 +535,32 @@ def run(args: argparse.Namespace) -> dict:
     growth = total_end - start_total
     passed_rss = growth <= args.max_rss_growth_mb
     half = [s for s in samples if s[0] >= samples[-1][0] / 2]
-    slope = (float(np.polyfit([s[0] for s in half], [s[1] for s in half], 1)[0]) * 60
-             if len(half) >= 3 and half[-1][0] > half[0][0] else None)
+    slope = (
+        float(np.polyfit([s[0] for s in half], [s[1] for s in half], 1)[0]) * 60
+        if len(half) >= 3 and half[-1][0] > half[0][0]
+        else None
+    )
     step = max(1, round(5.0 / args.sample_s))
     report["rss_mb"] = {
-        "start": round(start_total, 1), "peak": round(max(s[2] for s in samples + [(0, main_end, total_end)]), 1),
-        "end": round(total_end, 1), "growth": round(growth, 1), "bound": args.max_rss_growth_mb, "passed": passed_rss,
-        "main_process": {"start": round(start_main, 1), "peak": round(max(s[1] for s in samples), 1),
-                         "end": round(main_end, 1),
-                         "trend_second_half_mb_per_min": None if slope is None else round(slope, 2)},
-        "children": {"most_at_once": sampler.most_children, "distinct": len(server.seen),
-                     "command_lines": sorted(server.kinds_seen)},
+        "start": round(start_total, 1),
+        "peak": round(max(s[2] for s in samples + [(0, main_end, total_end)]), 1),
+        "end": round(total_end, 1),
+        "growth": round(growth, 1),
+        "bound": args.max_rss_growth_mb,
+        "passed": passed_rss,
+        "main_process": {
+            "start": round(start_main, 1),
+            "peak": round(max(s[1] for s in samples), 1),
+            "end": round(main_end, 1),
+            "trend_second_half_mb_per_min": None if slope is None else round(slope, 2),
+        },
+        "children": {
+            "most_at_once": sampler.most_children,
+            "distinct": len(server.seen),
+            "command_lines": sorted(server.kinds_seen),
+        },
         "what": "server RSS, main process + children (shared pages counted per process); start after the "
-                "warm-up, end once the load stopped and settled",
+        "warm-up, end once the load stopped and settled",
         "timeline_s_mb": [[round(s[0], 1), round(s[2], 1)] for s in samples[::step]],
     }
     report["server_handles"] = {"start": handles_start, "end": handles_end}
@@ -486,8 +573,13 @@ def run(args: argparse.Namespace) -> dict:
         if kind not in mix:
             continue
         lat = tally.latencies[kind]
-        entry = {"count": len(lat), "errors": tally.errors[kind], **latency_stats(lat),
-                 "req_per_s": round(len(lat) / duration, 2), "inputs_used": tally.inputs_used[kind]}
+        entry = {
+            "count": len(lat),
+            "errors": tally.errors[kind],
+            **latency_stats(lat),
+            "req_per_s": round(len(lat) / duration, 2),
+            "inputs_used": tally.inputs_used[kind],
+        }
         if kind == "batch":
             entry.update(rows=tally.rows[kind], rows_per_s=round(tally.rows[kind] / duration, 1))
         kinds[kind] = entry
@@ -496,9 +588,13 @@ def run(args: argparse.Namespace) -> dict:
     everything = [x for k in kinds for x in tally.latencies[k]]
     errors = sum(tally.errors[k] for k in kinds)
     report["kinds"] = kinds
-    report["overall"] = {"count": len(everything), "errors": errors, **latency_stats(everything),
-                         "req_per_s": round(len(everything) / duration, 2),
-                         "rows_per_s": round(sum(tally.rows[k] for k in kinds) / duration, 1)}
+    report["overall"] = {
+        "count": len(everything),
+        "errors": errors,
+        **latency_stats(everything),
+        "req_per_s": round(len(everything) / duration, 2),
+        "rows_per_s": round(sum(tally.rows[k] for k in kinds) / duration, 1),
+    }
     report["error_samples"] = tally.samples
     report["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     if errors:
@@ -514,51 +610,98 @@ def run(args: argparse.Namespace) -> dict:
 
 def summarise(report: dict) -> None:
     s = report["settings"]
-    log.info("%g s, %d clients, startup %.1f s; explain: %s", s["seconds"], s["clients"], report["startup_s"],
-             "ran" if report["warm_up"]["explain"].get("available") else
-             f"skipped ({report['warm_up']['explain'].get('skipped', 'not requested')[:120]})")
-    log.info("%-8s %6s %6s %9s %9s %9s %9s %8s", "kind", "count", "errors", "p50 ms", "p95 ms", "p99 ms", "max ms",
-             "req/s")
+    log.info(
+        "%g s, %d clients, startup %.1f s; explain: %s",
+        s["seconds"],
+        s["clients"],
+        report["startup_s"],
+        "ran"
+        if report["warm_up"]["explain"].get("available")
+        else f"skipped ({report['warm_up']['explain'].get('skipped', 'not requested')[:120]})",
+    )
+    log.info(
+        "%-8s %6s %6s %9s %9s %9s %9s %8s", "kind", "count", "errors", "p50 ms", "p95 ms", "p99 ms", "max ms", "req/s"
+    )
     for kind, k in [*report["kinds"].items(), ("overall", report["overall"])]:
-        log.info("%-8s %6d %6d %9.1f %9.1f %9.1f %9.1f %8.2f%s", kind, k["count"], k["errors"], k.get("p50_ms", 0),
-                 k.get("p95_ms", 0), k.get("p99_ms", 0), k.get("max_ms", 0), k["req_per_s"],
-                 f"  ({k['rows_per_s']:.1f} rows/s)" if kind == "batch" else "")
+        log.info(
+            "%-8s %6d %6d %9.1f %9.1f %9.1f %9.1f %8.2f%s",
+            kind,
+            k["count"],
+            k["errors"],
+            k.get("p50_ms", 0),
+            k.get("p95_ms", 0),
+            k.get("p99_ms", 0),
+            k.get("max_ms", 0),
+            k["req_per_s"],
+            f"  ({k['rows_per_s']:.1f} rows/s)" if kind == "batch" else "",
+        )
     r = report["rss_mb"]
-    log.info("server RSS (MB, + children): start %.1f, peak %.1f, end %.1f: growth %+.1f, bound %g: %s; "
-             "main process trend over the second half %s MB/min", r["start"], r["peak"], r["end"], r["growth"],
-             r["bound"], "passed" if r["passed"] else "FAILED", r["main_process"]["trend_second_half_mb_per_min"])
+    log.info(
+        "server RSS (MB, + children): start %.1f, peak %.1f, end %.1f: growth %+.1f, bound %g: %s; "
+        "main process trend over the second half %s MB/min",
+        r["start"],
+        r["peak"],
+        r["end"],
+        r["growth"],
+        r["bound"],
+        "passed" if r["passed"] else "FAILED",
+        r["main_process"]["trend_second_half_mb_per_min"],
+    )
     c = r["children"]
-    log.info("server children: at most %d at once, %d in all (%s)", c["most_at_once"], c["distinct"],
-             "; ".join(c["command_lines"])[:300] or "none")
+    log.info(
+        "server children: at most %d at once, %d in all (%s)",
+        c["most_at_once"],
+        c["distinct"],
+        "; ".join(c["command_lines"])[:300] or "none",
+    )
     h = report["server_handles"]
-    log.info("server fds %d -> %d, threads %d -> %d; CPU %.1f s over %.1f s of load; load average %s -> %s",
-             h["start"]["fds"], h["end"]["fds"], h["start"]["threads"], h["end"]["threads"],
-             report["server_cpu_s_during_load"], report["load_s"], report["machine"]["load_average_before"],
-             report["machine"]["load_average_after"])
+    log.info(
+        "server fds %d -> %d, threads %d -> %d; CPU %.1f s over %.1f s of load; load average %s -> %s",
+        h["start"]["fds"],
+        h["end"]["fds"],
+        h["start"]["threads"],
+        h["end"]["threads"],
+        report["server_cpu_s_during_load"],
+        report["load_s"],
+        report["machine"]["load_average_before"],
+        report["machine"]["load_average_after"],
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, default=ROOT / "models", help="trained artifacts (default: models/)")
-    parser.add_argument("--data", type=Path, default=ROOT,
-                        help="root holding data/sample (test rows and images sent) and params.yaml; the server "
-                             "runs there (default: this checkout)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=ROOT,
+        help="root holding data/sample (test rows and images sent) and params.yaml; the server "
+        "runs there (default: this checkout)",
+    )
     parser.add_argument("--lock", type=Path, default=None, help="dvc.lock for /metadata (default: <data>/dvc.lock)")
     parser.add_argument("--seconds", type=float, default=60.0, help="duration of the load (default: 60)")
     parser.add_argument("--clients", type=int, default=4, help="concurrent clients (default: 4)")
-    parser.add_argument("--mix", default="text=4,image=3,explain=1,batch=1",
-                        help="request kinds and weights in each client's cycle (default: %(default)s)")
+    parser.add_argument(
+        "--mix",
+        default="text=4,image=3,explain=1,batch=1",
+        help="request kinds and weights in each client's cycle (default: %(default)s)",
+    )
     parser.add_argument("--batch-rows", type=int, default=20, help="rows per batch request (default: 20)")
-    parser.add_argument("--max-rss-growth-mb", type=float, default=200.0,
-                        help="largest accepted server RSS growth, end - start (default: 200)")
+    parser.add_argument(
+        "--max-rss-growth-mb",
+        type=float,
+        default=200.0,
+        help="largest accepted server RSS growth, end - start (default: 200)",
+    )
     parser.add_argument("--sample-s", type=float, default=0.5, help="RSS sampling period (default: 0.5)")
     parser.add_argument("--settle-s", type=float, default=2.0, help="wait after the load before the end figure")
     parser.add_argument("--timeout", type=float, default=120.0, help="per-request timeout, s (default: 120)")
     parser.add_argument("--startup-timeout", type=float, default=300.0, help="wait for /health, s (default: 300)")
     parser.add_argument("--serve-args", default="", help="extra `rakuten serve` options, one string")
     parser.add_argument("--output", type=Path, default=ROOT / "reports/bench/serve.json")
-    parser.add_argument("--section", default="", help="write the report under this key of --output (e.g. soak), "
-                                                      "keeping its other keys")
+    parser.add_argument(
+        "--section", default="", help="write the report under this key of --output (e.g. soak), keeping its other keys"
+    )
     args = parser.parse_args()
     if args.clients < 1 or args.seconds <= 0 or args.batch_rows < 1:
         raise SystemExit("--clients, --seconds and --batch-rows must be positive")

@@ -1,12 +1,13 @@
 """DVC stage `camembert`: CamemBERT fine-tuning (demo: small config from scratch; full: camembert-base)."""
-from rakuten import distributed
-from rakuten.config import from_params
-from rakuten.io import atomic_path, write_json
+
+from rakuten.contracts.preprocessing import load_records, save_with_model
+from rakuten.core.config import from_params
+from rakuten.core.io import atomic_path, write_json
+from rakuten.core.params import load_params
+from rakuten.core.stage import run_stage
 from rakuten.models import camembert
 from rakuten.models.runner import fit_and_report, load_text_frame
-from rakuten.params import load_params
-from rakuten.preprocessing import load_records, save_with_model
-from rakuten.stage import run_stage
+from rakuten.runtime import distributed
 
 
 def main() -> None:
@@ -14,8 +15,13 @@ def main() -> None:
     camembert.resolve_weights(cfg)  # full profile offline without weights: one line, before any work
     # claims free GPUs of a shared machine (one per dvc queue worker) before CUDA starts; launcher: torchrun ->
     # this script reruns under torchrun with `processes` ranks and this process exits here
-    distributed.relaunch(cfg.launcher, cfg.processes, "camembert", device=cfg.device,
-                         batch=(f"camembert.{cfg.profile}.batch_size", cfg.batch_size))
+    distributed.relaunch(
+        cfg.launcher,
+        cfg.processes,
+        "camembert",
+        device=cfg.device,
+        batch=(f"camembert.{cfg.profile}.batch_size", cfg.batch_size),
+    )
     trained_on = load_records(["text_clean"])  # data/processed/text_clean.json
     frame = load_text_frame()
     if not distributed.is_main():  # ranks 1..N-1 train their share; rank 0 writes every output

@@ -1,14 +1,15 @@
 """DVC stage `embed`: frozen text + image embeddings of every catalog row, from the trained camembert / resnet50."""
+
 import logging
 import time
 
-from rakuten.config import from_params
-from rakuten.gpus import pin_free_gpus
-from rakuten.io import write_json, write_parquet
+from rakuten.contracts.embeddings import EMBEDDINGS, RECORD
+from rakuten.core.config import from_params
+from rakuten.core.io import write_json, write_parquet
+from rakuten.core.params import load_params
+from rakuten.core.stage import run_stage
 from rakuten.models import embed
-from rakuten.models.features import EMBEDDINGS, RECORD
-from rakuten.params import load_params
-from rakuten.stage import run_stage
+from rakuten.runtime.gpus import pin_free_gpus
 
 
 def main() -> None:

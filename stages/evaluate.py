@@ -1,16 +1,18 @@
 """DVC stage `evaluate`: test scores, per-class tables and confusion plots for every model and fusion,
-and the error-analysis report reports/report.html (rakuten.report)."""
+and the error-analysis report reports/report.html (rakuten.evaluation.report)."""
+
 from pathlib import Path
 
-from rakuten import evaluate as E
-from rakuten import fusion, report
-from rakuten.config import from_params
+from rakuten.contracts.model_files import read_probs
+from rakuten.contracts.registry import MODELS
+from rakuten.core.config import from_params
+from rakuten.core.io import atomic_path, read_json, read_parquet, write_csv, write_json, write_text
+from rakuten.core.params import load_params
+from rakuten.core.stage import run_stage
 from rakuten.data.source import DataConfig
-from rakuten.io import atomic_path, read_json, read_parquet, write_csv, write_json, write_text
-from rakuten.models.contract import read_probs
-from rakuten.models.registry import MODELS
-from rakuten.params import load_params
-from rakuten.stage import run_stage
+from rakuten.evaluation import evaluate as E
+from rakuten.evaluation import report
+from rakuten.fusion import fusion
 
 
 def main() -> None:
@@ -22,7 +24,7 @@ def main() -> None:
     fused = read_probs("fusion")
     preds = E.labelled_predictions(tables, fused, read_parquet("reports/fusion_predictions.parquet", "fusion"))
     table, per_class, confusion = E.evaluate_predictions(preds)
-    with atomic_path("reports/evaluation", is_dir=True) as tmp:   # test split only
+    with atomic_path("reports/evaluation", is_dir=True) as tmp:  # test split only
         for name, frame in per_class.items():
             frame.to_csv(tmp / f"per_class_{name}.csv", index=False)
     for name, frame in confusion.items():
@@ -33,12 +35,22 @@ def main() -> None:
     write_text(E.results_markdown(table, data.source, n_rows, chosen), "reports/results.md")
     titles = report.titles_by_row(read_parquet("data/interim/catalog.parquet", "ingest"))
     inputs = report.ReportInputs(
-        table=table, per_class=per_class, chosen=chosen, data_source=data.source, n_rows=n_rows, fused=fused,
-        image_probs=tables[report.IMAGE_MODEL], titles=titles,
+        table=table,
+        per_class=per_class,
+        chosen=chosen,
+        data_source=data.source,
+        n_rows=n_rows,
+        fused=fused,
+        image_probs=tables[report.IMAGE_MODEL],
+        titles=titles,
         images=read_parquet("data/processed/image_quality.parquet", "image_clean"),
-        contact_sheets=sorted(Path("reports/figures/image_clean").glob("*.png")))
-    html = report.build_report(inputs, from_params(report.ReportConfig, params, "report"),
-                               report.image_model_explainer(f"models/{report.IMAGE_MODEL}"))
+        contact_sheets=sorted(Path("reports/figures/image_clean").glob("*.png")),
+    )
+    html = report.build_report(
+        inputs,
+        from_params(report.ReportConfig, params, "report"),
+        report.image_model_explainer(f"models/{report.IMAGE_MODEL}"),
+    )
     write_text(html, "reports/report.html")
 
 

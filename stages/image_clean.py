@@ -2,17 +2,18 @@
 
 Duplicate groups come from `image_hash` (data/interim/image_hashes.parquet), computed before the split.
 """
-from rakuten.config import from_params
+
+from rakuten.contracts.preprocessing import write_record
+from rakuten.core.config import from_params
+from rakuten.core.io import read_parquet, write_json, write_parquet
+from rakuten.core.params import load_params
+from rakuten.core.stage import run_stage
 from rakuten.data.source import DataConfig
 from rakuten.image.config import ImageCleanConfig
 from rakuten.image.contact_sheet import contact_sheets, write_contact_sheets
-from rakuten.image.pipeline import clean_frame
-from rakuten.image.report import quality_report
+from rakuten.image.image_clean import clean_frame
+from rakuten.image.quality_report import quality_report
 from rakuten.image.scoring import load_defects, score_detectors
-from rakuten.io import read_parquet, write_json, write_parquet
-from rakuten.params import load_params
-from rakuten.preprocessing import write_record
-from rakuten.stage import run_stage
 
 
 def main() -> None:
@@ -24,8 +25,9 @@ def main() -> None:
     labels_split = rows[["row_id", "prdtypecode", "split"]]
     table = clean_frame(rows, "data/processed/images", cfg, labels_split=labels_split, hashes=hashes)
     sources = rows["image_path"].tolist()
-    detection = (score_detectors(table, sources, load_defects("data/sample/defects.json"))
-                 if data.source == "sample" else None)
+    detection = (
+        score_detectors(table, sources, load_defects("data/sample/defects.json")) if data.source == "sample" else None
+    )
     write_parquet(table, "data/processed/image_quality.parquet")
     write_record("image_clean", cfg)  # data/processed/image_clean.json: what the image model is trained on
     write_json(quality_report(table, cfg, rows["split"], detection), "reports/image_quality.json")

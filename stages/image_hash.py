@@ -2,11 +2,12 @@
 
 Runs before `split` (which keeps each group in one split) and `image_clean` (which reads the groups).
 """
-from rakuten.config import from_params
-from rakuten.image.hashing import HashConfig, hash_catalog, hash_report
-from rakuten.io import read_parquet, write_json, write_parquet
-from rakuten.params import load_params
-from rakuten.stage import run_stage
+
+from rakuten.core.config import from_params
+from rakuten.core.io import read_parquet, write_json, write_parquet
+from rakuten.core.params import load_params
+from rakuten.core.stage import run_stage
+from rakuten.image.image_hash import HashConfig, hash_catalog, hash_report
 
 
 def main() -> None:

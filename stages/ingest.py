@@ -1,12 +1,13 @@
 """DVC stage `ingest`: validate the official layout (sample or raw) and write one catalog table."""
+
 from dataclasses import asdict
 
-from rakuten.config import from_params
-from rakuten.data.catalog import load_catalog
+from rakuten.core.config import from_params
+from rakuten.core.io import write_json, write_parquet
+from rakuten.core.params import load_params
+from rakuten.core.stage import run_stage
+from rakuten.data.ingest import load_catalog
 from rakuten.data.source import DataConfig, IngestConfig
-from rakuten.io import write_json, write_parquet
-from rakuten.params import load_params
-from rakuten.stage import run_stage
 
 
 def main() -> None:

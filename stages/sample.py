@@ -1,10 +1,11 @@
 """DVC stage `sample`: write the synthetic catalog to data/sample/ (official layout + defects.json)."""
-from rakuten.config import from_params
+
+from rakuten.core.config import from_params
+from rakuten.core.io import atomic_path
+from rakuten.core.params import load_params
+from rakuten.core.stage import run_stage
 from rakuten.data.sample import SampleConfig, write_sample
 from rakuten.data.source import SAMPLE_DIR, DataConfig
-from rakuten.io import atomic_path
-from rakuten.params import load_params
-from rakuten.stage import run_stage
 
 
 def main() -> None:

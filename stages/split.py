@@ -2,11 +2,12 @@
 
 Duplicate groups: same normalised text, same image bytes, or near-duplicate images (image_hash stage).
 """
-from rakuten.config import from_params
+
+from rakuten.core.config import from_params
+from rakuten.core.io import read_parquet, write_json, write_parquet
+from rakuten.core.params import load_params
+from rakuten.core.stage import run_stage
 from rakuten.data.split import SplitConfig, split_catalog
-from rakuten.io import read_parquet, write_json, write_parquet
-from rakuten.params import load_params
-from rakuten.stage import run_stage
 
 
 def main() -> None:

@@ -1,10 +1,11 @@
 """DVC stage `text_clean`: HTML/encoding cleaning, language, optional translation, spaCy normalisation."""
-from rakuten.config import from_params
-from rakuten.io import read_parquet, write_json, write_parquet
-from rakuten.params import load_params
-from rakuten.preprocessing import write_record
-from rakuten.stage import run_stage
-from rakuten.text.pipeline import TextCleanConfig, clean_with_report, stage_report
+
+from rakuten.contracts.preprocessing import write_record
+from rakuten.core.config import from_params
+from rakuten.core.io import read_parquet, write_json, write_parquet
+from rakuten.core.params import load_params
+from rakuten.core.stage import run_stage
+from rakuten.text.text_clean import TextCleanConfig, clean_with_report, stage_report
 
 
 def main() -> None:

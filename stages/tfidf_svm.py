@@ -1,11 +1,12 @@
 """DVC stage `tfidf_svm`: TF-IDF + LinearSVC (or RF / SGD / logistic regression, SMOTE options)."""
-from rakuten.config import from_params
-from rakuten.io import write_csv
+
+from rakuten.contracts.preprocessing import load_records, save_with_model
+from rakuten.core.config import from_params
+from rakuten.core.io import write_csv
+from rakuten.core.params import load_params
+from rakuten.core.stage import run_stage
 from rakuten.models import tfidf_svm
 from rakuten.models.runner import fit_and_report, load_text_frame
-from rakuten.params import load_params
-from rakuten.preprocessing import load_records, save_with_model
-from rakuten.stage import run_stage
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 Tiny on purpose (27 classes x a few rows, 64 px images): the whole suite must stay well under
 15 minutes on 2 cores.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,20 +13,28 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, settings
 
-from rakuten.data.catalog import load_catalog
+from rakuten.data.ingest import load_catalog
 from rakuten.data.sample import SampleConfig, write_sample
 from rakuten.data.split import split_catalog
 
 TINY = SampleConfig(n_train=540, n_test=60, image_size=64, seed=7, n_jobs=1)
 
-# Hypothesis profiles (tests/test_properties.py). `ci`, the default: few examples, derandomized so every
+# Hypothesis profiles (tests/integration/test_properties.py). `ci`, the default: few examples, derandomized so every
 # run tests the same inputs, no example database. `thorough`, by hand: HYPOTHESIS_PROFILE=thorough
-# pytest tests/test_properties.py (40x the examples, random ones, failures replayed from .hypothesis/).
+# pytest tests/integration/test_properties.py (40x the examples, random ones, failures replayed from .hypothesis/).
 # No deadline: the tests bound each call's time themselves; too_slow is off for 2 shared CI cores.
-settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True, database=None,
-                          print_blob=True, suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("thorough", max_examples=1000, deadline=None, print_blob=True,
-                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "ci",
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "thorough", max_examples=1000, deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow]
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
@@ -54,8 +63,8 @@ def tiny_split(tiny_catalog) -> pd.DataFrame:
 @pytest.fixture(scope="session")
 def tiny_built_repo(tmp_path_factory) -> Path:
     """The project on the tiny profile, built by `dvc repro` and committed, once per session. Tests
-    never change it: they work on `tests.dvc_repo.copy_built_repo` copies."""
-    from tests.dvc_repo import build_tiny_repo
+    never change it: they work on `tests.helpers.dvc_repo.copy_built_repo` copies."""
+    from tests.helpers.dvc_repo import build_tiny_repo
 
     return build_tiny_repo(tmp_path_factory.mktemp("built") / "repo")
 

@@ -8,6 +8,7 @@ tracks. The pipeline's own readers already skip such files, but DVC runs before 
 patched here, so this check walks the input folders first, with ``os.scandir`` / ``lstat`` /
 ``stat`` only: it never opens a file, so it cannot block on one.
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,14 +21,18 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from rakuten.errors import PipelineError
+from rakuten.core.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
 DVC_FILE = "dvc.yaml"
 _OUT_KEYS = ("outs", "metrics", "plots")
-_SPECIAL = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
-            (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+_SPECIAL = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
 _INTERPOLATION = re.compile(r"\$\{\s*([^}]+?)\s*\}")
 
 
@@ -52,6 +57,7 @@ def _special_kind(mode: int) -> str | None:
 def _resolve(template: str, params: Mapping[str, Any]) -> str | None:
     """``template`` with DVC's ``${a.b}`` taken from the params file; None when a key is missing
     (DVC itself reports that one)."""
+
     def value(match: re.Match) -> str:
         node: Any = params
         for part in match.group(1).split("."):
@@ -59,6 +65,7 @@ def _resolve(template: str, params: Mapping[str, Any]) -> str | None:
                 raise KeyError(match.group(1))
             node = node[part]
         return str(node)
+
     try:
         return _INTERPOLATION.sub(value, template)
     except KeyError:
@@ -85,8 +92,9 @@ def input_paths(project: Path, params: Mapping[str, Any], raw_dir: str) -> list[
         try:
             stages = (yaml.safe_load(dvc_file.read_text(encoding="utf-8")) or {}).get("stages") or {}
         except (yaml.YAMLError, AttributeError) as exc:
-            raise PipelineError(f"{dvc_file}: cannot read its stages ({str(exc).splitlines()[0]}); "
-                                "expected a valid dvc.yaml") from None
+            raise PipelineError(
+                f"{dvc_file}: cannot read its stages ({str(exc).splitlines()[0]}); expected a valid dvc.yaml"
+            ) from None
         outs, deps = set(), set()
         for stage in stages.values() if isinstance(stages, Mapping) else []:
             if not isinstance(stage, Mapping):
@@ -97,7 +105,7 @@ def input_paths(project: Path, params: Mapping[str, Any], raw_dir: str) -> list[
         out_parts = [Path(os.path.normpath(o)).parts for o in outs]
         for dep in deps:
             parts = Path(os.path.normpath(dep)).parts
-            if not any(parts[:len(o)] == o for o in out_parts):
+            if not any(parts[: len(o)] == o for o in out_parts):
                 found.add(dep)
     return sorted({project / p for p in found})
 
@@ -126,15 +134,16 @@ def check_tree(root: Path, project: Path, result: CheckResult) -> None:
             result.problems.append(problem)
         elif kind == "dir":
             real = os.path.realpath(path)
-            if real in visited:   # a symlink back to a folder already walked: count it once, never loop
+            if real in visited:  # a symlink back to a folder already walked: count it once, never loop
                 continue
             visited.add(real)
             try:
                 with os.scandir(path) as entries:
                     pending.extend(Path(e.path) for e in sorted(entries, key=lambda e: e.name, reverse=True))
             except OSError as exc:
-                result.problems.append(f"{path}: folder cannot be listed ({exc.strerror}); "
-                                       "expected a readable folder (DVC has to hash it)")
+                result.problems.append(
+                    f"{path}: folder cannot be listed ({exc.strerror}); expected a readable folder (DVC has to hash it)"
+                )
         elif kind == "file":
             result.files += 1
 
@@ -148,23 +157,31 @@ def _check_one(path: Path, is_root: bool, allowed: tuple[str, ...]) -> tuple[str
     if stat.S_ISLNK(mode):
         target = os.path.realpath(path)
         try:
-            mode = os.stat(path).st_mode   # follows the link; stat never opens the target
+            mode = os.stat(path).st_mode  # follows the link; stat never opens the target
         except FileNotFoundError:
-            return (f"{path}: symbolic link to {os.readlink(path)}, which does not exist; "
-                    "expected an existing file or folder (remove the link)"), None
+            return (
+                f"{path}: symbolic link to {os.readlink(path)}, which does not exist; "
+                "expected an existing file or folder (remove the link)"
+            ), None
         except OSError as exc:
-            return (f"{path}: symbolic link that cannot be followed ({exc.strerror}); "
-                    "expected a link to an existing file (remove the link)"), None
+            return (
+                f"{path}: symbolic link that cannot be followed ({exc.strerror}); "
+                "expected a link to an existing file (remove the link)"
+            ), None
         what = f"a symbolic link to {target}, which is "
     else:
         target, what = "", ""
     kind = _special_kind(mode)
-    if kind is not None:   # named first: it is what hangs DVC
-        return (f"{path}: is {what}{kind}; DVC would block or read forever hashing it "
-                "(remove it, or move it out of the data folder)"), None
+    if kind is not None:  # named first: it is what hangs DVC
+        return (
+            f"{path}: is {what}{kind}; DVC would block or read forever hashing it "
+            "(remove it, or move it out of the data folder)"
+        ), None
     if target and not is_root and not _inside(target, allowed):
-        return (f"{path}: symbolic link to {target}, outside the project; expected files inside the project "
-                "(copy the file in, or remove the link)"), None
+        return (
+            f"{path}: symbolic link to {target}, outside the project; expected files inside the project "
+            "(copy the file in, or remove the link)"
+        ), None
     return None, "dir" if stat.S_ISDIR(mode) else "file"
 
 

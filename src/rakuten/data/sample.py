@@ -23,6 +23,7 @@ ops; channel means come from ``cv2.mean``; strong blurs run at reduced size; wor
 JPEG files themselves (no image bytes through the pipe); titles and descriptions use Python's
 ``random.Random`` per row, ~10x cheaper per call than numpy's generators for scalar draws.
 """
+
 from __future__ import annotations
 
 import functools
@@ -38,11 +39,11 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from rakuten.classes import CLASS_CODES, class_proportions
-from rakuten.config import knob
+from rakuten.contracts.classes import CLASS_CODES, class_proportions
+from rakuten.core.config import knob
+from rakuten.core.io import atomic_path
+from rakuten.core.parallel import process_pool
 from rakuten.data import vocabulary as V
-from rakuten.io import atomic_path
-from rakuten.parallel import process_pool
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ class SampleConfig:
 
 
 # ---------------------------------------------------------------- labels and languages
+
 
 def proportional_labels(n: int, rng: np.random.Generator) -> np.ndarray:
     """``n`` codes in the official proportions (largest-remainder allocation, every class >= 1), shuffled."""
@@ -136,6 +138,7 @@ def assign_languages(labels: np.ndarray, cfg: SampleConfig, rng: np.random.Gener
 
 
 # ---------------------------------------------------------------- text
+
 
 def _pick(rng: random.Random, words: list[str], k: int) -> list[str]:
     return rng.sample(words, min(k, len(words)))
@@ -188,8 +191,11 @@ def make_description(code: int, lang: str, hard: bool, rng: random.Random) -> st
         body = []
         for template in _pick(rng, V.DESCRIPTION_SENTENCES[lang], rng.randrange(2, 6)):
             w1, w2 = _pick(rng, words, 2)
-            body.append(template.format(w1=w1, w2=w2, n=rng.randrange(2, 300),
-                                        u=rng.choice(V.UNITS), c=rng.choice(V.COLOURS[lang])))
+            body.append(
+                template.format(
+                    w1=w1, w2=w2, n=rng.randrange(2, 300), u=rng.choice(V.UNITS), c=rng.choice(V.COLOURS[lang])
+                )
+            )
     style = rng.randrange(0, 4)
     if style == 0:
         html = "<p>" + " ".join(body) + "</p>"
@@ -293,8 +299,8 @@ def _noise_bank() -> tuple[np.ndarray, np.ndarray]:
     step = 1 << 20  # in slices: no 64 MB float temporaries in every worker
     for start in range(0, _NOISE_BANK_SIZE, step):
         noise = np.clip(np.rint(rng.standard_normal(step, dtype=np.float32) * NOISE_SIGMA), -255, 255)
-        pos[start:start + step] = np.maximum(noise, 0)
-        neg[start:start + step] = np.maximum(-noise, 0)
+        pos[start : start + step] = np.maximum(noise, 0)
+        neg[start : start + step] = np.maximum(-noise, 0)
     return pos, neg
 
 
@@ -304,8 +310,8 @@ def add_noise(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     pos, neg = _noise_bank()
     n = img.size
     offset = int(rng.integers(0, _NOISE_BANK_SIZE - n + 1))
-    cv2.add(img, pos[offset:offset + n].reshape(img.shape), dst=img)
-    return cv2.subtract(img, neg[offset:offset + n].reshape(img.shape), dst=img)
+    cv2.add(img, pos[offset : offset + n].reshape(img.shape), dst=img)
+    return cv2.subtract(img, neg[offset : offset + n].reshape(img.shape), dst=img)
 
 
 def render_product(code: int, size: int, rng: np.random.Generator, overlap: float = 0.35) -> np.ndarray:
@@ -381,7 +387,7 @@ def add_border(code: int, size: int, rng: np.random.Generator) -> np.ndarray:
     product = render_product(code, inner, rng)
     canvas = np.full((size, size, 3), 255, np.uint8)
     y, x = (int(rng.integers(0, size - inner + 1)) for _ in range(2))
-    canvas[y:y + inner, x:x + inner] = product
+    canvas[y : y + inner, x : x + inner] = product
     return canvas
 
 
@@ -389,7 +395,7 @@ def near_duplicate_of(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A re-encoded, slightly cropped/resized, slightly brightened copy (what marketplaces produce)."""
     s = img.shape[0]
     crop = int(s * rng.uniform(0.0, 0.05))
-    out = img[crop:s - crop, crop:s - crop] if crop else img
+    out = img[crop : s - crop, crop : s - crop] if crop else img
     out = cv2.resize(out, (s, s), interpolation=cv2.INTER_AREA)
     shift = np.clip(np.arange(256) + int(rng.integers(-8, 9)), 0, 255).astype(np.uint8)
     out = cv2.LUT(out, shift)
@@ -405,6 +411,7 @@ def encode_jpeg(img: np.ndarray, quality: int) -> bytes:
 
 
 # ---------------------------------------------------------------- plan + render
+
 
 def _row_rng(seed: int, row: int, salt: int = 0) -> np.random.Generator:
     return np.random.default_rng([seed, row, salt])
@@ -487,12 +494,17 @@ def plan_image_defects(labels: np.ndarray, cfg: SampleConfig, rng: np.random.Gen
     source = np.full(n, -1, dtype=np.int64)
     order = rng.permutation(n)
     p = cfg.planted
-    rates = {"exact_duplicates": p.exact_duplicate_rate, "near_duplicates": p.near_duplicate_rate,
-             "blur": p.blur_rate, "red_cast": p.red_cast_rate, "border": p.border_rate}
+    rates = {
+        "exact_duplicates": p.exact_duplicate_rate,
+        "near_duplicates": p.near_duplicate_rate,
+        "blur": p.blur_rate,
+        "red_cast": p.red_cast_rate,
+        "border": p.border_rate,
+    }
     counts = {name: int(round(rate * n)) for name, rate in rates.items()}
     pos = 0
     for name in DEFECT_TYPES:
-        rows = order[pos:pos + counts[name]]
+        rows = order[pos : pos + counts[name]]
         defect[rows] = name
         pos += counts[name]
     clean = order[pos:]
@@ -531,14 +543,19 @@ def generate_tables(cfg: SampleConfig):
     """Build the X/Y tables, the image plan and the ground truth (no files written)."""
     rng = np.random.default_rng(cfg.seed)
     n = cfg.n_train + cfg.n_test
-    labels = np.concatenate([proportional_labels(cfg.n_train, rng),
-                             proportional_labels(cfg.n_test, rng) if cfg.n_test else np.array([], int)])
+    labels = np.concatenate(
+        [
+            proportional_labels(cfg.n_train, rng),
+            proportional_labels(cfg.n_test, rng) if cfg.n_test else np.array([], int),
+        ]
+    )
     langs = assign_languages(labels, cfg, rng)
     hard = rng.random(n) < cfg.planted.hard_row_rate
     has_description = rng.random(n) >= cfg.planted.missing_description_rate
     designation, description = [], []
-    for i, (code, lang, is_hard, described) in enumerate(zip(labels.tolist(), langs.tolist(), hard.tolist(),
-                                                             has_description.tolist())):
+    for i, (code, lang, is_hard, described) in enumerate(
+        zip(labels.tolist(), langs.tolist(), hard.tolist(), has_description.tolist())
+    ):
         row_rng = _text_rng(cfg.seed, i)
         designation.append(make_title(code, lang, is_hard, row_rng))
         description.append(make_description(code, lang, is_hard, row_rng) if described else None)
@@ -566,11 +583,23 @@ def generate_tables(cfg: SampleConfig):
     imageid = _unique_ids(rng, n, 1_000_000, 1_400_000_000)
     productid = _unique_ids(rng, n, 100_000, 4_300_000_000)
     index = np.arange(n)
-    x = pd.DataFrame({"designation": designation, "description": description,
-                      "productid": productid, "imageid": imageid}, index=index)
-    return x, labels, langs, hard, defect, source, {"duplicate_texts": duplicate_texts,
-                                                    "conflicting_duplicate_texts": conflicting,
-                                                    "mojibake_rows": mojibake_rows}
+    x = pd.DataFrame(
+        {"designation": designation, "description": description, "productid": productid, "imageid": imageid},
+        index=index,
+    )
+    return (
+        x,
+        labels,
+        langs,
+        hard,
+        defect,
+        source,
+        {
+            "duplicate_texts": duplicate_texts,
+            "conflicting_duplicate_texts": conflicting,
+            "mojibake_rows": mojibake_rows,
+        },
+    )
 
 
 def image_file_name(imageid: int, productid: int) -> str:
@@ -580,8 +609,19 @@ def image_file_name(imageid: int, productid: int) -> str:
 def image_tasks(cfg: SampleConfig, labels: np.ndarray, defect: np.ndarray, source: np.ndarray) -> list[tuple]:
     """One :func:`render_row` task per row (plain Python values: cheap to pickle to a worker)."""
     label_list, source_list = labels.tolist(), source.tolist()
-    return [(cfg.seed, i, label_list[i], cfg.image_size, cfg.planted.jpeg_quality, defect[i], source_list[i],
-             label_list[source_list[i]] if source_list[i] >= 0 else -1) for i in range(len(label_list))]
+    return [
+        (
+            cfg.seed,
+            i,
+            label_list[i],
+            cfg.image_size,
+            cfg.planted.jpeg_quality,
+            defect[i],
+            source_list[i],
+            label_list[source_list[i]] if source_list[i] >= 0 else -1,
+        )
+        for i in range(len(label_list))
+    ]
 
 
 def write_sample(cfg: SampleConfig, out_dir: str | os.PathLike) -> dict:
@@ -589,8 +629,9 @@ def write_sample(cfg: SampleConfig, out_dir: str | os.PathLike) -> dict:
     x, labels, langs, hard, defect, source, text_truth = generate_tables(cfg)
     n_train = cfg.n_train
     rel = ["image_train" if i < n_train else "image_test" for i in range(len(x))]
-    files = [f"images/{d}/{image_file_name(int(iid), int(pid))}"
-             for d, iid, pid in zip(rel, x["imageid"], x["productid"])]
+    files = [
+        f"images/{d}/{image_file_name(int(iid), int(pid))}" for d, iid, pid in zip(rel, x["imageid"], x["productid"])
+    ]
     tasks = image_tasks(cfg, labels, defect, source)
     with atomic_path(out_dir, is_dir=True) as tmp:
         (tmp / "images" / "image_train").mkdir(parents=True)
@@ -601,8 +642,7 @@ def write_sample(cfg: SampleConfig, out_dir: str | os.PathLike) -> dict:
         image_bytes = render_all([(str(tmp / path), task) for path, task in zip(files, tasks)], cfg.n_jobs)
         truth = ground_truth(files, labels, langs, hard, defect, source, text_truth, n_train, cfg)
         (tmp / "defects.json").write_text(json.dumps(truth, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    log.info("wrote %d train + %d test rows (%.0f MB of images) to %s", n_train, cfg.n_test, image_bytes / 1e6,
-             out_dir)
+    log.info("wrote %d train + %d test rows (%.0f MB of images) to %s", n_train, cfg.n_test, image_bytes / 1e6, out_dir)
     return {k: (len(v) if isinstance(v, list) else v) for k, v in truth["image_defects"].items()}
 
 
@@ -611,8 +651,9 @@ def ground_truth(files, labels, langs, hard, defect, source, text_truth, n_train
     groups: dict[str, dict[int, list[int]]] = {"exact_duplicates": {}, "near_duplicates": {}}
     for row in np.flatnonzero(source >= 0):
         groups[defect[row]].setdefault(int(source[row]), [int(source[row])]).append(int(row))
-    cross = {kind: sum(1 for rows in g.values() if len({int(labels[r]) for r in rows}) > 1)
-             for kind, g in groups.items()}
+    cross = {
+        kind: sum(1 for rows in g.values() if len({int(labels[r]) for r in rows}) > 1) for kind, g in groups.items()
+    }
     as_files = {kind: sorted([files[r] for r in rows] for rows in g.values()) for kind, g in groups.items()}
     return {
         # n_jobs never changes the output, so it is not recorded

@@ -13,6 +13,7 @@ split; ``reports/split.json`` says how large groups are and how far class shares
 Fallback for tiny classes: a class with fewer than 3 groups cannot be in all three splits; all its
 rows go to train and the class is listed in ``reports/split.json`` (``classes_train_only``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,13 +26,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rakuten.config import ConfigError, knob
-from rakuten.errors import PipelineError
+from rakuten.core.config import ConfigError, knob
+from rakuten.core.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-MIN_TRAIN_ROWS = 2   # what tfidf_svm's calibrated SVM needs per class (its stratified calibration folds)
+MIN_TRAIN_ROWS = 2  # what tfidf_svm's calibrated SVM needs per class (its stratified calibration folds)
 OFFICIAL_TEST = "official_test"
 _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
 _TAG = re.compile(r"<[^>]+>")
@@ -99,8 +100,9 @@ def duplicate_groups(text_keys: list[str], image_keys: list[str], *more_keys: li
     return group_ids.astype(np.int64)
 
 
-def assign_splits(labels: np.ndarray, groups: np.ndarray, fractions: dict[str, float],
-                  seed: int) -> tuple[np.ndarray, list[int]]:
+def assign_splits(
+    labels: np.ndarray, groups: np.ndarray, fractions: dict[str, float], seed: int
+) -> tuple[np.ndarray, list[int]]:
     """Split label per row; returns ``(splits, classes_train_only)``."""
     rng = np.random.default_rng(seed)
     frame = pd.DataFrame({"label": labels, "group": groups})
@@ -122,8 +124,9 @@ def assign_splits(labels: np.ndarray, groups: np.ndarray, fractions: dict[str, f
             size = int(sizes.loc[g])
             # a group joins test or val only when that brings the split closer to its quota: one big
             # cluster (a seller's placeholder photo) cannot swamp a small split and skew its classes
-            target = next((s for s in ("test", "val") if filled[s] < quotas[s] and size < 2 * (quotas[s] - filled[s])),
-                          "train")
+            target = next(
+                (s for s in ("test", "val") if filled[s] < quotas[s] and size < 2 * (quotas[s] - filled[s])), "train"
+            )
             split_of_group[int(g)] = target
             if target != "train":
                 filled[target] += size
@@ -140,16 +143,22 @@ def image_group_keys(row_ids: np.ndarray, image_groups: pd.DataFrame) -> tuple[l
     """``(exact_keys, near_keys)`` per row from the ``image_hash`` table (``""`` = no group)."""
     missing = [c for c in ("row_id", "exact_dup_group", "near_dup_group") if c not in image_groups.columns]
     if missing:
-        raise PipelineError(f"image groups: missing column '{missing[0]}'; expected row_id, exact_dup_group, "
-                            "near_dup_group (data/interim/image_hashes.parquet)")
+        raise PipelineError(
+            f"image groups: missing column '{missing[0]}'; expected row_id, exact_dup_group, "
+            "near_dup_group (data/interim/image_hashes.parquet)"
+        )
     table = image_groups.drop_duplicates("row_id").set_index("row_id")
     absent = np.setdiff1d(row_ids, table.index.to_numpy())
     if len(absent):
-        raise PipelineError(f"image groups: no row for row_id {int(absent[0])} ({len(absent)} catalog rows missing); "
-                            "rerun the image_hash stage")
+        raise PipelineError(
+            f"image groups: no row for row_id {int(absent[0])} ({len(absent)} catalog rows missing); "
+            "rerun the image_hash stage"
+        )
     table = table.loc[row_ids]
-    return (_group_keys(table["exact_dup_group"].to_numpy(np.int64), "e"),
-            _group_keys(table["near_dup_group"].to_numpy(np.int64), "n"))
+    return (
+        _group_keys(table["exact_dup_group"].to_numpy(np.int64), "e"),
+        _group_keys(table["near_dup_group"].to_numpy(np.int64), "n"),
+    )
 
 
 def unioned_near_groups(before: np.ndarray, near_keys: list[str]) -> int:
@@ -167,14 +176,22 @@ def group_balance(labels: np.ndarray, groups: np.ndarray, splits: np.ndarray) ->
     group's share of its class, and the widest gap between a class's share of one split and of another
     (percentage points; 0 would be a perfectly stratified split)."""
     if not len(labels):
-        return {f"groups_over_{LARGE_GROUP_ROWS}_rows": 0, "largest_group_rows": 0, "largest_group_class": None,
-                "largest_group_share_of_class": 0.0, "max_class_share_gap_points": 0.0, "max_gap_class": None}
+        return {
+            f"groups_over_{LARGE_GROUP_ROWS}_rows": 0,
+            "largest_group_rows": 0,
+            "largest_group_class": None,
+            "largest_group_share_of_class": 0.0,
+            "max_class_share_gap_points": 0.0,
+            "max_gap_class": None,
+        }
     sizes = np.bincount(groups)
     largest = int(np.argmax(sizes))
     in_largest = groups == largest
     codes, counts = np.unique(labels[in_largest], return_counts=True)
     code = int(codes[np.argmax(counts)])
-    shares = pd.crosstab(labels, splits, normalize="columns").reindex(columns=[s for s in SPLITS if (splits == s).any()])
+    shares = pd.crosstab(labels, splits, normalize="columns").reindex(
+        columns=[s for s in SPLITS if (splits == s).any()]
+    )
     gaps = (shares.max(axis=1) - shares.min(axis=1)) * 100 if shares.shape[1] > 1 else shares.iloc[:, 0] * 0
     return {
         f"groups_over_{LARGE_GROUP_ROWS}_rows": int((sizes > LARGE_GROUP_ROWS).sum()),
@@ -193,14 +210,19 @@ def _warn_thin(per_class: pd.DataFrame) -> dict[str, int]:
     thin = {int(code): int(n) for code, n in per_class["train"].items() if n < MIN_TRAIN_ROWS}
     if thin:
         listed = ", ".join(f"{code} ({n} training row{'s' if n != 1 else ''})" for code, n in sorted(thin.items()))
-        log.warning("split: prdtypecode %s: fewer than %d training rows; tfidf_svm's calibrated SVM (classifier: "
-                    "svm) stops on such a class (add labelled rows of it, or set tfidf_svm.classifier to rf, sgd "
-                    "or logreg)", listed, MIN_TRAIN_ROWS)
+        log.warning(
+            "split: prdtypecode %s: fewer than %d training rows; tfidf_svm's calibrated SVM (classifier: "
+            "svm) stops on such a class (add labelled rows of it, or set tfidf_svm.classifier to rf, sgd "
+            "or logreg)",
+            listed,
+            MIN_TRAIN_ROWS,
+        )
     return {str(code): n for code, n in sorted(thin.items())}
 
 
-def split_catalog(catalog: pd.DataFrame, fractions: dict[str, float], seed: int,
-                  image_groups: pd.DataFrame | None = None) -> tuple[pd.DataFrame, dict]:
+def split_catalog(
+    catalog: pd.DataFrame, fractions: dict[str, float], seed: int, image_groups: pd.DataFrame | None = None
+) -> tuple[pd.DataFrame, dict]:
     """Assign every catalog row a split; official test rows keep their own. Returns ``(table, report)``.
 
     ``image_groups`` is the ``image_hash`` table (row_id, exact_dup_group, near_dup_group): rows
@@ -219,13 +241,15 @@ def split_catalog(catalog: pd.DataFrame, fractions: dict[str, float], seed: int,
         unioned = unioned_near_groups(duplicate_groups(keys, exact_keys), near_keys)
     splits, train_only = assign_splits(labelled["prdtypecode"].to_numpy(np.int64), groups, fractions, seed)
     official = catalog[catalog["is_official_test"]]
-    table = pd.DataFrame({
-        "row_id": np.concatenate([labelled["row_id"].to_numpy(), official["row_id"].to_numpy()]).astype(np.int64),
-        "split": np.concatenate([splits, np.full(len(official), OFFICIAL_TEST, dtype=object)]),
-        "group_id": np.concatenate([groups, np.full(len(official), -1)]).astype(np.int64),
-    }).sort_values("row_id", ignore_index=True)
+    table = pd.DataFrame(
+        {
+            "row_id": np.concatenate([labelled["row_id"].to_numpy(), official["row_id"].to_numpy()]).astype(np.int64),
+            "split": np.concatenate([splits, np.full(len(official), OFFICIAL_TEST, dtype=object)]),
+            "group_id": np.concatenate([groups, np.full(len(official), -1)]).astype(np.int64),
+        }
+    ).sort_values("row_id", ignore_index=True)
     group_sizes = np.bincount(groups) if len(groups) else np.array([], int)
-    per_class = (pd.crosstab(labelled["prdtypecode"], splits).reindex(columns=list(SPLITS), fill_value=0))
+    per_class = pd.crosstab(labelled["prdtypecode"], splits).reindex(columns=list(SPLITS), fill_value=0)
     report = {
         "rows": {s: int((table["split"] == s).sum()) for s in (*SPLITS, OFFICIAL_TEST)},
         "fractions_requested": fractions,

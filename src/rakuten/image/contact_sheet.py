@@ -7,6 +7,7 @@
 
 Examples are the first flagged rows in row order (deterministic).
 """
+
 from __future__ import annotations
 
 import os
@@ -16,9 +17,9 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from rakuten.core.io import atomic_path
 from rakuten.image.correct import placeholder, resize_square, to_square
 from rakuten.image.decode import decode_image
-from rakuten.io import atomic_path
 
 CELL = 160
 CAPTION = 18
@@ -42,7 +43,7 @@ def _sheet(lines: list[list[np.ndarray]], title: str) -> np.ndarray:
     for line in lines:
         strip = np.full((CELL + CAPTION + 4, width, 3), 255, np.uint8)
         for k, cell in enumerate(line):
-            strip[2:2 + cell.shape[0], k * (CELL + 4):k * (CELL + 4) + CELL] = cell
+            strip[2 : 2 + cell.shape[0], k * (CELL + 4) : k * (CELL + 4) + CELL] = cell
         rows.append(strip)
     if not lines:
         empty = np.full((40, width, 3), 255, np.uint8)
@@ -57,19 +58,27 @@ def _policy(row: pd.Series) -> str:
     return f"w={row['sample_weight']:.2f}" if row["sample_weight"] < 1 else "kept"
 
 
-def contact_sheets(table: pd.DataFrame, sources: list[str], labels: list | None = None,
-                   examples: int = 8) -> dict[str, np.ndarray]:
+def contact_sheets(
+    table: pd.DataFrame, sources: list[str], labels: list | None = None, examples: int = 8
+) -> dict[str, np.ndarray]:
     """BGR sheet per defect type; ``sources`` (original image paths) and ``labels`` align with rows."""
     table = table.reset_index(drop=True)
     labels = labels if labels is not None else [None] * len(table)
     sheets: dict[str, np.ndarray] = {}
-    for name, column, score in (("blur", "is_blurry", "blur_score"), ("red_cast", "is_red_cast", "red_ratio"),
-                                ("border", "has_border", "border_fraction")):
+    for name, column, score in (
+        ("blur", "is_blurry", "blur_score"),
+        ("red_cast", "is_red_cast", "red_ratio"),
+        ("border", "has_border", "border_fraction"),
+    ):
         lines = []
         for i in np.flatnonzero(table[column].to_numpy(bool))[:examples]:
             row = table.loc[i]
-            lines.append([_thumb(sources[i], f"before {score}={row[score]:.3g}"),
-                          _thumb(row["clean_path"], f"after {row['actions']}")])
+            lines.append(
+                [
+                    _thumb(sources[i], f"before {score}={row[score]:.3g}"),
+                    _thumb(row["clean_path"], f"after {row['actions']}"),
+                ]
+            )
         sheets[name] = _sheet(lines, f"{name}: source | cleaned ({int(table[column].sum())} flagged)")
     exact = table["exact_dup_group"].to_numpy()
     for name in ("exact_duplicates", "near_duplicates"):
@@ -81,8 +90,10 @@ def contact_sheets(table: pd.DataFrame, sources: list[str], labels: list | None 
         grouped = grouped[np.argsort(groups[grouped], kind="stable")]
         lines = []
         for members in np.split(grouped, np.flatnonzero(np.diff(groups[grouped])) + 1) if len(grouped) else []:
-            if name == "near_duplicates" and len({int(exact[m]) if exact[m] >= 0 else -1 - int(m)
-                                                   for m in members}) < 2:
+            if (
+                name == "near_duplicates"
+                and len({int(exact[m]) if exact[m] >= 0 else -1 - int(m) for m in members}) < 2
+            ):
                 continue  # only exact copies: shown on the other sheet
             line = []
             for m in members[:MAX_MEMBERS]:

@@ -4,6 +4,7 @@ All functions are pure (BGR uint8 in, BGR uint8 out). The detectors in :mod:`qua
 which ones run; the study's choices are the defaults in params (zoom up to 50%, saturation -15%
 as an alternative to the grey-world balance, unsharp mask for blur).
 """
+
 from __future__ import annotations
 
 import math
@@ -19,12 +20,12 @@ def to_square(image: np.ndarray, fill: int = 255) -> np.ndarray:
         return image
     side = max(h, w)
     top, left = (side - h) // 2, (side - w) // 2
-    return cv2.copyMakeBorder(image, top, side - h - top, left, side - w - left, cv2.BORDER_CONSTANT,
-                              value=(fill, fill, fill))
+    return cv2.copyMakeBorder(
+        image, top, side - h - top, left, side - w - left, cv2.BORDER_CONSTANT, value=(fill, fill, fill)
+    )
 
 
-def zoom_box(box: tuple[int, int, int, int], side: int, max_zoom: float,
-             margin: float) -> tuple[int, int, int, int]:
+def zoom_box(box: tuple[int, int, int, int], side: int, max_zoom: float, margin: float) -> tuple[int, int, int, int]:
     """Square crop ``(x0, y0, x1, y1)`` around a content box in a ``side`` x ``side`` image.
 
     The crop is the content's larger dimension plus ``margin`` (of the image side) on each side,

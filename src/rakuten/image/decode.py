@@ -12,8 +12,9 @@ decode. Anything unusual is converted and counted, never a crash:
 * missing, empty, corrupt, or smaller than ``min_side`` (e.g. 1x1): no image (``missing``,
   ``unreadable``, ``tiny``); the caller writes a neutral grey placeholder with ``readable=False``;
 * not a regular file (a FIFO...), or over the size budget: no image (``not_a_file``,
-  ``oversized``), decided by :mod:`rakuten.image.files` (the one guarded reader) before decoding.
+  ``oversized``), decided by :mod:`rakuten.core.image_files` (the one guarded reader) before decoding.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,9 +27,9 @@ import cv2
 import numpy as np
 from PIL import Image, ImageFile
 
-from rakuten.errors import PipelineError
-from rakuten.image.files import JPEG as _JPEG
-from rakuten.image.files import image_header, jpeg_header, over_budget, png_chunks_fit, read_image_bytes
+from rakuten.core.errors import PipelineError
+from rakuten.core.image_files import JPEG as _JPEG
+from rakuten.core.image_files import image_header, jpeg_header, over_budget, png_chunks_fit, read_image_bytes
 
 __all__ = ["Decoded", "decode_bytes", "decode_image", "jpeg_header", "reduced_flag", "rows_and_paths"]
 
@@ -47,8 +48,10 @@ class Decoded:
     height: int = 0
 
 
-_FLAGS = {False: (cv2.IMREAD_COLOR, cv2.IMREAD_REDUCED_COLOR_2, cv2.IMREAD_REDUCED_COLOR_4),
-          True: (cv2.IMREAD_GRAYSCALE, cv2.IMREAD_REDUCED_GRAYSCALE_2, cv2.IMREAD_REDUCED_GRAYSCALE_4)}
+_FLAGS = {
+    False: (cv2.IMREAD_COLOR, cv2.IMREAD_REDUCED_COLOR_2, cv2.IMREAD_REDUCED_COLOR_4),
+    True: (cv2.IMREAD_GRAYSCALE, cv2.IMREAD_REDUCED_GRAYSCALE_2, cv2.IMREAD_REDUCED_GRAYSCALE_4),
+}
 
 
 def rows_and_paths(rows, what: str) -> tuple[np.ndarray, list[str]]:
@@ -62,8 +65,7 @@ def rows_and_paths(rows, what: str) -> tuple[np.ndarray, list[str]]:
     row_ids = rows["row_id"].to_numpy(np.int64)
     if len(np.unique(row_ids)) != len(row_ids):
         raise PipelineError(f"{what}: row_id values repeat; expected one row per row_id")
-    paths = ["" if p is None or (isinstance(p, float) and np.isnan(p)) else str(p)
-             for p in rows["image_path"].tolist()]
+    paths = ["" if p is None or (isinstance(p, float) and np.isnan(p)) else str(p) for p in rows["image_path"].tolist()]
     return row_ids, paths
 
 
@@ -140,7 +142,7 @@ def decode_bytes(data: bytes, target: int, min_side: int, grey: bool = False, di
 
 
 def decode_image(path: str | Path, target: int, min_side: int, grey: bool = False, digest: bool = True) -> Decoded:
-    """Read (:func:`rakuten.image.files.read_image_bytes`) and decode one file; a missing,
+    """Read (:func:`rakuten.core.image_files.read_image_bytes`) and decode one file; a missing,
     unreadable, special or oversized file gives ``image=None`` and a status."""
     data, status = read_image_bytes(path)
     if data is None:

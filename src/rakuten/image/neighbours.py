@@ -5,7 +5,7 @@ chunks; two hashes within radius ``r`` differ by at most ``r // m`` bits on at l
 (pigeonhole). For each chunk a bucket table (rows sorted by chunk value; start and size per
 value) gives, for every query, the rows whose chunk is within ``r // m`` bits of its own: these
 are the only candidates, each verified with a popcount of the whole hash. The result is exact:
-the same pairs as a brute-force comparison (``tests/test_image_hashing.py`` checks it).
+the same pairs as a brute-force comparison (``tests/image/test_image_hash.py`` checks it).
 
 Two choices keep the cost linear on catalogs of look-alike products:
 
@@ -26,6 +26,7 @@ Two choices keep the cost linear on catalogs of look-alike products:
 The remaining cost is the true look-alike pairs (hashes a few bits beyond the radius): those are
 verified, never missed or invented.
 """
+
 from __future__ import annotations
 
 from itertools import combinations
@@ -144,8 +145,9 @@ def choose_chunks(index_bits: np.ndarray, radius: int) -> tuple[list[np.ndarray]
     return best[1], best[2]
 
 
-def radius_pairs(index: np.ndarray, queries: np.ndarray, radius: int, block: int = 1 << 21,
-                 stats: dict | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def radius_pairs(
+    index: np.ndarray, queries: np.ndarray, radius: int, block: int = 1 << 21, stats: dict | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairs ``(i, j)``, ``i < j``, with ``min_v hamming(queries[i, v], index[j]) <= radius`` or
     the same with ``i`` and ``j`` swapped; returns ``(i, j, distance)`` (distance: the smaller).
 
@@ -163,8 +165,12 @@ def radius_pairs(index: np.ndarray, queries: np.ndarray, radius: int, block: int
     index_bits = np.unpackbits(index, axis=1)
     chunks, flips = choose_chunks(index_bits, radius)
     index_words, query_words = _words(index), _words(queries)
-    query_keys = np.stack([np.stack([_chunk_values(np.unpackbits(queries[:, v], axis=1), pos) for pos in chunks], 1)
-                           for v in range(n_variants)])  # (n_variants, n, n_chunks)
+    query_keys = np.stack(
+        [
+            np.stack([_chunk_values(np.unpackbits(queries[:, v], axis=1), pos) for pos in chunks], 1)
+            for v in range(n_variants)
+        ]
+    )  # (n_variants, n, n_chunks)
     found: list[np.ndarray] = []
     verified = 0
     for c, positions in enumerate(chunks):
@@ -196,14 +202,20 @@ def radius_pairs(index: np.ndarray, queries: np.ndarray, radius: int, block: int
                     a, b = qi[close], j[close]
                     found.append(np.minimum(a, b) * n + np.maximum(a, b))
     if stats is not None:
-        stats.update(n_chunks=len(chunks), chunk_bits=[len(p) for p in chunks], flips_per_chunk=flips,
-                     candidates_verified=int(verified))
+        stats.update(
+            n_chunks=len(chunks),
+            chunk_bits=[len(p) for p in chunks],
+            flips_per_chunk=flips,
+            candidates_verified=int(verified),
+        )
     if not found:
         return empty, empty, empty
     codes = np.unique(np.concatenate(found))
     i, j = codes // n, codes % n
-    dist = np.minimum(np.min([hamming(query_words[i, v], index_words[j]) for v in range(n_variants)], axis=0),
-                      np.min([hamming(query_words[j, v], index_words[i]) for v in range(n_variants)], axis=0))
+    dist = np.minimum(
+        np.min([hamming(query_words[i, v], index_words[j]) for v in range(n_variants)], axis=0),
+        np.min([hamming(query_words[j, v], index_words[i]) for v in range(n_variants)], axis=0),
+    )
     return i, j, dist
 
 
@@ -240,15 +252,15 @@ def colour_differences(thumbs: np.ndarray, i: np.ndarray, j: np.ndarray, block: 
     k = flat.shape[2]
     out = np.zeros(len(i), np.float64)
     for lo in range(0, len(i), block):
-        a, b = i[lo:lo + block], j[lo:lo + block]
+        a, b = i[lo : lo + block], j[lo : lo + block]
         best = None
         for q, r in ((a, b), (b, a)):
-            query = flat[q].astype(np.int32)                    # (p, variants, K)
-            ref = flat[r, 0].astype(np.int32)[:, None, :]       # (p, 1, K)
+            query = flat[q].astype(np.int32)  # (p, variants, K)
+            ref = flat[r, 0].astype(np.int32)[:, None, :]  # (p, 1, K)
             shift = query.sum(axis=2, keepdims=True) - ref.sum(axis=2, keepdims=True)
             total = np.abs(k * (query - ref) - shift).sum(axis=2, dtype=np.int64).min(axis=1)
             best = total if best is None else np.minimum(best, total)
-        out[lo:lo + len(a)] = best / float(k * k)
+        out[lo : lo + len(a)] = best / float(k * k)
     return out
 
 
@@ -296,10 +308,16 @@ def complete_linkage_edges(n: int, i: np.ndarray, j: np.ndarray, order: np.ndarr
     return roots[moved], np.flatnonzero(moved)
 
 
-def near_duplicate_groups(variants: np.ndarray, usable: np.ndarray, radius: int,
-                          exact_groups: np.ndarray | None = None, stats: dict | None = None,
-                          thumbs: np.ndarray | None = None, max_difference: float = 255.0,
-                          linkage: str = "complete") -> np.ndarray:
+def near_duplicate_groups(
+    variants: np.ndarray,
+    usable: np.ndarray,
+    radius: int,
+    exact_groups: np.ndarray | None = None,
+    stats: dict | None = None,
+    thumbs: np.ndarray | None = None,
+    max_difference: float = 255.0,
+    linkage: str = "complete",
+) -> np.ndarray:
     """Near-duplicate cluster per row (-1 none) from hash variants (n, n_variants, nbytes).
 
     Rows with ``usable=False`` (no decodable image) never join a cluster. Rows of one exact
@@ -325,8 +343,9 @@ def near_duplicate_groups(variants: np.ndarray, usable: np.ndarray, radius: int,
         raise ValueError(f"linkage must be 'complete' or 'single', got {linkage!r}")
     rows = np.flatnonzero(usable)
     flat = np.ascontiguousarray(variants[rows]).reshape(len(rows), int(np.prod(variants.shape[1:])))
-    _, first, inverse = np.unique(flat.view(np.dtype((np.void, flat.shape[1] * flat.itemsize))).ravel(),
-                                  return_index=True, return_inverse=True)
+    _, first, inverse = np.unique(
+        flat.view(np.dtype((np.void, flat.shape[1] * flat.itemsize))).ravel(), return_index=True, return_inverse=True
+    )
     order = np.argsort(first, kind="stable")  # representatives in row order, as the rows themselves
     rank = np.empty_like(order)
     rank[order] = np.arange(len(order))
@@ -347,8 +366,12 @@ def near_duplicate_groups(variants: np.ndarray, usable: np.ndarray, radius: int,
     i = np.concatenate([rows[reps[i]], rows[reps[member_of[copies]]]])
     j = np.concatenate([rows[reps[j]], rows[copies]])
     if stats is not None:
-        stats.update(rows=int(len(rows)), representatives=int(len(reps)), candidate_pairs=int(candidates),
-                     verified_pairs=int(len(diff)))
+        stats.update(
+            rows=int(len(rows)),
+            representatives=int(len(reps)),
+            candidate_pairs=int(candidates),
+            verified_pairs=int(len(diff)),
+        )
     if exact_groups is not None and (exact_groups >= 0).any():
         members = np.flatnonzero(exact_groups >= 0)
         groups = exact_groups[members]

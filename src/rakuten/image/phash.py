@@ -12,8 +12,9 @@ every crop are then ``M_c @ G @ M_c.T``: one GEMM for all crops and a small batc
 the matrices cached per image side. Measured single-threaded: 0.06 ms for five 256-bit hashes of a
 125 px image, 0.15 ms at 250 px, against ~4 ms for five ``imagehash.phash`` calls with OpenCV
 resizes; bit-identical to ``imagehash.phash`` on an un-cropped 64 px image. BLAS threads should be
-limited to 1 per worker (:mod:`rakuten.image.hashing` does): on small matrices threading is 10x slower.
+limited to 1 per worker (:mod:`rakuten.image.image_hash` does): on small matrices threading is 10x slower.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -65,7 +66,7 @@ def hash_variants(grey: np.ndarray, hash_size: int, crops: tuple[float, ...]) ->
 
     Returns uint8 of shape ``(len(crops), hash_size**2 // 8)``; row 0 is the un-cropped hash
     when ``crops[0] == 0``. Non-square pictures are padded to a square by the caller first
-    (:func:`rakuten.image.hashing.hash_image`), as the image model sees them.
+    (:func:`rakuten.image.image_hash.hash_image`), as the image model sees them.
     """
     if grey.ndim != 2 or grey.shape[0] != grey.shape[1]:
         raise ValueError(f"expected a square grey image, got shape {grey.shape}")

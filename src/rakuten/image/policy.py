@@ -12,15 +12,21 @@ Applied per near-duplicate cluster (exact copies are in the same cluster), to tr
 Rows without a readable image are not trained on (``keep_for_train=False``): a grey placeholder
 carries no information about the class.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
 
-def duplicate_policy(near_group: np.ndarray, labels: np.ndarray, is_train: np.ndarray,
-                     blur_score: np.ndarray, readable: np.ndarray,
-                     cross_class_weight: float) -> tuple[np.ndarray, np.ndarray]:
+def duplicate_policy(
+    near_group: np.ndarray,
+    labels: np.ndarray,
+    is_train: np.ndarray,
+    blur_score: np.ndarray,
+    readable: np.ndarray,
+    cross_class_weight: float,
+) -> tuple[np.ndarray, np.ndarray]:
     """``(keep_for_train, sample_weight)`` per row (see module docstring).
 
     ``labels`` may hold anything for non-train rows; ``blur_score`` NaN counts as least sharp.
@@ -31,8 +37,14 @@ def duplicate_policy(near_group: np.ndarray, labels: np.ndarray, is_train: np.nd
     members = np.flatnonzero((near_group >= 0) & is_train & keep)
     if not len(members):
         return keep, weight
-    frame = pd.DataFrame({"row": members, "group": near_group[members], "label": labels[members],
-                          "sharp": np.nan_to_num(blur_score[members], nan=-1.0)})
+    frame = pd.DataFrame(
+        {
+            "row": members,
+            "group": near_group[members],
+            "label": labels[members],
+            "sharp": np.nan_to_num(blur_score[members], nan=-1.0),
+        }
+    )
     frame = frame.sort_values(["group", "label", "sharp", "row"], ascending=[True, True, False, True])
     first_of_class = ~frame.duplicated(["group", "label"])
     keep[frame.loc[~first_of_class, "row"].to_numpy()] = False

@@ -1,16 +1,17 @@
 """Cleaning one image: decode once, measure, correct, resize, write; returns its quality record.
 
-This is the unit of work of the parallel pool (:mod:`rakuten.image.pipeline`): a module-level
+This is the unit of work of the parallel pool (:mod:`rakuten.image.image_clean`): a module-level
 function of picklable arguments. Order of operations, and why:
 
 1. decode (reduced size when possible) and pad to a square (no distortion on resize);
-   hashes and duplicate groups come from the ``image_hash`` stage (:mod:`rakuten.image.hashing`);
+   hashes and duplicate groups come from the ``image_hash`` stage (:mod:`rakuten.image.image_hash`);
 2. find the content inside a uniform border; measure blur and red ratio on that content only
    (a wide white border would otherwise read as "blurry" and dilute a cast);
 3. crop/zoom the border, correct the cast, resize to the output size, then sharpen at the output
    resolution (the unsharp mask radius is in output pixels, i.e. what the model sees);
 4. write the JPEG; an unusable source gets a neutral grey placeholder and ``readable=False``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -39,10 +40,19 @@ def clean_image(row_id: int, source: str, out_dir: str, cfg: ImageCleanConfig) -
     """
     decoded = decode_image(source, cfg.size, cfg.min_side, digest=False)
     out_path = Path(out_dir) / f"{row_id}.jpg"
-    record = {"row_id": row_id, "readable": decoded.image is not None, "decode_status": decoded.status,
-              "blur_score": NAN, "is_blurry": False, "red_ratio": NAN,
-              "red_ratio_after": NAN, "is_red_cast": False, "border_fraction": NAN, "has_border": False,
-              "actions": ""}
+    record = {
+        "row_id": row_id,
+        "readable": decoded.image is not None,
+        "decode_status": decoded.status,
+        "blur_score": NAN,
+        "is_blurry": False,
+        "red_ratio": NAN,
+        "red_ratio_after": NAN,
+        "is_red_cast": False,
+        "border_fraction": NAN,
+        "has_border": False,
+        "actions": "",
+    }
     if decoded.image is None:
         write_jpeg(correct.placeholder(cfg.size), out_path, cfg.jpeg_quality)
         record["actions"] = f"placeholder:{decoded.status}"
@@ -54,10 +64,14 @@ def clean_image(row_id: int, source: str, out_dir: str, cfg: ImageCleanConfig) -
         actions.append("pad_square")
     side = image.shape[0]
     box, fraction = quality.content_box(image, cfg.border.background, cfg.border.tolerance)
-    content = image[box[1]:box[3], box[0]:box[2]]
+    content = image[box[1] : box[3], box[0] : box[2]]
     ratio = quality.red_ratio(content)
-    record.update(red_ratio=ratio, is_red_cast=ratio > cfg.red_cast.threshold, border_fraction=fraction,
-                  has_border=fraction >= cfg.border.min_fraction and fraction > 0)
+    record.update(
+        red_ratio=ratio,
+        is_red_cast=ratio > cfg.red_cast.threshold,
+        border_fraction=fraction,
+        has_border=fraction >= cfg.border.min_fraction and fraction > 0,
+    )
     unchanged = fraction == 0 and not (record["is_red_cast"] and cfg.red_cast.method != "none")
     if record["has_border"]:
         x0, y0, x1, y1 = correct.zoom_box(box, side, cfg.border.max_zoom, cfg.border.margin)

@@ -3,13 +3,13 @@
 Each function is a pure measurement on a BGR uint8 array, so the thresholds that turn a score
 into a flag live in params and the scores themselves land in the quality table for inspection.
 """
+
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
 from rakuten.image.correct import shrink_interpolation
-
 
 #: side (px) at which sharpness is measured: larger pictures are area-averaged down to it, so a
 #: blur covering the same share of the picture reads the same whatever the source size. 112 is
@@ -94,8 +94,9 @@ def frame_background(image: np.ndarray, mode: str, tolerance: int) -> np.ndarray
     return colour if share >= 0.6 else None
 
 
-def content_box(image: np.ndarray, mode: str = "white", tolerance: int = 16,
-                min_line_fraction: float = 0.01) -> tuple[tuple[int, int, int, int], float]:
+def content_box(
+    image: np.ndarray, mode: str = "white", tolerance: int = 16, min_line_fraction: float = 0.01
+) -> tuple[tuple[int, int, int, int], float]:
     """Bounding box ``(x0, y0, x1, y1)`` (exclusive ends) of the content inside a uniform border,
     and the border's share of the image area (0 when there is no border).
 

@@ -11,6 +11,7 @@ Ground-truth files are named relative to the sample directory (``images/image_tr
 catalog paths are matched on their last three components, so absolute or repo-relative paths both
 work.
 """
+
 from __future__ import annotations
 
 from itertools import combinations
@@ -19,8 +20,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from rakuten.errors import PipelineError
-from rakuten.io import read_json
+from rakuten.core.errors import PipelineError
+from rakuten.core.io import read_json
 
 DETECTORS = ("exact_duplicates", "near_duplicates", "blur", "red_cast", "border")
 FLAG_COLUMN = {"blur": "is_blurry", "red_cast": "is_red_cast", "border": "has_border"}
@@ -62,8 +63,13 @@ def precision_recall(predicted: set, truth: set) -> dict[str, Any]:
 
 
 def _scores(predicted: int, planted: int, tp: int) -> dict[str, Any]:
-    return {"precision": tp / predicted if predicted else 1.0, "recall": tp / planted if planted else 1.0,
-            "predicted": predicted, "planted": planted, "true_positives": tp}
+    return {
+        "precision": tp / predicted if predicted else 1.0,
+        "recall": tp / planted if planted else 1.0,
+        "predicted": predicted,
+        "planted": planted,
+        "true_positives": tp,
+    }
 
 
 def _pair_count(*labels: np.ndarray) -> int:
@@ -108,11 +114,14 @@ def score_detectors(table, image_paths: list[str], image_defects: dict) -> tuple
     # predicted pairs are counted, never listed: one photo on 20,000 rows is 2e8 pairs; predicted
     # near pairs are those of a near cluster that are not exact copies of each other
     exact, near = table["exact_dup_group"].to_numpy(np.int64), table["near_dup_group"].to_numpy(np.int64)
-    report["exact_duplicates"] = _scores(_pair_count(exact), len(exact_truth),
-                                         sum(_together(exact, a, b) for a, b in exact_truth))
-    report["near_duplicates"] = _scores(_pair_count(near) - _pair_count(near, exact), len(near_truth),
-                                        sum(_together(near, a, b) and not _together(exact, a, b)
-                                            for a, b in near_truth))
+    report["exact_duplicates"] = _scores(
+        _pair_count(exact), len(exact_truth), sum(_together(exact, a, b) for a, b in exact_truth)
+    )
+    report["near_duplicates"] = _scores(
+        _pair_count(near) - _pair_count(near, exact),
+        len(near_truth),
+        sum(_together(near, a, b) and not _together(exact, a, b) for a, b in near_truth),
+    )
     for name in report:
         report[name]["unit"] = "pairs" if name.endswith("duplicates") else "images"
     return {k: report[k] for k in DETECTORS}, missing

@@ -3,7 +3,7 @@
 The stage keeps the study's name, ``camembert``, and its default model; ``model`` takes any Hugging
 Face encoder id or local directory (camembert-base, camembert/camembert-large,
 almanach/camembertav2-base, FacebookAI/xlm-roberta-base, flaubert/flaubert_base_cased, ...), resolved
-by :mod:`rakuten.pretrained` (local dir -> HF cache -> hub, one-line error offline, never a silent
+by :mod:`rakuten.runtime.pretrained` (local dir -> HF cache -> hub, one-line error offline, never a silent
 random init). Three profiles (``camembert.profile`` in params.yaml), same code path:
 
 * ``full``: camembert-base with the study's 3 epochs, batch 16, weight decay 0.01;
@@ -20,6 +20,7 @@ model is a plain Hugging Face model. Validation weighted F1 is computed every ep
 epoch's weights are kept (``load_best_model_at_end``); learning curves go to dvclive through its
 Hugging Face callback.
 """
+
 from __future__ import annotations
 
 import logging
@@ -35,16 +36,27 @@ import numpy as np
 import pandas as pd
 import torch
 
-from rakuten import distributed
-from rakuten.classes import CLASS_CODES, N_CLASSES, indices_to_codes
-from rakuten.config import ConfigError, ProfileView, knob, parse_section
-from rakuten.distributed import LAUNCHERS, World
-from rakuten.errors import PipelineError
-from rakuten.io import atomic_path
-from rakuten.metrics import scores
-from rakuten.models.torch_utils import (DEVICES, PRECISIONS, Runtime, choose_runtime, class_weights,
-                                        frame_labels, read_meta, seed_everything, set_threads, softmax_proba,
-                                        stratified_cap, write_meta)
+from rakuten.contracts.classes import CLASS_CODES, N_CLASSES, indices_to_codes
+from rakuten.contracts.metrics import scores
+from rakuten.core.config import ConfigError, ProfileView, knob, parse_section
+from rakuten.core.errors import PipelineError
+from rakuten.core.io import atomic_path
+from rakuten.runtime import distributed
+from rakuten.runtime.distributed import LAUNCHERS, World
+from rakuten.runtime.torch_setup import (
+    DEVICES,
+    PRECISIONS,
+    Runtime,
+    choose_runtime,
+    class_weights,
+    frame_labels,
+    read_meta,
+    seed_everything,
+    set_threads,
+    softmax_proba,
+    stratified_cap,
+    write_meta,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +73,11 @@ SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")  # CamemBERT's orde
 class ScratchArchitecture:
     """``camembert.<profile>.scratch``: the small encoder config of ``model: scratch`` (random init, own tokenizer)."""
 
-    model_type: str = knob("camembert", "encoder family (Hugging Face model_type): the same architecture as "
-                           "the pretrained model, at a tiny size", choices=MODEL_TYPES)
+    model_type: str = knob(
+        "camembert",
+        "encoder family (Hugging Face model_type): the same architecture as the pretrained model, at a tiny size",
+        choices=MODEL_TYPES,
+    )
     vocab_size: int = knob(8000, "BPE vocabulary trained on the train texts", lo=100, hi=250_000)
     hidden_size: int = knob(128, "hidden size (a multiple of num_heads)", lo=8, hi=4096)
     num_layers: int = knob(2, "transformer layers", lo=1, hi=48)
@@ -71,30 +86,37 @@ class ScratchArchitecture:
 
     def validate(self, key: str) -> None:
         if self.hidden_size % self.num_heads:
-            raise ConfigError(f"{key}.hidden_size = {self.hidden_size}, expected a multiple of "
-                              f"{key}.num_heads = {self.num_heads}")
+            raise ConfigError(
+                f"{key}.hidden_size = {self.hidden_size}, expected a multiple of {key}.num_heads = {self.num_heads}"
+            )
 
 
 @dataclass(frozen=True)
 class CamembertProfile:
     """``camembert.demo`` / ``camembert.full``: what differs between the two profiles (values: their defaults)."""
 
-    model: str = knob(help="scratch = random init + a BPE tokenizer trained on the train texts (`tokenizers`); "
-                      "else a Hugging Face id or a local directory", nonempty=True)
-    local_dir: str = knob(help="pretrained weights are looked for here first (\"\" = models/pretrained/<id>), "
-                          "then in the HF cache, then on the hub")
+    model: str = knob(
+        help="scratch = random init + a BPE tokenizer trained on the train texts (`tokenizers`); "
+        "else a Hugging Face id or a local directory",
+        nonempty=True,
+    )
+    local_dir: str = knob(
+        help='pretrained weights are looked for here first ("" = models/pretrained/<id>), '
+        "then in the HF cache, then on the hub"
+    )
     scratch: ScratchArchitecture | None = knob(help="the architecture when model is scratch (absent otherwise)")
     max_length: int = knob(help="tokens per text (longer texts are truncated)", lo=8, hi=512)
     max_train_rows: int = knob(help="0 = all train rows; else a stratified subset", lo=0)
     epochs: int = knob(help="training epochs; the best epoch on val weighted F1 is kept", lo=1, hi=100)
     batch_size: int = knob(help="training batch size", lo=1, hi=4096)
-    group_by_length: bool = knob(help="draw training batches of similar lengths (less padding; most products "
-                                 "are short)")
-    learning_rate: float = knob(help="peak learning rate (from scratch needs a larger step than fine-tuning)",
-                                lo=0.0, hi=1.0, lo_open=True)
+    group_by_length: bool = knob(
+        help="draw training batches of similar lengths (less padding; most products are short)"
+    )
+    learning_rate: float = knob(
+        help="peak learning rate (from scratch needs a larger step than fine-tuning)", lo=0.0, hi=1.0, lo_open=True
+    )
     weight_decay: float = knob(help="AdamW weight decay", lo=0.0, hi=1.0)
-    warmup_ratio: float = knob(help="share of the training steps spent warming the learning rate up",
-                               lo=0.0, hi=0.99)
+    warmup_ratio: float = knob(help="share of the training steps spent warming the learning rate up", lo=0.0, hi=0.99)
 
     def validate(self, key: str) -> None:
         if self.model == SCRATCH and self.scratch is None:
@@ -108,51 +130,98 @@ class LoraSettings:
     r: int = knob(0, "adapter rank; 0 = fine-tune every weight (no LoRA)", lo=0, hi=1024)
     alpha: float = knob(16.0, "LoRA scaling numerator (the update is scaled by alpha / r)", lo=0.0, lo_open=True)
     dropout: float = knob(0.1, "dropout on the adapter input", lo=0.0, hi=0.9)
-    target_modules: tuple[str, ...] = knob((), "module names that get adapters; [] = peft's default for the "
-                                           "model family (attention query/value)")
+    target_modules: tuple[str, ...] = knob(
+        (), "module names that get adapters; [] = peft's default for the model family (attention query/value)"
+    )
 
 
 @dataclass(frozen=True)
 class CamembertConfig(ProfileView):
     """``camembert``: shared knobs plus two profiles; ``cfg.epochs`` etc. read the selected profile."""
 
-    profile: str = knob("demo", "demo = small encoder config from scratch, offline CPU, minutes; full = "
-                        "camembert-base (the study): `dvc exp run -S camembert.profile=full`; strongest = "
-                        "camembert-large", choices=PROFILES)
+    profile: str = knob(
+        "demo",
+        "demo = small encoder config from scratch, offline CPU, minutes; full = "
+        "camembert-base (the study): `dvc exp run -S camembert.profile=full`; strongest = "
+        "camembert-large",
+        choices=PROFILES,
+    )
     text_column: str = knob("text_light", "input column of data/processed/text.parquet", choices=TEXT_COLUMNS)
-    class_weighting: str = knob("none", "none | balanced (cross-entropy weights n / (k * n_class))",
-                                choices=("none", "balanced"))
+    class_weighting: str = knob(
+        "none", "none | balanced (cross-entropy weights n / (k * n_class))", choices=("none", "balanced")
+    )
     eval_batch_size: int = knob(128, "batch size of evaluation and prediction", lo=1, hi=4096)
     logging_steps: int = knob(20, "train-loss points in the dvclive curves", lo=1)
     seed: int = knob(42, "seed of initialisation, shuffling and the row subset", lo=0)
     device: str = knob("auto", "auto = CUDA when present, else CPU | cpu | cuda", choices=DEVICES)
-    precision: str = knob("auto", "auto = bf16 (or fp16) on CUDA, fp32 on CPU | fp32 | fp16 | bf16",
-                          choices=PRECISIONS)
-    num_threads: int = knob(1, "torch CPU threads (0 = all cores); 1 is fastest on a shared 2-core box",
-                            lo=0, hi=256)
+    precision: str = knob("auto", "auto = bf16 (or fp16) on CUDA, fp32 on CPU | fp32 | fp16 | bf16", choices=PRECISIONS)
+    num_threads: int = knob(1, "torch CPU threads (0 = all cores); 1 is fastest on a shared 2-core box", lo=0, hi=256)
     compile: bool = knob(False, "torch.compile the model for training (GPU: faster after a compile of ~1 min)")
-    launcher: str = knob("none", "none = one process; torchrun = the stage re-executes itself under torch's launcher, `python -m "
-                         "rakuten.distributed --standalone --nproc_per_node <processes>` (so `dvc repro` starts it): "
-                         "data-parallel training (NCCL on GPUs, gloo on CPU), only rank 0 writes", choices=LAUNCHERS)
-    processes: int = knob(1, "processes with launcher: torchrun (one per GPU; 0 = one per visible GPU); the "
-                          "profile's batch_size stays the global batch and must divide by it", lo=0, hi=1024)
+    launcher: str = knob(
+        "none",
+        "none = one process; torchrun = the stage re-executes itself under torch's launcher, `python -m "
+        "rakuten.runtime.distributed --standalone --nproc_per_node <processes>` (so `dvc repro` starts it): "
+        "data-parallel training (NCCL on GPUs, gloo on CPU), only rank 0 writes",
+        choices=LAUNCHERS,
+    )
+    processes: int = knob(
+        1,
+        "processes with launcher: torchrun (one per GPU; 0 = one per visible GPU); the "
+        "profile's batch_size stays the global batch and must divide by it",
+        lo=0,
+        hi=1024,
+    )
     lora: LoraSettings = knob(LoraSettings(), "LoRA adapters instead of full fine-tuning (r = 0: off)")
-    demo: CamembertProfile = knob(CamembertProfile(
-        model=SCRATCH, local_dir="", scratch=ScratchArchitecture(), max_length=64, max_train_rows=8000, epochs=4,
-        batch_size=32, group_by_length=True, learning_rate=0.002, weight_decay=0.01, warmup_ratio=0.1),
-        "small CamemBERT config from scratch: offline, 2 CPU cores, minutes")
-    full: CamembertProfile = knob(CamembertProfile(
-        model="camembert-base", local_dir="models/pretrained/camembert-base", scratch=None, max_length=256,
-        max_train_rows=0, epochs=3, batch_size=16, group_by_length=True, learning_rate=0.00005, weight_decay=0.01,
-        warmup_ratio=0.0),
+    demo: CamembertProfile = knob(
+        CamembertProfile(
+            model=SCRATCH,
+            local_dir="",
+            scratch=ScratchArchitecture(),
+            max_length=64,
+            max_train_rows=8000,
+            epochs=4,
+            batch_size=32,
+            group_by_length=True,
+            learning_rate=0.002,
+            weight_decay=0.01,
+            warmup_ratio=0.1,
+        ),
+        "small CamemBERT config from scratch: offline, 2 CPU cores, minutes",
+    )
+    full: CamembertProfile = knob(
+        CamembertProfile(
+            model="camembert-base",
+            local_dir="models/pretrained/camembert-base",
+            scratch=None,
+            max_length=256,
+            max_train_rows=0,
+            epochs=3,
+            batch_size=16,
+            group_by_length=True,
+            learning_rate=0.00005,
+            weight_decay=0.01,
+            warmup_ratio=0.0,
+        ),
         "the study: camembert-base, 3 epochs, batch 16, weight decay 0.01, learning rate 5e-5 (Trainer default); "
-        "length-grouped batches (same data, less padding)")
-    strongest: CamembertProfile = knob(CamembertProfile(
-        model="camembert/camembert-large", local_dir="models/pretrained/camembert--camembert-large", scratch=None,
-        max_length=256, max_train_rows=0, epochs=3, batch_size=32, group_by_length=True, learning_rate=0.00002,
-        weight_decay=0.01, warmup_ratio=0.06),
+        "length-grouped batches (same data, less padding)",
+    )
+    strongest: CamembertProfile = knob(
+        CamembertProfile(
+            model="camembert/camembert-large",
+            local_dir="models/pretrained/camembert--camembert-large",
+            scratch=None,
+            max_length=256,
+            max_train_rows=0,
+            epochs=3,
+            batch_size=32,
+            group_by_length=True,
+            learning_rate=0.00002,
+            weight_decay=0.01,
+            warmup_ratio=0.06,
+        ),
         "camembert-large (335M): the study's best single model (camembert-base) at 3x the capacity; lr 2e-5 "
-        "with warm-up, the usual recipe for large encoders (GPU)")
+        "with warm-up, the usual recipe for large encoders (GPU)",
+    )
 
 
 @dataclass
@@ -167,6 +236,7 @@ class CamembertModel:
 
 
 # ------------------------------------------------------------------------------- model building
+
 
 def train_tokenizer(texts: list[str], vocab_size: int):
     """A SentencePiece-style (Metaspace) BPE fast tokenizer trained on ``texts``, CamemBERT's special tokens.
@@ -187,10 +257,19 @@ def train_tokenizer(texts: list[str], vocab_size: int):
     tok.train_from_iterator(texts, trainer=trainer)
     bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
     tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", bos), ("</s>", eos)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-                                   pad_token="<pad>", mask_token="<mask>", cls_token="<s>", sep_token="</s>",
-                                   model_max_length=512)
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", bos), ("</s>", eos)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+        cls_token="<s>",
+        sep_token="</s>",
+        model_max_length=512,
+    )
 
 
 def _label_maps() -> tuple[dict[int, str], dict[str, int]]:
@@ -202,7 +281,7 @@ def resolve_weights(cfg: CamembertConfig) -> str | None:
     """Directory of the pretrained model (None for ``scratch``); one-line PipelineError when unreachable."""
     if cfg.model == SCRATCH:
         return None
-    from rakuten.pretrained import resolve_hf
+    from rakuten.runtime.pretrained import resolve_hf
 
     return resolve_hf(cfg.model, cfg.local_dir or None)
 
@@ -216,21 +295,42 @@ def scratch_config(arch: ScratchArchitecture, tokenizer, max_length: int):
     from transformers import AutoConfig
 
     id2label, label2id = _label_maps()
-    specials = {"pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id,
-                "eos_token_id": tokenizer.eos_token_id}
+    specials = {
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
     extra: dict[str, Any] = {"type_vocab_size": 1}
     if arch.model_type == "flaubert":  # XLM-style configs name their special ids *_index and derive masks from pad
-        extra = {"pad_index": tokenizer.pad_token_id, "bos_index": tokenizer.bos_token_id,
-                 "eos_index": tokenizer.eos_token_id, "unk_index": tokenizer.unk_token_id,
-                 "mask_index": tokenizer.mask_token_id, "n_langs": 1}
+        extra = {
+            "pad_index": tokenizer.pad_token_id,
+            "bos_index": tokenizer.bos_token_id,
+            "eos_index": tokenizer.eos_token_id,
+            "unk_index": tokenizer.unk_token_id,
+            "mask_index": tokenizer.mask_token_id,
+            "n_langs": 1,
+        }
     elif arch.model_type == "deberta-v2":
-        extra = {"type_vocab_size": 0, "relative_attention": True, "position_buckets": 64,
-                 "pos_att_type": ["p2c", "c2p"]}
+        extra = {
+            "type_vocab_size": 0,
+            "relative_attention": True,
+            "position_buckets": 64,
+            "pos_att_type": ["p2c", "c2p"],
+        }
     return AutoConfig.for_model(
-        arch.model_type, vocab_size=len(tokenizer), hidden_size=arch.hidden_size,
-        num_hidden_layers=arch.num_layers, num_attention_heads=arch.num_heads,
-        intermediate_size=arch.intermediate_size, max_position_embeddings=max_length + 2,
-        num_labels=N_CLASSES, id2label=id2label, label2id=label2id, **specials, **extra)
+        arch.model_type,
+        vocab_size=len(tokenizer),
+        hidden_size=arch.hidden_size,
+        num_hidden_layers=arch.num_layers,
+        num_attention_heads=arch.num_heads,
+        intermediate_size=arch.intermediate_size,
+        max_position_embeddings=max_length + 2,
+        num_labels=N_CLASSES,
+        id2label=id2label,
+        label2id=label2id,
+        **specials,
+        **extra,
+    )
 
 
 def build_model(cfg: CamembertConfig, train_texts: list[str]):
@@ -245,7 +345,8 @@ def build_model(cfg: CamembertConfig, train_texts: list[str]):
     path = resolve_weights(cfg)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=N_CLASSES, id2label=id2label, label2id=label2id, ignore_mismatched_sizes=True)
+        path, num_labels=N_CLASSES, id2label=id2label, label2id=label2id, ignore_mismatched_sizes=True
+    )
     return tokenizer, model
 
 
@@ -263,17 +364,29 @@ def add_lora(model, lora: LoraSettings):
 
     targets = list(lora.target_modules) or LORA_TARGETS.get(model.config.model_type)
     try:
-        peft_cfg = LoraConfig(task_type=TaskType.SEQ_CLS, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                              target_modules=targets)
+        peft_cfg = LoraConfig(
+            task_type=TaskType.SEQ_CLS,
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=targets,
+        )
         wrapped = get_peft_model(model, peft_cfg)
     except ValueError as exc:
         first = str(exc).strip().splitlines()[0][:160]
-        raise PipelineError(f"camembert.lora.target_modules = {list(lora.target_modules)}: {first}; expected "
-                            f"module names of the {model.config.model_type} model (e.g. query, value)") from None
+        raise PipelineError(
+            f"camembert.lora.target_modules = {list(lora.target_modules)}: {first}; expected "
+            f"module names of the {model.config.model_type} model (e.g. query, value)"
+        ) from None
     trainable = sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
     total = sum(p.numel() for p in wrapped.parameters())
-    log.info("camembert: LoRA r=%d trains %d of %d parameters (%.2f%%)", lora.r, trainable, total,
-             100.0 * trainable / max(total, 1))
+    log.info(
+        "camembert: LoRA r=%d trains %d of %d parameters (%.2f%%)",
+        lora.r,
+        trainable,
+        total,
+        100.0 * trainable / max(total, 1),
+    )
     return wrapped
 
 
@@ -283,6 +396,7 @@ def merge_lora(model):
 
 
 # ----------------------------------------------------------------------------------------- data
+
 
 class EncodedTexts(torch.utils.data.Dataset):
     """Pre-tokenised texts (+ label indices) for the Trainer; padding happens per batch."""
@@ -304,8 +418,9 @@ class EncodedTexts(torch.utils.data.Dataset):
 def frame_texts(frame: pd.DataFrame, column: str) -> list[str]:
     """The model's input texts; a missing column is a one-line error naming the stage that makes it."""
     if column not in frame.columns:
-        raise PipelineError(f"model frame: missing column {column}; expected the text_clean columns "
-                            "(data/processed/text.parquet)")
+        raise PipelineError(
+            f"model frame: missing column {column}; expected the text_clean columns (data/processed/text.parquet)"
+        )
     return frame[column].fillna("").astype(str).tolist()
 
 
@@ -315,10 +430,12 @@ def encode(tokenizer, texts: list[str], max_length: int) -> dict[str, list]:
 
 # ------------------------------------------------------------------------------------- training
 
+
 def _weighted_loss(weights: torch.Tensor):
     def loss(outputs, labels, num_items_in_batch=None):  # noqa: ARG001 - Trainer's signature
         logits = outputs["logits"]
         return torch.nn.functional.cross_entropy(logits.float(), labels, weight=weights.to(logits.device))
+
     return loss
 
 
@@ -349,8 +466,11 @@ def warmup_steps(n_rows: int, batch_size: int, epochs: int, ratio: float) -> int
 def loggable_args(args: Mapping[str, Any]) -> dict[str, Any]:
     """TrainingArguments as dvclive records them, without the run's temporary paths (reruns write equal files)."""
     out_dir = str(args.get("output_dir") or "")
-    return {k: v for k, v in args.items()
-            if k not in _RUN_SPECIFIC_ARGS and not (out_dir and isinstance(v, str) and out_dir in v)}
+    return {
+        k: v
+        for k, v in args.items()
+        if k not in _RUN_SPECIFIC_ARGS and not (out_dir and isinstance(v, str) and out_dir in v)
+    }
 
 
 def _live_callback(live_dir: str | None):
@@ -375,8 +495,9 @@ def _live_callback(live_dir: str | None):
     return [TimingFreeDVCLiveCallback(live=Live(dir=str(live_dir), save_dvc_exp=False, dvcyaml=False))]
 
 
-def training_arguments(cfg: CamembertConfig, runtime: Runtime, n_rows: int, output_dir: str,
-                       world_size: int = 1) -> dict[str, Any]:
+def training_arguments(
+    cfg: CamembertConfig, runtime: Runtime, n_rows: int, output_dir: str, world_size: int = 1
+) -> dict[str, Any]:
     """The ``TrainingArguments`` of a run: the selected profile's schedule, length grouping, precision.
 
     Why a function: what the Trainer is told is checked by the tests without training. Length
@@ -390,15 +511,31 @@ def training_arguments(cfg: CamembertConfig, runtime: Runtime, n_rows: int, outp
 
     per_device = distributed.per_rank_batch(cfg.batch_size, world_size, f"camembert.{cfg.profile}.batch_size")
     args: dict[str, Any] = dict(
-        output_dir=output_dir, num_train_epochs=cfg.epochs, per_device_train_batch_size=per_device,
-        per_device_eval_batch_size=cfg.eval_batch_size, learning_rate=cfg.learning_rate,
-        weight_decay=cfg.weight_decay, eval_strategy="epoch",
+        output_dir=output_dir,
+        num_train_epochs=cfg.epochs,
+        per_device_train_batch_size=per_device,
+        per_device_eval_batch_size=cfg.eval_batch_size,
+        learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay,
+        eval_strategy="epoch",
         warmup_steps=warmup_steps(n_rows, cfg.batch_size, cfg.epochs, cfg.warmup_ratio),
-        save_strategy="epoch", save_total_limit=1, save_only_model=True, load_best_model_at_end=True,
-        metric_for_best_model="weighted_f1", greater_is_better=True, logging_strategy="steps",
-        logging_steps=cfg.logging_steps, seed=cfg.seed, data_seed=cfg.seed,
-        use_cpu=runtime.device == "cpu", bf16=runtime.precision == "bf16", fp16=runtime.precision == "fp16",
-        report_to="none", dataloader_num_workers=0, torch_compile=cfg.compile)
+        save_strategy="epoch",
+        save_total_limit=1,
+        save_only_model=True,
+        load_best_model_at_end=True,
+        metric_for_best_model="weighted_f1",
+        greater_is_better=True,
+        logging_strategy="steps",
+        logging_steps=cfg.logging_steps,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        use_cpu=runtime.device == "cpu",
+        bf16=runtime.precision == "bf16",
+        fp16=runtime.precision == "fp16",
+        report_to="none",
+        dataloader_num_workers=0,
+        torch_compile=cfg.compile,
+    )
     parameters = inspect.signature(TrainingArguments).parameters
     if world_size > 1:  # every parameter of these classifiers gets a gradient: skip DDP's per-step graph search
         args.update(ddp_backend=distributed.backend(runtime.device), ddp_find_unused_parameters=False)
@@ -432,8 +569,9 @@ def _checkpoint_dir(here: World) -> Iterator[str]:
             shutil.rmtree(path, ignore_errors=True)
 
 
-def train(train_frame: pd.DataFrame, val_frame: pd.DataFrame, cfg: CamembertConfig,
-          live_dir: str | Path | None = None) -> CamembertModel:
+def train(
+    train_frame: pd.DataFrame, val_frame: pd.DataFrame, cfg: CamembertConfig, live_dir: str | Path | None = None
+) -> CamembertModel:
     """Fine-tune on ``train_frame``; evaluate weighted F1 on ``val_frame`` each epoch; keep the best epoch.
 
     ``live_dir``: where dvclive writes the learning curves (None = no curves; rank 0 only when
@@ -448,16 +586,32 @@ def train(train_frame: pd.DataFrame, val_frame: pd.DataFrame, cfg: CamembertConf
     threads = set_threads(cfg.num_threads)
     keep = stratified_cap(train_frame["prdtypecode"].to_numpy(dtype=np.int64), cfg.max_train_rows, cfg.seed)
     if len(keep) < len(train_frame):
-        log.info("camembert: max_train_rows = %d keeps %d of %d train rows (stratified)",
-                 cfg.max_train_rows, len(keep), len(train_frame))
-    rows = {"train_rows": int(len(train_frame)), "dropped_max_train_rows": int(len(train_frame) - len(keep)),
-            "train_rows_used": int(len(keep)), "val_rows": int(len(val_frame))}
+        log.info(
+            "camembert: max_train_rows = %d keeps %d of %d train rows (stratified)",
+            cfg.max_train_rows,
+            len(keep),
+            len(train_frame),
+        )
+    rows = {
+        "train_rows": int(len(train_frame)),
+        "dropped_max_train_rows": int(len(train_frame) - len(keep)),
+        "train_rows_used": int(len(keep)),
+        "val_rows": int(len(val_frame)),
+    }
     train_frame = train_frame.iloc[keep]
     texts, labels = frame_texts(train_frame, cfg.text_column), frame_labels(train_frame)
     val_texts, val_labels = frame_texts(val_frame, cfg.text_column), frame_labels(val_frame)
-    log.info("camembert (%s profile, %s): %d train / %d val rows on %s %s, %d CPU threads%s", cfg.profile,
-             cfg.model, len(texts), len(val_texts), runtime.device, runtime.precision, threads,
-             f", rank {here.rank} of {here.size}" if here.distributed else "")
+    log.info(
+        "camembert (%s profile, %s): %d train / %d val rows on %s %s, %d CPU threads%s",
+        cfg.profile,
+        cfg.model,
+        len(texts),
+        len(val_texts),
+        runtime.device,
+        runtime.precision,
+        threads,
+        f", rank {here.rank} of {here.size}" if here.distributed else "",
+    )
 
     seed_everything(cfg.seed)
     tokenizer, model = build_model(cfg, texts)
@@ -471,22 +625,34 @@ def train(train_frame: pd.DataFrame, val_frame: pd.DataFrame, cfg: CamembertConf
 
     with _checkpoint_dir(here) as ckpt_dir:
         args = TrainingArguments(**training_arguments(cfg, runtime, len(train_ds), ckpt_dir, here.size))
-        trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
-                          data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer,
-                          compute_metrics=_compute_metrics, compute_loss_func=loss_func,
-                          callbacks=_live_callback(live_dir if here.is_main else None))
+        trainer = Trainer(
+            model=model,
+            args=args,
+            train_dataset=train_ds,
+            eval_dataset=val_ds,
+            data_collator=DataCollatorWithPadding(tokenizer),
+            processing_class=tokenizer,
+            compute_metrics=_compute_metrics,
+            compute_loss_func=loss_func,
+            callbacks=_live_callback(live_dir if here.is_main else None),
+        )
         if here.distributed:  # accelerate may set its own thread count for CPU ranks: keep the param's
             set_threads(cfg.num_threads)
         trainer.train()
         model = merge_lora(trainer.model)
-    history = [{"epoch": round(float(e["epoch"]), 3), **{m: e[f"eval_{m}"] for m in
-                                                        ("weighted_f1", "macro_f1", "accuracy", "loss")}}
-               for e in trainer.state.log_history if "eval_weighted_f1" in e]
+    history = [
+        {
+            "epoch": round(float(e["epoch"]), 3),
+            **{m: e[f"eval_{m}"] for m in ("weighted_f1", "macro_f1", "accuracy", "loss")},
+        }
+        for e in trainer.state.log_history
+        if "eval_weighted_f1" in e
+    ]
     best = max(history, key=lambda h: h["weighted_f1"]) if history else {}
-    log.info("camembert: best val weighted F1 %.4f at epoch %s", best.get("weighted_f1", float("nan")),
-             best.get("epoch"))
-    return CamembertModel(model=model.eval(), tokenizer=tokenizer, config=cfg,
-                          history=history, rows=rows)
+    log.info(
+        "camembert: best val weighted F1 %.4f at epoch %s", best.get("weighted_f1", float("nan")), best.get("epoch")
+    )
+    return CamembertModel(model=model.eval(), tokenizer=tokenizer, config=cfg, history=history, rows=rows)
 
 
 def training_report(model: CamembertModel) -> dict:
@@ -494,12 +660,21 @@ def training_report(model: CamembertModel) -> dict:
     cfg = model.config
     best = max(model.history, key=lambda h: h["weighted_f1"]) if model.history else {}
     family = cfg.scratch.model_type if cfg.model == SCRATCH else None
-    return {"profile": cfg.profile, "model": cfg.model, "scratch_model_type": family, "lora_r": cfg.lora.r,
-            "max_length": cfg.max_length, "epochs": cfg.epochs,
-            "rows": dict(model.rows), "best_epoch": best.get("epoch"), "history": model.history}
+    return {
+        "profile": cfg.profile,
+        "model": cfg.model,
+        "scratch_model_type": family,
+        "lora_r": cfg.lora.r,
+        "max_length": cfg.max_length,
+        "epochs": cfg.epochs,
+        "rows": dict(model.rows),
+        "best_epoch": best.get("epoch"),
+        "history": model.history,
+    }
 
 
 # ------------------------------------------------------------------------------------ inference
+
 
 def _forward_batches(model: CamembertModel, texts: list[str], **forward: Any):
     """Yield ``(row indices, model output)`` over ``texts`` in length-sorted batches (little padding)."""
@@ -511,7 +686,7 @@ def _forward_batches(model: CamembertModel, texts: list[str], **forward: Any):
     model.model.eval()
     with torch.inference_mode():
         for start in range(0, len(order), cfg.eval_batch_size):
-            idx = order[start:start + cfg.eval_batch_size]
+            idx = order[start : start + cfg.eval_batch_size]
             batch = model.tokenizer.pad({k: [v[i] for i in idx] for k, v in enc.items()}, return_tensors="pt")
             batch = {k: v.to(device) for k, v in batch.items()}
             with torch.autocast(device.type, dtype=runtime.autocast_dtype, enabled=runtime.autocast_dtype is not None):
@@ -551,6 +726,7 @@ def embed_texts(model: CamembertModel, frame: pd.DataFrame) -> np.ndarray:
 
 # --------------------------------------------------------------------------------- persistence
 
+
 def save(model: CamembertModel, directory: str | Path) -> None:
     """``hf/`` (model + tokenizer, ``save_pretrained``), ``camembert.json`` (config + val history); atomic."""
     with atomic_path(directory, is_dir=True) as tmp:
@@ -566,13 +742,18 @@ def load(directory: str | Path) -> CamembertModel:
 
     directory = Path(directory)
     meta = read_meta(directory / "camembert.json", directory / "hf", "CamemBERT", NAME)
-    cfg = parse_section(CamembertConfig, distributed.with_launch_knobs(meta["config"]), NAME,
-                        source=str(directory / "camembert.json"))
+    cfg = parse_section(
+        CamembertConfig, distributed.with_launch_knobs(meta["config"]), NAME, source=str(directory / "camembert.json")
+    )
     set_threads(cfg.num_threads)  # predictions with the numerics the model was trained with, on any machine
     runtime = choose_runtime(cfg.device if cfg.device != "cuda" else "auto", "auto")
     tokenizer = AutoTokenizer.from_pretrained(directory / "hf")
     # safetensors only: a pickled pytorch_model.bin dropped beside it is never read (it could run code)
-    hf_model = AutoModelForSequenceClassification.from_pretrained(directory / "hf", use_safetensors=True
-                                                                  ).to(runtime.device).eval()
-    return CamembertModel(model=hf_model, tokenizer=tokenizer, config=cfg, history=meta.get("history", []),
-                          rows=meta.get("rows", {}))
+    hf_model = (
+        AutoModelForSequenceClassification.from_pretrained(directory / "hf", use_safetensors=True)
+        .to(runtime.device)
+        .eval()
+    )
+    return CamembertModel(
+        model=hf_model, tokenizer=tokenizer, config=cfg, history=meta.get("history", []), rows=meta.get("rows", {})
+    )

@@ -8,9 +8,10 @@ change (their ``models/<name>`` folders are this stage's deps).
 The encoders are the pipeline's own stage models (``embed.text_model: camembert`` ->
 ``models/camembert``, ``embed.image_model: resnet50`` -> ``models/resnet50``), their pooled sentence
 embedding (:func:`rakuten.models.camembert.embed_texts`) and pre-logit image features
-(:func:`rakuten.models.resnet.embed_images`). ``rakuten predict`` computes the same embeddings for new
+(:func:`rakuten.models.resnet50.embed_images`). ``rakuten predict`` computes the same embeddings for new
 products with :func:`with_embeddings`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,14 +24,14 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from rakuten import preprocessing
-from rakuten.config import knob
-from rakuten.errors import PipelineError
-from rakuten.integrity import ArtifactRecords
-from rakuten.models import camembert, resnet
-from rakuten.models.features import (EMBEDDINGS, IMAGE, IMAGE_OK, RECORD, TEXT, TEXT_OK, embeddings_table)
+from rakuten.contracts import preprocessing
+from rakuten.contracts.embeddings import EMBEDDINGS, IMAGE, IMAGE_OK, RECORD, TEXT, TEXT_OK, embeddings_table
+from rakuten.core.config import knob
+from rakuten.core.errors import PipelineError
+from rakuten.core.integrity import ArtifactRecords
+from rakuten.models import camembert, resnet50
 from rakuten.models.runner import load_text_frame
-from rakuten.models.torch_utils import set_threads
+from rakuten.runtime.torch_setup import set_threads
 
 log = logging.getLogger(__name__)
 
@@ -38,21 +39,32 @@ NAME = "embed"
 REPORT = Path("reports/embed.json")
 #: encoder choice -> the module that loads and runs it (the stage of that name trains it into models/<name>)
 TEXT_ENCODERS = {"camembert": camembert}
-IMAGE_ENCODERS = {"resnet50": resnet}
+IMAGE_ENCODERS = {"resnet50": resnet50}
 
 
 @dataclass(frozen=True)
 class EmbedConfig:
     """``embed``: which trained stage models embed the catalog, and how fast (no knob changes the head)."""
 
-    text_model: str = knob("camembert", "text encoder: the trained model of this stage (models/<name>), its "
-                           "pooled sentence embedding", choices=tuple(TEXT_ENCODERS))
-    image_model: str = knob("resnet50", "image encoder: the trained model of this stage (models/<name>), its "
-                            "pre-logit features", choices=tuple(IMAGE_ENCODERS))
+    text_model: str = knob(
+        "camembert",
+        "text encoder: the trained model of this stage (models/<name>), its pooled sentence embedding",
+        choices=tuple(TEXT_ENCODERS),
+    )
+    image_model: str = knob(
+        "resnet50",
+        "image encoder: the trained model of this stage (models/<name>), its pre-logit features",
+        choices=tuple(IMAGE_ENCODERS),
+    )
     eval_batch_size: int = knob(128, "rows per forward pass of both encoders", lo=1, hi=4096, runtime=True)
-    num_threads: int = knob(2, "torch CPU threads (0 = all cores); 2: inference in batches of 128 ran 35% faster "
-                            "on 2 cores than 1 thread, with the same bits (training stages keep 1)",
-                            lo=0, hi=256, runtime=True)
+    num_threads: int = knob(
+        2,
+        "torch CPU threads (0 = all cores); 2: inference in batches of 128 ran 35% faster "
+        "on 2 cores than 1 thread, with the same bits (training stages keep 1)",
+        lo=0,
+        hi=256,
+        runtime=True,
+    )
 
     @property
     def encoders(self) -> dict[str, str]:
@@ -61,14 +73,17 @@ class EmbedConfig:
 
 # ------------------------------------------------------------------------------------------ inputs
 
-def load_frame(catalog: str | Path = "data/interim/catalog.parquet", split: str | Path = "data/interim/split.parquet",
-               text: str | Path = "data/processed/text.parquet",
-               quality: str | Path = "data/processed/image_quality.parquet") -> pd.DataFrame:
+
+def load_frame(
+    catalog: str | Path = "data/interim/catalog.parquet",
+    split: str | Path = "data/interim/split.parquet",
+    text: str | Path = "data/processed/text.parquet",
+    quality: str | Path = "data/processed/image_quality.parquet",
+) -> pd.DataFrame:
     """Every catalog row (train, val, test, official_test) with its split, cleaned text and cleaned image."""
     frame = load_text_frame(catalog, split, text)
-    images = resnet.load_image_frame(catalog, split, quality)
-    return frame.merge(images[["row_id", "clean_path", "readable"]], on="row_id", how="inner",
-                       validate="one_to_one")
+    images = resnet50.load_image_frame(catalog, split, quality)
+    return frame.merge(images[["row_id", "clean_path", "readable"]], on="row_id", how="inner", validate="one_to_one")
 
 
 def input_flags(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -76,12 +91,13 @@ def input_flags(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     n = len(frame)
     text_ok = ~frame["text_empty"].fillna(True).to_numpy(dtype=bool) if "text_empty" in frame else np.ones(n, bool)
     image_ok = frame["readable"].fillna(False).to_numpy(dtype=bool) if "readable" in frame else np.ones(n, bool)
-    if "image_ok" in frame:   # rakuten predict: the catalog flag of a new product (file found at all)
+    if "image_ok" in frame:  # rakuten predict: the catalog flag of a new product (file found at all)
         image_ok = image_ok & frame["image_ok"].fillna(False).to_numpy(dtype=bool)
     return text_ok, image_ok
 
 
 # ---------------------------------------------------------------------------------------- encoders
+
 
 def _function(module: Any, name: str) -> Any:
     fn = getattr(module, name, None)
@@ -90,8 +106,9 @@ def _function(module: Any, name: str) -> Any:
     return fn
 
 
-def load_encoders(cfg: EmbedConfig, models_dir: str | Path = "models",
-                  records: ArtifactRecords | None = None) -> tuple[Any, Any]:
+def load_encoders(
+    cfg: EmbedConfig, models_dir: str | Path = "models", records: ArtifactRecords | None = None
+) -> tuple[Any, Any]:
     """The trained text and image models named by ``cfg``, batch size and CPU threads set from ``cfg``;
     both folders are checked against ``records`` (default: the project's dvc.lock) before loading."""
     models_dir = Path(models_dir)
@@ -106,32 +123,41 @@ def load_encoders(cfg: EmbedConfig, models_dir: str | Path = "models",
     return text_model, image_model
 
 
-def encode(frame: pd.DataFrame, text_model: Any, image_model: Any, encoders: Mapping[str, str]
-           ) -> tuple[np.ndarray, np.ndarray]:
+def encode(
+    frame: pd.DataFrame, text_model: Any, image_model: Any, encoders: Mapping[str, str]
+) -> tuple[np.ndarray, np.ndarray]:
     """(text, image) float32 embedding matrices of ``frame``'s rows, checked for shape and finiteness."""
     start = time.perf_counter()
     text = np.asarray(_function(TEXT_ENCODERS[encoders["text"]], "embed_texts")(text_model, frame), np.float32)
     mid = time.perf_counter()
-    image = np.asarray(_function(IMAGE_ENCODERS[encoders["image"]], "embed_images")(image_model, frame),
-                       np.float32)
-    log.info("embedded %d rows: text %s in %.1f s, image %s in %.1f s", len(frame), text.shape[1:], mid - start,
-             image.shape[1:], time.perf_counter() - mid)
+    image = np.asarray(_function(IMAGE_ENCODERS[encoders["image"]], "embed_images")(image_model, frame), np.float32)
+    log.info(
+        "embedded %d rows: text %s in %.1f s, image %s in %.1f s",
+        len(frame),
+        text.shape[1:],
+        mid - start,
+        image.shape[1:],
+        time.perf_counter() - mid,
+    )
     for what, m in (("text", text), ("image", image)):
         if m.ndim != 2 or m.shape[0] != len(frame):
-            raise PipelineError(f"{encoders[what]}: {what} embeddings of shape {m.shape}, expected "
-                                f"({len(frame)}, d): one row per input row")
+            raise PipelineError(
+                f"{encoders[what]}: {what} embeddings of shape {m.shape}, expected "
+                f"({len(frame)}, d): one row per input row"
+            )
     return text, image
 
 
 def embed_frame(frame: pd.DataFrame, text_model: Any, image_model: Any, cfg: EmbedConfig) -> pd.DataFrame:
-    """The :data:`~rakuten.models.features.EMBEDDINGS` table of ``frame`` (every row, flags included)."""
+    """The :data:`~rakuten.contracts.embeddings.EMBEDDINGS` table of ``frame`` (every row, flags included)."""
     text, image = encode(frame, text_model, image_model, cfg.encoders)
     text_ok, image_ok = input_flags(frame)
     return embeddings_table(frame["row_id"].to_numpy(), text, image, text_ok, image_ok)
 
 
-def with_embeddings(frame: pd.DataFrame, models_dir: str | Path, encoders: Mapping[str, str],
-                    records: ArtifactRecords | None = None) -> pd.DataFrame:
+def with_embeddings(
+    frame: pd.DataFrame, models_dir: str | Path, encoders: Mapping[str, str], records: ArtifactRecords | None = None
+) -> pd.DataFrame:
     """``frame`` (new products, cleaned as the models were trained) plus the embedding and flag columns the
     ``joint`` model reads: what ``rakuten predict`` gives it, computed by the saved (verified) encoders."""
     cfg = EmbedConfig(text_model=encoders["text"], image_model=encoders["image"])
@@ -150,6 +176,7 @@ def with_encoded(frame: pd.DataFrame, text_model: Any, image_model: Any, encoder
 
 # ------------------------------------------------------------------------------------------ records
 
+
 def encoder_preprocessing(cfg: EmbedConfig, models_dir: str | Path = "models") -> dict[str, dict]:
     """The cleaning both encoders were trained on (their ``preprocessing.json``), for ``models/joint``."""
     trained, _ = preprocessing.load_trained(models_dir, {cfg.text_model: "text", cfg.image_model: "image"})
@@ -162,15 +189,23 @@ def record(cfg: EmbedConfig, table: pd.DataFrame, trained: Mapping[str, dict]) -
 
 
 def dims(table: pd.DataFrame) -> dict[str, int]:
-    return {"text": int(len(table[TEXT].iloc[0])) if len(table) else 0,
-            "image": int(len(table[IMAGE].iloc[0])) if len(table) else 0}
+    return {
+        "text": int(len(table[TEXT].iloc[0])) if len(table) else 0,
+        "image": int(len(table[IMAGE].iloc[0])) if len(table) else 0,
+    }
 
 
 def report(cfg: EmbedConfig, table: pd.DataFrame, frame: pd.DataFrame) -> dict:
     """``reports/embed.json``: rows (per split, with usable text / image), dims, encoders; no timings, so a
     forced rerun writes the same bytes."""
     splits = frame["split"].astype(str).value_counts().sort_index()
-    return {"rows": int(len(table)), "rows_per_split": {k: int(v) for k, v in splits.items()},
-            "rows_text_ok": int(table[TEXT_OK].sum()), "rows_image_ok": int(table[IMAGE_OK].sum()),
-            "dims": dims(table), "encoders": cfg.encoders, "output": EMBEDDINGS.as_posix(),
-            "record": RECORD.as_posix()}
+    return {
+        "rows": int(len(table)),
+        "rows_per_split": {k: int(v) for k, v in splits.items()},
+        "rows_text_ok": int(table[TEXT_OK].sum()),
+        "rows_image_ok": int(table[IMAGE_OK].sum()),
+        "dims": dims(table),
+        "encoders": cfg.encoders,
+        "output": EMBEDDINGS.as_posix(),
+        "record": RECORD.as_posix(),
+    }

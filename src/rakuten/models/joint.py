@@ -15,6 +15,7 @@ Trained on ``split == train``, best epoch on val weighted F1 (early stopping), d
 the encoders: ``rakuten predict`` attaches the embeddings of new rows first
 (:func:`rakuten.models.embed.with_embeddings`, told which encoders by :func:`encoders`).
 """
+
 from __future__ import annotations
 
 import copy
@@ -29,14 +30,24 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from rakuten.classes import CLASS_CODES, N_CLASSES, indices_to_codes
-from rakuten.config import knob, parse_section
-from rakuten.errors import PipelineError
-from rakuten.io import atomic_path
-from rakuten.metrics import scores
-from rakuten.models import features
-from rakuten.models.torch_utils import (DEVICES, PRECISIONS, Runtime, choose_runtime, class_weights, frame_labels,
-                                        read_meta, seed_everything, set_threads, softmax_proba)
+from rakuten.contracts import embeddings
+from rakuten.contracts.classes import CLASS_CODES, N_CLASSES, indices_to_codes
+from rakuten.contracts.metrics import scores
+from rakuten.core.config import knob, parse_section
+from rakuten.core.errors import PipelineError
+from rakuten.core.io import atomic_path
+from rakuten.runtime.torch_setup import (
+    DEVICES,
+    PRECISIONS,
+    Runtime,
+    choose_runtime,
+    class_weights,
+    frame_labels,
+    read_meta,
+    seed_everything,
+    set_threads,
+    softmax_proba,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,25 +63,31 @@ class JointConfig:
     """``joint``: the head on the cached embeddings (``dvc exp run -S joint.hidden=512`` reruns only ``joint``)."""
 
     hidden: int = knob(256, "width of each modality's projection and of the MLP's hidden layer", lo=4, hi=8192)
-    fusion: str = knob("concat", "concat = [text; image] into the MLP | gated = a learnt per-dimension mix "
-                       "g * text + (1 - g) * image", choices=FUSIONS)
+    fusion: str = knob(
+        "concat",
+        "concat = [text; image] into the MLP | gated = a learnt per-dimension mix g * text + (1 - g) * image",
+        choices=FUSIONS,
+    )
     dropout: float = knob(0.2, "dropout before each layer of the MLP", lo=0.0, hi=0.9)
     epochs: int = knob(40, "max training epochs; the best epoch on val weighted F1 is kept", lo=1, hi=1000)
     batch_size: int = knob(128, "training batch size", lo=1, hi=65536)
     learning_rate: float = knob(0.001, "AdamW learning rate", lo=0.0, hi=1.0, lo_open=True)
     weight_decay: float = knob(0.0001, "AdamW weight decay", lo=0.0, hi=1.0)
     patience: int = knob(6, "early stopping: epochs without a better val weighted F1", lo=1, hi=1000)
-    modality_dropout: float = knob(0.15, "probability, per complete training row, of zeroing one modality "
-                                   "(text or image, even odds), so the head copes with a missing input",
-                                   lo=0.0, hi=1.0)
-    class_weighting: str = knob("none", "none | balanced (cross-entropy weights n / (k * n_class))",
-                                choices=("none", "balanced"))
+    modality_dropout: float = knob(
+        0.15,
+        "probability, per complete training row, of zeroing one modality "
+        "(text or image, even odds), so the head copes with a missing input",
+        lo=0.0,
+        hi=1.0,
+    )
+    class_weighting: str = knob(
+        "none", "none | balanced (cross-entropy weights n / (k * n_class))", choices=("none", "balanced")
+    )
     seed: int = knob(42, "seed of initialisation, shuffling, dropout and modality dropout", lo=0)
     device: str = knob("auto", "auto = CUDA when present, else CPU | cpu | cuda", choices=DEVICES)
-    precision: str = knob("auto", "auto = bf16 (or fp16) on CUDA, fp32 on CPU | fp32 | fp16 | bf16",
-                          choices=PRECISIONS)
-    num_threads: int = knob(1, "torch CPU threads (0 = all cores); 1 is fastest on a shared 2-core box",
-                            lo=0, hi=256)
+    precision: str = knob("auto", "auto = bf16 (or fp16) on CUDA, fp32 on CPU | fp32 | fp16 | bf16", choices=PRECISIONS)
+    num_threads: int = knob(1, "torch CPU threads (0 = all cores); 1 is fastest on a shared 2-core box", lo=0, hi=256)
 
 
 class JointHead(torch.nn.Module):
@@ -81,17 +98,25 @@ class JointHead(torch.nn.Module):
         if fusion not in FUSIONS:
             raise ValueError(f"fusion {fusion!r}, expected one of {FUSIONS}")
         self.fusion = fusion
-        self.text = torch.nn.Sequential(torch.nn.LayerNorm(text_dim), torch.nn.Linear(text_dim, hidden),
-                                        torch.nn.GELU())
-        self.image = torch.nn.Sequential(torch.nn.LayerNorm(image_dim), torch.nn.Linear(image_dim, hidden),
-                                         torch.nn.GELU())
+        self.text = torch.nn.Sequential(
+            torch.nn.LayerNorm(text_dim), torch.nn.Linear(text_dim, hidden), torch.nn.GELU()
+        )
+        self.image = torch.nn.Sequential(
+            torch.nn.LayerNorm(image_dim), torch.nn.Linear(image_dim, hidden), torch.nn.GELU()
+        )
         self.gate = torch.nn.Linear(2 * hidden, hidden) if fusion == "gated" else None
         width = 2 * hidden if fusion == "concat" else hidden
-        self.mlp = torch.nn.Sequential(torch.nn.Dropout(dropout), torch.nn.Linear(width, hidden), torch.nn.GELU(),
-                                       torch.nn.Dropout(dropout), torch.nn.Linear(hidden, N_CLASSES))
+        self.mlp = torch.nn.Sequential(
+            torch.nn.Dropout(dropout),
+            torch.nn.Linear(width, hidden),
+            torch.nn.GELU(),
+            torch.nn.Dropout(dropout),
+            torch.nn.Linear(hidden, N_CLASSES),
+        )
 
-    def forward(self, text: torch.Tensor, image: torch.Tensor, text_mask: torch.Tensor,
-                image_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, text: torch.Tensor, image: torch.Tensor, text_mask: torch.Tensor, image_mask: torch.Tensor
+    ) -> torch.Tensor:
         """Logits; ``*_mask`` (n,) is 1 where the modality is used, 0 where it is missing or dropped."""
         ht = self.text(text) * text_mask[:, None]
         hi = self.image(image) * image_mask[:, None]
@@ -116,6 +141,7 @@ class JointModel:
 
 
 # ------------------------------------------------------------------------------------------ inputs
+
 
 @dataclass
 class Inputs:
@@ -142,17 +168,23 @@ def frame_inputs(frame: pd.DataFrame, dims: Mapping[str, int] | None = None) -> 
     A row with neither input usable keeps both (embeddings of blank input), as fusion does. ``dims``:
     the widths a trained head expects; other widths are one line (embeddings from other encoders).
     """
-    text, image = features.matrix(frame, "text"), features.matrix(frame, "image")
+    text, image = embeddings.matrix(frame, "text"), embeddings.matrix(frame, "image")
     for modality, m in (("text", text), ("image", image)):
         if dims is not None and len(m) and m.shape[1] != dims[modality]:
-            raise PipelineError(f"model frame, column {features.MODALITY_COLUMNS[modality]}: {m.shape[1]} dims, "
-                                f"expected {dims[modality]} as the joint model was trained with (rerun "
-                                f"`dvc repro {features.STAGE} {NAME}`)")
-    text_ok, image_ok = features.flags(frame)
+            raise PipelineError(
+                f"model frame, column {embeddings.MODALITY_COLUMNS[modality]}: {m.shape[1]} dims, "
+                f"expected {dims[modality]} as the joint model was trained with (rerun "
+                f"`dvc repro {embeddings.STAGE} {NAME}`)"
+            )
+    text_ok, image_ok = embeddings.flags(frame)
     neither = ~text_ok & ~image_ok
     text_ok, image_ok = text_ok | neither, image_ok | neither
-    return Inputs(torch.from_numpy(np.ascontiguousarray(text)), torch.from_numpy(np.ascontiguousarray(image)),
-                  torch.from_numpy(text_ok.astype(np.float32)), torch.from_numpy(image_ok.astype(np.float32)))
+    return Inputs(
+        torch.from_numpy(np.ascontiguousarray(text)),
+        torch.from_numpy(np.ascontiguousarray(image)),
+        torch.from_numpy(text_ok.astype(np.float32)),
+        torch.from_numpy(image_ok.astype(np.float32)),
+    )
 
 
 def drop_modality(inputs: Inputs, p: float, gen: torch.Generator) -> Inputs:
@@ -160,11 +192,16 @@ def drop_modality(inputs: Inputs, p: float, gen: torch.Generator) -> Inputs:
     n = len(inputs)
     drop = (torch.rand(n, generator=gen) < p).float() * inputs.text_mask * inputs.image_mask
     pick_text = (torch.rand(n, generator=gen) < 0.5).float()
-    return Inputs(inputs.text, inputs.image, inputs.text_mask * (1 - drop * pick_text),
-                  inputs.image_mask * (1 - drop * (1 - pick_text)))
+    return Inputs(
+        inputs.text,
+        inputs.image,
+        inputs.text_mask * (1 - drop * pick_text),
+        inputs.image_mask * (1 - drop * (1 - pick_text)),
+    )
 
 
 # ---------------------------------------------------------------------------------------- training
+
 
 def _logits(net: JointHead, inputs: Inputs, runtime: Runtime) -> np.ndarray:
     net.eval()
@@ -172,14 +209,16 @@ def _logits(net: JointHead, inputs: Inputs, runtime: Runtime) -> np.ndarray:
     with torch.inference_mode():
         for start in range(0, len(inputs), PREDICT_BATCH):
             part = inputs.rows(torch.arange(start, min(start + PREDICT_BATCH, len(inputs)))).to(runtime.device)
-            with torch.autocast(runtime.device, dtype=runtime.autocast_dtype,
-                                enabled=runtime.autocast_dtype is not None):
+            with torch.autocast(
+                runtime.device, dtype=runtime.autocast_dtype, enabled=runtime.autocast_dtype is not None
+            ):
                 out.append(net(part.text, part.image, part.text_mask, part.image_mask).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, N_CLASSES))
 
 
-def train(train_frame: pd.DataFrame, val_frame: pd.DataFrame, cfg: JointConfig,
-          encoders: Mapping[str, str] | None = None) -> JointModel:
+def train(
+    train_frame: pd.DataFrame, val_frame: pd.DataFrame, cfg: JointConfig, encoders: Mapping[str, str] | None = None
+) -> JointModel:
     """Fit the head on ``train_frame``'s embeddings; keep the epoch with the best val weighted F1.
 
     ``encoders``: which stage models made the embeddings (``embeddings.json``), saved with the model
@@ -193,19 +232,34 @@ def train(train_frame: pd.DataFrame, val_frame: pd.DataFrame, cfg: JointConfig,
     dims = {"text": int(train_in.text.shape[1]), "image": int(train_in.image.shape[1])}
     val_in = frame_inputs(val_frame, dims)
     labels, val_labels = frame_labels(train_frame), frame_labels(val_frame)
-    rows = {"train_rows": int(len(train_frame)), "val_rows": int(len(val_frame)),
-            "train_rows_text_missing": int((train_in.text_mask == 0).sum()),
-            "train_rows_image_missing": int((train_in.image_mask == 0).sum())}
-    log.info("joint (%s, hidden %d): %d train / %d val rows, text %d + image %d dims, on %s %s, %d CPU threads",
-             cfg.fusion, cfg.hidden, len(train_frame), len(val_frame), dims["text"], dims["image"],
-             runtime.device, runtime.precision, threads)
+    rows = {
+        "train_rows": int(len(train_frame)),
+        "val_rows": int(len(val_frame)),
+        "train_rows_text_missing": int((train_in.text_mask == 0).sum()),
+        "train_rows_image_missing": int((train_in.image_mask == 0).sum()),
+    }
+    log.info(
+        "joint (%s, hidden %d): %d train / %d val rows, text %d + image %d dims, on %s %s, %d CPU threads",
+        cfg.fusion,
+        cfg.hidden,
+        len(train_frame),
+        len(val_frame),
+        dims["text"],
+        dims["image"],
+        runtime.device,
+        runtime.precision,
+        threads,
+    )
 
     seed_everything(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     net = JointHead(dims["text"], dims["image"], cfg.hidden, cfg.dropout, cfg.fusion).to(runtime.device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    weight = (torch.tensor(class_weights(labels), dtype=torch.float32, device=runtime.device)
-              if cfg.class_weighting == "balanced" else None)
+    weight = (
+        torch.tensor(class_weights(labels), dtype=torch.float32, device=runtime.device)
+        if cfg.class_weighting == "balanced"
+        else None
+    )
     y = torch.from_numpy(labels)
     history: list[dict] = []
     best_f1, best_state, stale = -1.0, None, 0
@@ -215,10 +269,11 @@ def train(train_frame: pd.DataFrame, val_frame: pd.DataFrame, cfg: JointConfig,
         masked = drop_modality(train_in, cfg.modality_dropout, gen)
         loss_sum = 0.0
         for start in range(0, len(order), cfg.batch_size):
-            idx = order[start:start + cfg.batch_size]
+            idx = order[start : start + cfg.batch_size]
             batch, target = masked.rows(idx).to(runtime.device), y[idx].to(runtime.device)
-            with torch.autocast(runtime.device, dtype=runtime.autocast_dtype,
-                                enabled=runtime.autocast_dtype is not None):
+            with torch.autocast(
+                runtime.device, dtype=runtime.autocast_dtype, enabled=runtime.autocast_dtype is not None
+            ):
                 logits = net(batch.text, batch.image, batch.text_mask, batch.image_mask)
             loss = torch.nn.functional.cross_entropy(logits.float(), target, weight=weight)
             optimizer.zero_grad(set_to_none=True)
@@ -226,13 +281,21 @@ def train(train_frame: pd.DataFrame, val_frame: pd.DataFrame, cfg: JointConfig,
             optimizer.step()
             loss_sum += float(loss.detach()) * len(idx)
         val_logits = _logits(net, val_in, runtime)
-        val_loss = float(torch.nn.functional.cross_entropy(torch.from_numpy(val_logits),
-                                                           torch.from_numpy(val_labels)))
-        entry = {"epoch": epoch, "train_loss": round(loss_sum / len(y), 6), "val_loss": round(val_loss, 6),
-                 **scores(indices_to_codes(val_labels), indices_to_codes(val_logits.argmax(axis=1)))}
+        val_loss = float(torch.nn.functional.cross_entropy(torch.from_numpy(val_logits), torch.from_numpy(val_labels)))
+        entry = {
+            "epoch": epoch,
+            "train_loss": round(loss_sum / len(y), 6),
+            "val_loss": round(val_loss, 6),
+            **scores(indices_to_codes(val_labels), indices_to_codes(val_logits.argmax(axis=1))),
+        }
         history.append(entry)
-        log.debug("joint epoch %d: train loss %.4f, val loss %.4f, val weighted F1 %.4f", epoch,
-                  entry["train_loss"], entry["val_loss"], entry["weighted_f1"])
+        log.debug(
+            "joint epoch %d: train loss %.4f, val loss %.4f, val weighted F1 %.4f",
+            epoch,
+            entry["train_loss"],
+            entry["val_loss"],
+            entry["weighted_f1"],
+        )
         if entry["weighted_f1"] > best_f1:
             best_f1, best_state, stale = entry["weighted_f1"], copy.deepcopy(net.state_dict()), 0
         else:
@@ -243,17 +306,25 @@ def train(train_frame: pd.DataFrame, val_frame: pd.DataFrame, cfg: JointConfig,
     best = max(history, key=lambda h: h["weighted_f1"])
     rows.update({"best_epoch": int(best["epoch"]), "epochs_run": len(history)})
     log.info("joint: best val weighted F1 %.4f at epoch %d of %d", best["weighted_f1"], best["epoch"], len(history))
-    return JointModel(net=net.eval(), config=cfg, dims=dims, encoders=dict(encoders or DEFAULT_ENCODERS),
-                      history=history, rows=rows)
+    return JointModel(
+        net=net.eval(), config=cfg, dims=dims, encoders=dict(encoders or DEFAULT_ENCODERS), history=history, rows=rows
+    )
 
 
 def training_report(model: JointModel) -> dict:
     """What the stage writes to ``reports/training/joint.json``: shapes, encoders, rows, per-epoch val scores."""
-    return {"fusion": model.config.fusion, "hidden": model.config.hidden, "dims": model.dims,
-            "encoders": model.encoders, "rows": dict(model.rows), "history": model.history}
+    return {
+        "fusion": model.config.fusion,
+        "hidden": model.config.hidden,
+        "dims": model.dims,
+        "encoders": model.encoders,
+        "rows": dict(model.rows),
+        "history": model.history,
+    }
 
 
 # --------------------------------------------------------------------------------------- inference
+
 
 def predict_proba(model: JointModel, frame: pd.DataFrame) -> np.ndarray:
     """(n, 27) class probabilities from the embeddings ``frame`` carries (see :func:`frame_inputs`)."""
@@ -271,10 +342,17 @@ def encoders(model: JointModel) -> dict[str, str]:
 
 # ------------------------------------------------------------------------------------- persistence
 
+
 def save(model: JointModel, directory: str | Path) -> None:
     """``weights.pt`` (state dict) and ``joint.json`` (config, dims, encoders, val history, rows); atomic."""
-    meta = {"config": asdict(model.config), "dims": model.dims, "encoders": model.encoders,
-            "history": model.history, "rows": model.rows, "class_codes": list(CLASS_CODES)}
+    meta = {
+        "config": asdict(model.config),
+        "dims": model.dims,
+        "encoders": model.encoders,
+        "history": model.history,
+        "rows": model.rows,
+        "class_codes": list(CLASS_CODES),
+    }
     with atomic_path(directory, is_dir=True) as tmp:
         torch.save({k: v.cpu() for k, v in model.net.state_dict().items()}, tmp / WEIGHTS_FILE)
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
@@ -292,6 +370,11 @@ def load(directory: str | Path) -> JointModel:
     net = JointHead(dims["text"], dims["image"], cfg.hidden, cfg.dropout, cfg.fusion)
     net.load_state_dict(torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True))
     runtime = choose_runtime("auto", "auto")
-    return JointModel(net=net.to(runtime.device).eval(), config=cfg, dims=dims,
-                      encoders=dict(meta.get("encoders") or DEFAULT_ENCODERS), history=meta.get("history", []),
-                      rows=meta.get("rows", {}))
+    return JointModel(
+        net=net.to(runtime.device).eval(),
+        config=cfg,
+        dims=dims,
+        encoders=dict(meta.get("encoders") or DEFAULT_ENCODERS),
+        history=meta.get("history", []),
+        rows=meta.get("rows", {}),
+    )

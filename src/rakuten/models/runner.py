@@ -5,6 +5,7 @@ models' input frame (:func:`load_text_frame`).
 Kept out of the stage scripts so they stay a dozen lines, and reusable for any model module that
 follows the ``train / predict_proba / save / load`` interface.
 """
+
 from __future__ import annotations
 
 import logging
@@ -16,10 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rakuten.classes import PROBA_COLUMNS, indices_to_codes
-from rakuten.io import read_parquet, write_csv
-from rakuten.metrics import per_class_report
-from rakuten.models.contract import PREDICTED_SPLITS, SCORED_SPLITS, proba_frame, write_model_outputs
+from rakuten.contracts.classes import PROBA_COLUMNS, indices_to_codes
+from rakuten.contracts.metrics import per_class_report
+from rakuten.contracts.model_files import PREDICTED_SPLITS, SCORED_SPLITS, proba_frame, write_model_outputs
+from rakuten.core.io import read_parquet, write_csv
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +33,18 @@ PER_CLASS_DIR = Path("reports/per_class")
 def load_text_frame(catalog: Path = CATALOG, split: Path = SPLIT, text: Path = TEXT) -> pd.DataFrame:
     """Catalog rows joined on ``row_id`` with their split and the ``text.parquet`` columns."""
     rows = read_parquet(catalog, stage_hint="ingest")[["row_id", "prdtypecode"]]
-    rows = rows.merge(read_parquet(split, stage_hint="split")[["row_id", "split"]], on="row_id", how="inner",
-                      validate="one_to_one")
+    rows = rows.merge(
+        read_parquet(split, stage_hint="split")[["row_id", "split"]], on="row_id", how="inner", validate="one_to_one"
+    )
     texts = read_parquet(text, stage_hint="text_clean")
     frame = rows.merge(texts, on="row_id", how="inner", validate="one_to_one")
     if len(frame) != len(rows):
         missing = sorted(set(rows["row_id"]) - set(frame["row_id"]))[:1]
-        from rakuten.errors import PipelineError
+        from rakuten.core.errors import PipelineError
 
-        raise PipelineError(f"{text}: no row for row_id {missing[0]}; expected one row per catalog row "
-                            "(rerun `dvc repro text_clean`)")
+        raise PipelineError(
+            f"{text}: no row for row_id {missing[0]}; expected one row per catalog row (rerun `dvc repro text_clean`)"
+        )
     return frame
 
 
@@ -58,8 +61,9 @@ def per_class_table(table: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-def fit_and_report(name: str, module: ModuleType, config: Any, frame: pd.DataFrame,
-                   model_dir: Path | None = None, **train_options: Any) -> tuple[Any, dict]:
+def fit_and_report(
+    name: str, module: ModuleType, config: Any, frame: pd.DataFrame, model_dir: Path | None = None, **train_options: Any
+) -> tuple[Any, dict]:
     """Train ``module`` on the train rows, write ``models/<name>/``, the probabilities, the metrics
     and ``reports/per_class/<name>.csv``; return the model and the metrics.
 

@@ -8,6 +8,7 @@ then a refit of the best configuration on all training rows.
 
 Interface shared by every model module: ``train``, ``predict_proba``, ``save``, ``load``.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -30,10 +31,10 @@ from sklearn.linear_model import LogisticRegression, SGDClassifier
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.svm import LinearSVC
 
-from rakuten.classes import CLASS_CODES, CLASS_LABELS, N_CLASSES
-from rakuten.config import ConfigError, check_value, invalid, knob, parse_section, replace_at
-from rakuten.errors import PipelineError
-from rakuten.io import atomic_path
+from rakuten.contracts.classes import CLASS_CODES, CLASS_LABELS, N_CLASSES
+from rakuten.core.config import ConfigError, check_value, invalid, knob, parse_section, replace_at
+from rakuten.core.errors import PipelineError
+from rakuten.core.io import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -71,21 +72,27 @@ class TfidfSvmConfig:
     ngram_min: int = knob(1, "shortest word n-gram", lo=1, hi=5)
     ngram_max: int = knob(2, "longest word n-gram", lo=1, hi=5)
     sublinear_tf: bool = knob(True, "1 + log(tf) instead of raw term counts")
-    classifier: str = knob("svm", "svm (LinearSVC, calibrated probabilities) | rf | sgd (log-loss) | logreg",
-                           choices=CLASSIFIERS)
+    classifier: str = knob(
+        "svm", "svm (LinearSVC, calibrated probabilities) | rf | sgd (log-loss) | logreg", choices=CLASSIFIERS
+    )
     C: float = knob(1.0, "inverse regularisation of svm and logreg", lo=0.0, lo_open=True)
     class_weight: str = knob("balanced", "balanced | none", choices=("balanced", "none"))
     max_iter: int = knob(5000, "solver iterations (svm, sgd, logreg)", lo=1)
-    calibration: str = knob("sigmoid", "svm probabilities: CalibratedClassifierCV on train folds "
-                            "(sigmoid | isotonic)", choices=("sigmoid", "isotonic"))
+    calibration: str = knob(
+        "sigmoid",
+        "svm probabilities: CalibratedClassifierCV on train folds (sigmoid | isotonic)",
+        choices=("sigmoid", "isotonic"),
+    )
     calibration_cv: int = knob(3, "calibration folds", lo=2, hi=10)
     rf: RandomForestConfig = knob(RandomForestConfig(), "random forest (classifier: rf)")
     sgd: SgdConfig = knob(SgdConfig(), "log-loss SGD (classifier: sgd)")
-    resample: str = knob("none", "none | smote | smote_under (under-sample above median, SMOTE below)",
-                         choices=RESAMPLERS)
+    resample: str = knob(
+        "none", "none | smote | smote_under (under-sample above median, SMOTE below)", choices=RESAMPLERS
+    )
     smote_k: int = knob(5, "SMOTE neighbours (capped below the smallest class)", lo=1, hi=50)
-    grid: dict[str, tuple[int | float, ...]] = knob({}, "e.g. {C: [0.1, 1, 10]}: CV on train scored by weighted "
-                                                     "F1, best refitted; keys: " + ", ".join(GRID_KEYS))
+    grid: dict[str, tuple[int | float, ...]] = knob(
+        {}, "e.g. {C: [0.1, 1, 10]}: CV on train scored by weighted F1, best refitted; keys: " + ", ".join(GRID_KEYS)
+    )
     grid_cv: int = knob(3, "grid-search folds", lo=2, hi=10)
     top_terms: int = knob(20, "terms per class in reports/top_terms/tfidf_svm.csv", lo=1, hi=1000)
     seed: int = knob(42, "seed of the classifier, calibration folds and resampling", lo=0)
@@ -93,8 +100,10 @@ class TfidfSvmConfig:
 
     def validate(self, key: str) -> None:
         if self.ngram_min > self.ngram_max:
-            raise ConfigError(f"{key}.ngram_min = {self.ngram_min} > {key}.ngram_max = {self.ngram_max}, "
-                              "expected ngram_min <= ngram_max")
+            raise ConfigError(
+                f"{key}.ngram_min = {self.ngram_min} > {key}.ngram_max = {self.ngram_max}, "
+                "expected ngram_min <= ngram_max"
+            )
         for name, values in self.grid.items():
             if name not in GRID_KEYS:
                 raise ConfigError(f"{key}.grid.{name} is not searchable; expected one of {', '.join(GRID_KEYS)}")
@@ -105,6 +114,7 @@ class TfidfSvmConfig:
 
 
 # ---------------------------------------------------------------- resampling
+
 
 def _below_median_up(y: np.ndarray) -> dict:
     """SMOTE target of ``smote_under``: classes under the median count raised to the median."""
@@ -135,12 +145,15 @@ def _resampling_steps(cfg: TfidfSvmConfig, smallest: int) -> list[tuple[str, Any
     if cfg.resample == "smote":
         return [("smote", _smote(cfg, smallest, "not majority"))]
     if cfg.resample == "smote_under":
-        return [("under", RandomUnderSampler(sampling_strategy=_above_median_down, random_state=cfg.seed)),
-                ("smote", _smote(cfg, smallest, _below_median_up))]
+        return [
+            ("under", RandomUnderSampler(sampling_strategy=_above_median_down, random_state=cfg.seed)),
+            ("smote", _smote(cfg, smallest, _below_median_up)),
+        ]
     return []
 
 
 # ---------------------------------------------------------------- pipeline
+
 
 def _classifier(cfg: TfidfSvmConfig, smallest: int):
     weight = "balanced" if cfg.class_weight == "balanced" else None
@@ -149,17 +162,30 @@ def _classifier(cfg: TfidfSvmConfig, smallest: int):
         # sparse TF-IDF with bigrams (20k rows: 42.7 s vs 5.9 s); the dual converges fast on text
         svm = LinearSVC(C=cfg.C, class_weight=weight, dual=True, max_iter=cfg.max_iter, random_state=cfg.seed)
         if smallest < 2:
-            raise PipelineError(f"tfidf_svm: a class has {smallest} training row(s); calibrating the SVM "
-                                "needs at least 2 per class (use more data or another classifier)")
-        folds = StratifiedKFold(n_splits=max(2, min(cfg.calibration_cv, smallest)), shuffle=True,
-                                random_state=cfg.seed)
+            raise PipelineError(
+                f"tfidf_svm: a class has {smallest} training row(s); calibrating the SVM "
+                "needs at least 2 per class (use more data or another classifier)"
+            )
+        folds = StratifiedKFold(n_splits=max(2, min(cfg.calibration_cv, smallest)), shuffle=True, random_state=cfg.seed)
         return CalibratedClassifierCV(svm, method=cfg.calibration, cv=folds, n_jobs=cfg.n_jobs)
     if cfg.classifier == "rf":
-        return RandomForestClassifier(n_estimators=cfg.rf.n_estimators, max_depth=cfg.rf.max_depth or None,
-                                      class_weight=weight, n_jobs=cfg.n_jobs, random_state=cfg.seed)
+        return RandomForestClassifier(
+            n_estimators=cfg.rf.n_estimators,
+            max_depth=cfg.rf.max_depth or None,
+            class_weight=weight,
+            n_jobs=cfg.n_jobs,
+            random_state=cfg.seed,
+        )
     if cfg.classifier == "sgd":
-        return SGDClassifier(loss="log_loss", alpha=cfg.sgd.alpha, class_weight=weight, max_iter=cfg.max_iter,
-                             tol=1e-4, random_state=cfg.seed, n_jobs=cfg.n_jobs)
+        return SGDClassifier(
+            loss="log_loss",
+            alpha=cfg.sgd.alpha,
+            class_weight=weight,
+            max_iter=cfg.max_iter,
+            tol=1e-4,
+            random_state=cfg.seed,
+            n_jobs=cfg.n_jobs,
+        )
     return LogisticRegression(C=cfg.C, class_weight=weight, max_iter=cfg.max_iter, random_state=cfg.seed)
 
 
@@ -173,11 +199,18 @@ def build_pipeline(cfg: TfidfSvmConfig, y: np.ndarray, fit_share: float = 1.0) -
     if cfg.classifier == "svm" and smallest < 2:
         codes, counts = np.unique(y, return_counts=True)
         rare = [f"{int(c)} ({int(n * fit_share)} row(s))" for c, n in zip(codes, counts) if int(n * fit_share) < 2]
-        raise PipelineError(f"tfidf_svm: prdtypecode {', '.join(rare)}: fewer than 2 training rows; calibrating the "
-                            "SVM needs at least 2 per class (use more data or another classifier: rf, sgd, logreg)")
-    tfidf = TfidfVectorizer(max_features=cfg.max_features, min_df=cfg.min_df, max_df=cfg.max_df,
-                            ngram_range=(cfg.ngram_min, cfg.ngram_max), sublinear_tf=cfg.sublinear_tf,
-                            dtype=np.float32)
+        raise PipelineError(
+            f"tfidf_svm: prdtypecode {', '.join(rare)}: fewer than 2 training rows; calibrating the "
+            "SVM needs at least 2 per class (use more data or another classifier: rf, sgd, logreg)"
+        )
+    tfidf = TfidfVectorizer(
+        max_features=cfg.max_features,
+        min_df=cfg.min_df,
+        max_df=cfg.max_df,
+        ngram_range=(cfg.ngram_min, cfg.ngram_max),
+        sublinear_tf=cfg.sublinear_tf,
+        dtype=np.float32,
+    )
     return Pipeline([("tfidf", tfidf), *_resampling_steps(cfg, smallest), ("clf", _classifier(cfg, smallest))])
 
 
@@ -248,6 +281,7 @@ def predict_proba(model: TfidfModel, frame: pd.DataFrame) -> np.ndarray:
 
 # ---------------------------------------------------------------- interpretability
 
+
 def _class_term_weights(model: TfidfModel) -> tuple[np.ndarray, np.ndarray]:
     """(classes, weights[class, term]): linear coefficients, or RF importance x class mean TF-IDF."""
     clf = model.pipeline.named_steps["clf"]
@@ -281,12 +315,20 @@ def top_terms(model: TfidfModel, train_frame: pd.DataFrame | None = None, k: int
         # stable: equal weights keep vocabulary (alphabetical) order; numpy's default sort orders ties
         # differently with and without AVX-512
         for rank, j in enumerate(np.argsort(-w, kind="stable")[:k], start=1):
-            rows.append({"prdtypecode": int(code), "label": CLASS_LABELS[int(code)], "rank": rank,
-                         "term": str(vocab[j]), "weight": round(float(w[j]), 6)})
+            rows.append(
+                {
+                    "prdtypecode": int(code),
+                    "label": CLASS_LABELS[int(code)],
+                    "rank": rank,
+                    "term": str(vocab[j]),
+                    "weight": round(float(w[j]), 6),
+                }
+            )
     return pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------- persistence
+
 
 def save(model: TfidfModel, directory: str | Path) -> None:
     """``model.joblib`` (the fitted pipeline), ``config.json`` and ``grid.json``, written atomically."""
@@ -303,7 +345,8 @@ def load(directory: str | Path) -> TfidfModel:
     directory = Path(directory)
     if not (directory / "model.joblib").is_file():
         raise PipelineError(f"{directory}/model.joblib: not found (run `dvc repro {NAME}`)")
-    config = parse_section(TfidfSvmConfig, json.loads((directory / "config.json").read_text()), NAME,
-                           source=str(directory / "config.json"))
+    config = parse_section(
+        TfidfSvmConfig, json.loads((directory / "config.json").read_text()), NAME, source=str(directory / "config.json")
+    )
     grid = json.loads((directory / "grid.json").read_text()) if (directory / "grid.json").exists() else []
     return TfidfModel(joblib.load(directory / "model.joblib"), config, grid)

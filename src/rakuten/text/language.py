@@ -5,6 +5,7 @@ titles ("Lego bande dessinée") it wanders into rare ones; restricting it to the
 actually occur in the catalog (``text_clean.language.candidates``) raises accuracy on the planted languages
 of the sample catalog (see docs/text.md for the measured figures). An empty list keeps all 97.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -12,7 +13,7 @@ from typing import Sequence
 import numpy as np
 from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
-from rakuten.errors import PipelineError
+from rakuten.core.errors import PipelineError
 
 UNKNOWN = "und"  # ISO 639-2 "undetermined": empty text, or confidence under the threshold
 
@@ -25,8 +26,10 @@ class LanguageDetector:
         if languages:
             unknown = sorted(set(languages) - set(self._identifier.labels))
             if unknown:
-                raise PipelineError(f"params.yaml: {key} contains {unknown[0]!r}, expected ISO 639-1 codes "
-                                    f"known to py3langid (e.g. fr, en, de)")
+                raise PipelineError(
+                    f"params.yaml: {key} contains {unknown[0]!r}, expected ISO 639-1 codes "
+                    f"known to py3langid (e.g. fr, en, de)"
+                )
             self._identifier.set_languages(list(languages))
         self.min_confidence = min_confidence
 

@@ -13,6 +13,7 @@ Parser and NER are never run. Stop words come from spaCy's lists for ``stopword_
 (French plus English and German by default, because translation is off by default and ~18% of
 rows are in those languages).
 """
+
 from __future__ import annotations
 
 import functools
@@ -26,8 +27,8 @@ from typing import Iterable, Sequence
 
 from tqdm import tqdm
 
-from rakuten.config import knob
-from rakuten.errors import PipelineError
+from rakuten.core.config import knob
+from rakuten.core.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +38,16 @@ _EDGE_PUNCT = string.punctuation + "«»…‘’“”•·–—"
 SPACY_MODEL = "fr_core_news_sm"
 LEMMATIZERS = ("lookup", "rule", "none")
 #: measurement units and their usual abbreviations in the catalog (lowercase, accents removed)
-UNITS = frozenset("""
+UNITS = frozenset(
+    """
 mm cm dm m km mètre metre mètres metres centimètre centimetre centimètres centimetres millimètre millimetre
 millimètres millimetres g kg mg gr gramme grammes kilo kilos kilogramme kilogrammes
 ml cl dl l litre litres liter liters oz lb lbs inch inches pouce pouces ft feet
 w kw watt watts v volt volts mah ah a hz khz mhz ghz db
 go mo ko to gb mb kb tb gbps mbps
 pcs pc pce pces pièce pièces piece pieces lot x
-""".split())
+""".split()
+)
 
 
 @dataclass(frozen=True)
@@ -52,8 +55,9 @@ class NormaliseConfig:
     """``text_clean.normalise``: the switches of the ``text_norm`` column (punctuation is always removed)."""
 
     lowercase: bool = knob(True, "lowercase every token")
-    lemmatizer: str = knob("lookup", "lookup (fast table) | rule (spaCy morphologizer, ~10x slower) | none",
-                           choices=LEMMATIZERS)
+    lemmatizer: str = knob(
+        "lookup", "lookup (fast table) | rule (spaCy morphologizer, ~10x slower) | none", choices=LEMMATIZERS
+    )
     remove_stopwords: bool = knob(True, "drop spaCy's stop words of stopword_languages")
     stopword_languages: tuple[str, ...] = knob(("fr", "en", "de"), "languages whose stop words are dropped")
     remove_digits: bool = knob(True, "tokens without letters (numbers, sizes)")
@@ -77,8 +81,10 @@ def stop_words(languages: Iterable[str]) -> frozenset[str]:
         try:
             module = importlib.import_module(f"spacy.lang.{lang}.stop_words")
         except ImportError:
-            raise PipelineError(f"params.yaml: text_clean.normalise.stopword_languages contains {lang!r}, "
-                                "expected a language spaCy has stop words for (e.g. fr, en, de)") from None
+            raise PipelineError(
+                f"params.yaml: text_clean.normalise.stopword_languages contains {lang!r}, "
+                "expected a language spaCy has stop words for (e.g. fr, en, de)"
+            ) from None
         words |= {w.lower() for w in module.STOP_WORDS}
     return frozenset(words | {strip_accents(w) for w in words})
 
@@ -94,8 +100,10 @@ def load_spacy(lemmatizer: str):
             return spacy.load(SPACY_MODEL, disable=["parser", "ner"])
         nlp = spacy.load(SPACY_MODEL, disable=["tok2vec", "morphologizer", "parser", "attribute_ruler", "ner"])
     except OSError:
-        raise PipelineError(f"spaCy model {SPACY_MODEL} is not installed; run `pip install {SPACY_MODEL}` "
-                            "(it is a pyproject dependency)") from None
+        raise PipelineError(
+            f"spaCy model {SPACY_MODEL} is not installed; run `pip install {SPACY_MODEL}` "
+            "(it is a pyproject dependency)"
+        ) from None
     return nlp
 
 
@@ -118,8 +126,9 @@ class Normaliser:
         self.config = config
         self.nlp = load_spacy(config.lemmatizer)
         # the lookup table ships inside the (disabled) rule lemmatizer of fr_core_news_sm
-        self._table = (self.nlp.get_pipe("lemmatizer").lookups.get_table("lemma_lookup")
-                       if config.lemmatizer == "lookup" else None)
+        self._table = (
+            self.nlp.get_pipe("lemmatizer").lookups.get_table("lemma_lookup") if config.lemmatizer == "lookup" else None
+        )
         self._stop = stop_words(config.stopword_languages) if config.remove_stopwords else frozenset()
 
     def _lemma(self, token) -> str:
@@ -176,5 +185,7 @@ class Normaliser:
         """Normalised text for each input text, in order."""
         cfg = self.config
         docs = self.nlp.pipe(texts, batch_size=cfg.batch_size, n_process=cfg.n_process)
-        return [self.normalise_doc(doc) for doc in tqdm(docs, total=len(texts), desc="spaCy", unit="row",
-                                                         mininterval=5, disable=len(texts) < 2000)]
+        return [
+            self.normalise_doc(doc)
+            for doc in tqdm(docs, total=len(texts), desc="spaCy", unit="row", mininterval=5, disable=len(texts) < 2000)
+        ]

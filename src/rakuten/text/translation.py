@@ -3,7 +3,7 @@
 * ``none`` (default): identity. The study measured that translation *lowered* the TF-IDF+SVM
   weighted F1 (0.8172 on original text vs 0.8036 translated), so the default keeps the original.
 * ``marian``: MarianMT (Helsinki-NLP/opus-mt-<src>-fr) through transformers, one model per source
-  language, weights resolved by :func:`rakuten.pretrained.resolve_hf` (local dir -> HF cache -> hub;
+  language, weights resolved by :func:`rakuten.runtime.pretrained.resolve_hf` (local dir -> HF cache -> hub;
   offline without weights: one line saying what to download and where).
 
 Long texts are split into chunks at sentence or word boundaries (never inside a word) because a
@@ -12,6 +12,7 @@ Translate's 5,000 limit; MarianMT's window is 512 tokens, hence a smaller defaul
 fails keeps its original text. Translations are cached in SQLite keyed by a hash of
 (model, source text), so a rerun never translates the same text twice.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -26,7 +27,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from rakuten.errors import PipelineError
+from rakuten.core.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -46,16 +47,15 @@ def split_chunks(text: str, max_chars: int) -> list[str]:
     chunks: list[str] = []
     start, n = 0, len(text)
     while n - start > max_chars:
-        window = text[start:start + max_chars + 1]  # one extra char: is the limit itself a word boundary?
+        window = text[start : start + max_chars + 1]  # one extra char: is the limit itself a word boundary?
         ends = [m.end() for m in _SENTENCE_END.finditer(window) if m.end() <= max_chars]
         cut = ends[-1] if ends and ends[-1] > max_chars // 2 else 0
         if not cut:  # last boundary p <= max_chars with whitespace on either side of it
-            cut = next((p for p in range(max_chars, 0, -1)
-                        if window[p - 1].isspace() or window[p].isspace()), 0)
+            cut = next((p for p in range(max_chars, 0, -1) if window[p - 1].isspace() or window[p].isspace()), 0)
         if not cut:  # one word longer than the limit: keep it whole, up to the next whitespace
             nxt = next((i for i in range(start + max_chars, n) if text[i].isspace()), n)
             cut = nxt - start
-        chunks.append(text[start:start + cut])
+        chunks.append(text[start : start + cut])
         start += cut
     if start < n or not chunks:
         chunks.append(text[start:])
@@ -69,8 +69,9 @@ class TranslationCache:
         self.path = Path(directory) / "translations.sqlite"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with closing(sqlite3.connect(self.path)) as db, db:
-            db.execute("CREATE TABLE IF NOT EXISTS translation (key TEXT PRIMARY KEY, model TEXT, "
-                       "source TEXT, target TEXT)")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS translation (key TEXT PRIMARY KEY, model TEXT, source TEXT, target TEXT)"
+            )
 
     @staticmethod
     def key(model: str, text: str) -> str:
@@ -83,16 +84,19 @@ class TranslationCache:
         with closing(sqlite3.connect(self.path)) as db:
             items = list(keys)
             for i in range(0, len(items), 500):
-                batch = items[i:i + 500]
-                rows = db.execute(f"SELECT key, target FROM translation WHERE key IN ({','.join('?' * len(batch))})",
-                                  batch).fetchall()
+                batch = items[i : i + 500]
+                rows = db.execute(
+                    f"SELECT key, target FROM translation WHERE key IN ({','.join('?' * len(batch))})", batch
+                ).fetchall()
                 found.update({keys[k]: target for k, target in rows})
         return found
 
     def put_many(self, model: str, pairs: dict[str, str]) -> None:
         with closing(sqlite3.connect(self.path)) as db, db:
-            db.executemany("INSERT OR REPLACE INTO translation VALUES (?, ?, ?, ?)",
-                           [(self.key(model, s), model, s, t) for s, t in pairs.items()])
+            db.executemany(
+                "INSERT OR REPLACE INTO translation VALUES (?, ?, ?, ?)",
+                [(self.key(model, s), model, s, t) for s, t in pairs.items()],
+            )
 
 
 class Translator(Protocol):
@@ -133,17 +137,22 @@ class ChunkedTranslator:
 
     def _translate_chunks(self, chunks: list[str], lang: str) -> dict[str, str | None]:
         out: dict[str, str | None] = {}
-        for i in tqdm(range(0, len(chunks), self.batch_size), desc=f"translate {lang}", unit="batch",
-                      disable=len(chunks) <= self.batch_size):
-            batch = chunks[i:i + self.batch_size]
+        for i in tqdm(
+            range(0, len(chunks), self.batch_size),
+            desc=f"translate {lang}",
+            unit="batch",
+            disable=len(chunks) <= self.batch_size,
+        ):
+            batch = chunks[i : i + self.batch_size]
             try:
                 result = self.batch_fn(batch, lang)
                 if len(result) != len(batch):
                     raise RuntimeError(f"{len(result)} outputs for {len(batch)} inputs")
                 out.update(zip(batch, result))
             except Exception as exc:  # noqa: BLE001 - any model failure keeps the original text
-                log.warning("translation of %d %s chunk(s) failed (%s); keeping the original text",
-                            len(batch), lang, exc)
+                log.warning(
+                    "translation of %d %s chunk(s) failed (%s); keeping the original text", len(batch), lang, exc
+                )
                 self.failures += len(batch)
                 out.update({c: None for c in batch})
         return out
@@ -175,8 +184,8 @@ def _swap_core(piece: str, table: dict[str, str]) -> str:
     core = piece.strip()
     if not core:
         return piece
-    lead = piece[:len(piece) - len(piece.lstrip())]
-    trail = piece[len(piece.rstrip()):]
+    lead = piece[: len(piece) - len(piece.lstrip())]
+    trail = piece[len(piece.rstrip()) :]
     return lead + table[core] + trail
 
 
@@ -203,25 +212,35 @@ def marian_batch_fn(model_dirs: dict[str, str], max_new_tokens: int = 512) -> Ca
     return run
 
 
-def make_translator(backend: str, models: dict[str, str], cache_dir: str | Path, chunk_chars: int,
-                    batch_size: int) -> Translator:
+def make_translator(
+    backend: str, models: dict[str, str], cache_dir: str | Path, chunk_chars: int, batch_size: int
+) -> Translator:
     """The translator named by ``backend``; ``marian`` resolves every model's weights up front so a
     missing one stops the stage before any work, with one line."""
     if backend == "none":
         return IdentityTranslator()
     if backend == "marian":
-        from rakuten.pretrained import resolve_hf
+        from rakuten.runtime.pretrained import resolve_hf
 
-        dirs = {lang: resolve_hf(name, required_files=("config.json", "source.spm", "target.spm"))
-                for lang, name in models.items()}
-        return ChunkedTranslator(marian_batch_fn(dirs), dict(models), TranslationCache(cache_dir),
-                                 chunk_chars=chunk_chars, batch_size=batch_size)
-    raise PipelineError(f"params.yaml: text_clean.translation.backend = {backend!r}, expected one of "
-                        + ", ".join(BACKENDS))
+        dirs = {
+            lang: resolve_hf(name, required_files=("config.json", "source.spm", "target.spm"))
+            for lang, name in models.items()
+        }
+        return ChunkedTranslator(
+            marian_batch_fn(dirs),
+            dict(models),
+            TranslationCache(cache_dir),
+            chunk_chars=chunk_chars,
+            batch_size=batch_size,
+        )
+    raise PipelineError(
+        f"params.yaml: text_clean.translation.backend = {backend!r}, expected one of " + ", ".join(BACKENDS)
+    )
 
 
-def translate_rows(texts: Sequence[str], langs: Sequence[str], translator: Translator
-                   ) -> tuple[list[str], np.ndarray, int]:
+def translate_rows(
+    texts: Sequence[str], langs: Sequence[str], translator: Translator
+) -> tuple[list[str], np.ndarray, int]:
     """Translate the rows whose language the translator handles.
 
     Returns the texts (originals kept where translation failed), a per-row ``translated`` flag

@@ -1,0 +1,1 @@
+"""Scoring on test, the error-analysis report, explanations (the ``evaluate`` stage)."""

@@ -1,0 +1,1 @@
+"""Late fusion of the models' class probabilities (the ``fusion`` stage)."""

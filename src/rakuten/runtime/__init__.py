@@ -1,0 +1,1 @@
+"""The torch runtime: device, precision and thread set-up, GPU choice, torchrun launching, pretrained-weight resolution."""

@@ -1,0 +1,236 @@
+"""The ``rakuten`` command (console script): classify new products with the trained pipeline.
+
+    rakuten predict --input X_new.csv --images images/ --output predictions.csv [--explain explanations.jsonl]
+    rakuten serve [--models models] [--host 127.0.0.1] [--port 8000]
+    rakuten check [--params params.yaml] [FOLDER ...]
+
+Expected failures (bad CSV, missing artifacts) print one ``error:`` line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+from rakuten.core.errors import PipelineError
+from rakuten.core.logs import setup_logging
+
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rakuten", description="Rakuten multimodal product classification.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser(
+        "predict",
+        help="classify new products (CSV in the X_test layout + an image folder)",
+        description="Classify new products with the trained models and the fused model (models/). "
+        "Writes, per input row (indexed like the input), the predicted prdtypecode, its label, "
+        "the top-3 codes with probabilities and inputs_used. A row with empty text or a missing "
+        "image is predicted from the other modality and inputs_used says so.",
+    )
+    p.add_argument(
+        "--input",
+        "-i",
+        required=True,
+        type=Path,
+        help="CSV in the X_test layout: <unnamed index>, designation, description, productid, imageid",
+    )
+    p.add_argument(
+        "--images", required=True, type=Path, help="folder with image_<imageid>_product_<productid>.jpg files"
+    )
+    p.add_argument("--output", "-o", required=True, type=Path, help="CSV file to write")
+    p.add_argument(
+        "--models",
+        default=Path("models"),
+        type=Path,
+        help="folder with the trained artifacts: <model>/ and fusion/ (default: models)",
+    )
+    p.add_argument(
+        "--params",
+        default=None,
+        type=Path,
+        help="today's params file (default: params.yaml when present). Text and images are cleaned "
+        "as recorded with the models (<model>/preprocessing.json), never as this file says: "
+        "it only supplies the runtime knobs (processes, batch sizes), and a warning names "
+        "every text_clean / image_clean knob it changed since training",
+    )
+    p.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        help="where cleaned images are written (default: a temporary folder, removed at the end)",
+    )
+    p.add_argument(
+        "--lock",
+        default=None,
+        type=Path,
+        help="dvc.lock holding the hashes every artifact is checked against before it is loaded "
+        "(default: the dvc.lock of the project holding --models)",
+    )
+    p.add_argument(
+        "--explain",
+        type=Path,
+        default=None,
+        metavar="FILE.jsonl",
+        help="also write, per row, why it was put in its predicted class (JSON Lines: the TF-IDF "
+        "terms, the transformer's word attributions, the image model's Grad-CAM as a PNG data URI)",
+    )
+    s = sub.add_parser(
+        "serve",
+        help="serve the trained models over HTTP, with a web page to try them",
+        description="Start the prediction service on the trained artifacts: GET / (web page), POST /predict "
+        "(one product), POST /predict/batch (CSV in the X_test layout + images, CSV streamed back), "
+        "GET /health, GET /metadata. Models are loaded once; cleaning follows the preprocessing "
+        "recorded with them, as in `rakuten predict`.",
+    )
+    s.add_argument(
+        "--models", default=Path("models"), type=Path, help="folder with the trained artifacts (default: models)"
+    )
+    s.add_argument(
+        "--params",
+        default=None,
+        type=Path,
+        help="today's params file (default: params.yaml when "
+        "present); only supplies the runtime knobs, as in `rakuten predict`",
+    )
+    s.add_argument(
+        "--lock",
+        default=None,
+        type=Path,
+        help="dvc.lock holding the hashes every artifact is checked against before it is loaded, "
+        "and the params /metadata reports (default: the dvc.lock of the project holding --models)",
+    )
+    s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    s.add_argument("--port", default=8000, type=int, help="port (default: 8000)")
+    c = sub.add_parser(
+        "check",
+        help="check the input folders before `dvc repro` / `dvc status` (a FIFO there hangs DVC)",
+        description="Walk data.raw_dir and every other dvc.yaml dependency that no stage writes, without "
+        "opening any file, and refuse FIFOs, sockets, device files and symlinks that dangle or "
+        "lead outside the project: DVC opens every file of a folder dependency to hash it and "
+        "blocks forever, silently, on a FIFO. One error line per offending path, exit 2.",
+    )
+    c.add_argument(
+        "--params",
+        default=Path("params.yaml"),
+        type=Path,
+        help="params file naming data.raw_dir; its folder is the project root (default: params.yaml)",
+    )
+    c.add_argument(
+        "folders",
+        nargs="*",
+        type=Path,
+        metavar="FOLDER",
+        help="check these files or folders instead of the dvc.yaml inputs",
+    )
+    from rakuten.serving.serve import ServeLimits
+
+    for f in dataclasses.fields(ServeLimits):
+        s.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            type=type(f.default),
+            default=f.default,
+            help=f"{f.metadata['help']} (default: {f.default})",
+        )
+    return parser
+
+
+def _records(args: argparse.Namespace):
+    """The hashes every artifact is checked against: ``--lock``, else the dvc.lock of the project holding
+    ``--models`` (:mod:`rakuten.core.integrity`); read before any model loads."""
+    from rakuten.core.integrity import ArtifactRecords
+
+    return ArtifactRecords.from_lock(args.lock) if args.lock is not None else ArtifactRecords.for_path(args.models)
+
+
+def _predict(args: argparse.Namespace) -> None:
+    from rakuten.core.io import check_run_paths, write_csv, write_text
+    from rakuten.core.params import load_params
+    from rakuten.serving.predict import Predictor, explanation_lines
+
+    if not args.input.is_file():
+        raise PipelineError(f"--input {args.input}: file not found")
+    if not args.images.is_dir():
+        raise PipelineError(f"--images {args.images}: image folder not found")
+    params_path = args.params or Path("params.yaml")
+    inputs = {"--input": args.input, "--images": args.images, "--models": args.models}
+    inputs.update({"--params": params_path} if params_path.exists() else {})
+    inputs.update({"--lock": args.lock} if args.lock is not None else {})
+    outputs = {"--output": (args.output, False)}
+    outputs.update({"--explain": (args.explain, False)} if args.explain is not None else {})
+    outputs.update({"--work-dir": (args.work_dir / "images", True)} if args.work_dir is not None else {})
+    check_run_paths(inputs, outputs)  # before any work: no output replaces an input, another output or a stranger
+    params = load_params(params_path) if args.params is not None or params_path.is_file() else None
+    predictor = Predictor.load(args.models, params, str(params_path), records=_records(args))
+    with tempfile.TemporaryDirectory(prefix="rakuten-predict-") as tmp:
+        result = predictor.predict_csv(args.input, args.images, args.work_dir or Path(tmp))
+        table = result.table
+        if args.explain is not None:
+            write_text(explanation_lines(predictor, result), args.explain)
+    write_csv(table, args.output, index=True)
+    partial = int(table["inputs_used"].str.contains("only|none").sum())
+    log.info("wrote %d predictions to %s (%d from one modality or none)", len(table), args.output, partial)
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from rakuten.core.params import load_params
+    from rakuten.serving.serve import ServeLimits, serve
+
+    limits = ServeLimits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ServeLimits)})
+    params_path = args.params or Path("params.yaml")
+    params = load_params(params_path) if args.params is not None or params_path.is_file() else None
+    if not 0 < args.port < 65536:
+        raise PipelineError(f"--port {args.port}: expected 1 to 65535")
+    # read and checked before minutes of model loading: a merge-conflicted lock fails here, in one line
+    serve(args.models, params, str(params_path), args.host, args.port, limits, _records(args))
+
+
+def _check(args: argparse.Namespace) -> int:
+    """``rakuten check``: every offending path on its own ``error:`` line (a user fixes them all in
+    one go), then exit 2; ``ok: N files checked`` otherwise."""
+    from rakuten.core.config import from_params
+    from rakuten.core.params import load_params
+    from rakuten.data.checks import check_inputs, input_paths
+    from rakuten.data.source import DataConfig
+
+    project = args.params.parent
+    if args.folders:
+        paths = list(args.folders)
+    else:
+        params = load_params(args.params)
+        raw_dir = from_params(DataConfig, params, "data", str(args.params)).raw_dir
+        paths = input_paths(project, params, raw_dir)
+    result = check_inputs(paths, project)
+    for problem in result.problems:
+        sys.stderr.write(f"error: {problem}\n")
+    if result.problems:
+        return 2
+    log.info("ok: %d files checked (%d paths)", result.files, len(paths))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``rakuten`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    try:
+        if args.command == "predict":
+            _predict(args)
+        elif args.command == "serve":
+            _serve(args)
+        elif args.command == "check":
+            return _check(args)
+    except PipelineError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

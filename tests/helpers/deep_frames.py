@@ -1,0 +1,36 @@
+"""Model frames for the deep-model tests, built from the tiny catalog.
+
+Stand-ins for the upstream stage files: ``text_light`` = designation + description with tags
+stripped (text_clean's column), ``clean_path`` = the original image (image_clean's column), every
+image readable and kept with weight 1.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def model_frame(tiny_split: pd.DataFrame) -> pd.DataFrame:
+    frame = tiny_split.copy()
+    text = frame["designation"].fillna("").astype(str) + " " + frame["description"].fillna("").astype(str)
+    frame["text_light"] = text.str.replace(r"<[^>]+>", " ", regex=True).str.split().str.join(" ")
+    frame["clean_path"] = frame["image_path"].astype(str)
+    frame["readable"] = True
+    frame["keep_for_train"] = True
+    frame["sample_weight"] = 1.0
+    return frame
+
+
+def parts(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(train, val, test) rows."""
+    return tuple(frame[frame["split"] == s].reset_index(drop=True) for s in ("train", "val", "test"))
+
+
+def majority_weighted_f1(train: pd.DataFrame, rows: pd.DataFrame) -> float:
+    """Weighted F1 of always predicting the most frequent train class."""
+    from rakuten.contracts.metrics import scores
+
+    majority = int(train["prdtypecode"].astype(int).mode().iloc[0])
+    y = rows["prdtypecode"].to_numpy(dtype=np.int64)
+    return scores(y, np.full(len(y), majority))["weighted_f1"]
