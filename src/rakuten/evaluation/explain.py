@@ -5,8 +5,8 @@
   (random forest: impurity importance x TF-IDF value, it has no per-class weights).
 * Transformer text models (:mod:`rakuten.models.camembert`): integrated gradients (captum) on the
   input embeddings against a pad-token baseline, sub-word pieces summed back into words.
-* Image models (:mod:`rakuten.models.resnet50`): a Grad-CAM heat map (:mod:`rakuten.evaluation.gradcam`) on the last convolutional
-  feature map, through exactly the eval transform the model predicts with.
+* Image models (:mod:`rakuten.models.resnet50`): a Grad-CAM heat map (:mod:`rakuten.evaluation.gradcam`)
+  on the last convolutional feature map, through exactly the eval transform the model predicts with.
 
 Left out on purpose:
 

@@ -42,10 +42,9 @@ from rakuten.core.config import ConfigError, ProfileView, knob, parse_section
 from rakuten.core.errors import PipelineError
 from rakuten.core.io import atomic_path
 from rakuten.runtime import distributed
-from rakuten.runtime.distributed import LAUNCHERS, World
+from rakuten.runtime.distributed import World
+from rakuten.runtime.knobs import CompileKnob, LaunchKnobs, TorchKnobs
 from rakuten.runtime.torch_setup import (
-    DEVICES,
-    PRECISIONS,
     Runtime,
     choose_runtime,
     class_weights,
@@ -136,7 +135,7 @@ class LoraSettings:
 
 
 @dataclass(frozen=True)
-class CamembertConfig(ProfileView):
+class CamembertConfig(ProfileView, TorchKnobs, CompileKnob, LaunchKnobs):
     """``camembert``: shared knobs plus two profiles; ``cfg.epochs`` etc. read the selected profile."""
 
     profile: str = knob(
@@ -153,24 +152,6 @@ class CamembertConfig(ProfileView):
     eval_batch_size: int = knob(128, "batch size of evaluation and prediction", lo=1, hi=4096)
     logging_steps: int = knob(20, "train-loss points in the dvclive curves", lo=1)
     seed: int = knob(42, "seed of initialisation, shuffling and the row subset", lo=0)
-    device: str = knob("auto", "auto = CUDA when present, else CPU | cpu | cuda", choices=DEVICES)
-    precision: str = knob("auto", "auto = bf16 (or fp16) on CUDA, fp32 on CPU | fp32 | fp16 | bf16", choices=PRECISIONS)
-    num_threads: int = knob(1, "torch CPU threads (0 = all cores); 1 is fastest on a shared 2-core box", lo=0, hi=256)
-    compile: bool = knob(False, "torch.compile the model for training (GPU: faster after a compile of ~1 min)")
-    launcher: str = knob(
-        "none",
-        "none = one process; torchrun = the stage re-executes itself under torch's launcher, `python -m "
-        "rakuten.runtime.distributed --standalone --nproc_per_node <processes>` (so `dvc repro` starts it): "
-        "data-parallel training (NCCL on GPUs, gloo on CPU), only rank 0 writes",
-        choices=LAUNCHERS,
-    )
-    processes: int = knob(
-        1,
-        "processes with launcher: torchrun (one per GPU; 0 = one per visible GPU); the "
-        "profile's batch_size stays the global batch and must divide by it",
-        lo=0,
-        hi=1024,
-    )
     lora: LoraSettings = knob(LoraSettings(), "LoRA adapters instead of full fine-tuning (r = 0: off)")
     demo: CamembertProfile = knob(
         CamembertProfile(

@@ -36,9 +36,8 @@ from rakuten.contracts.metrics import scores
 from rakuten.core.config import knob, parse_section
 from rakuten.core.errors import PipelineError
 from rakuten.core.io import atomic_path
+from rakuten.runtime.knobs import TorchKnobs
 from rakuten.runtime.torch_setup import (
-    DEVICES,
-    PRECISIONS,
     Runtime,
     choose_runtime,
     class_weights,
@@ -59,7 +58,7 @@ PREDICT_BATCH = 4096
 
 
 @dataclass(frozen=True)
-class JointConfig:
+class JointConfig(TorchKnobs):
     """``joint``: the head on the cached embeddings (``dvc exp run -S joint.hidden=512`` reruns only ``joint``)."""
 
     hidden: int = knob(256, "width of each modality's projection and of the MLP's hidden layer", lo=4, hi=8192)
@@ -85,9 +84,6 @@ class JointConfig:
         "none", "none | balanced (cross-entropy weights n / (k * n_class))", choices=("none", "balanced")
     )
     seed: int = knob(42, "seed of initialisation, shuffling, dropout and modality dropout", lo=0)
-    device: str = knob("auto", "auto = CUDA when present, else CPU | cpu | cuda", choices=DEVICES)
-    precision: str = knob("auto", "auto = bf16 (or fp16) on CUDA, fp32 on CPU | fp32 | fp16 | bf16", choices=PRECISIONS)
-    num_threads: int = knob(1, "torch CPU threads (0 = all cores); 1 is fastest on a shared 2-core box", lo=0, hi=256)
 
 
 class JointHead(torch.nn.Module):

@@ -43,10 +43,9 @@ from rakuten.core.config import ConfigError, ProfileView, knob, parse_section
 from rakuten.core.errors import PipelineError
 from rakuten.core.io import atomic_path, read_parquet
 from rakuten.runtime import distributed
-from rakuten.runtime.distributed import LAUNCHERS, World
+from rakuten.runtime.distributed import World
+from rakuten.runtime.knobs import CompileKnob, LaunchKnobs, TorchKnobs
 from rakuten.runtime.torch_setup import (
-    DEVICES,
-    PRECISIONS,
     Runtime,
     choose_runtime,
     class_weights,
@@ -79,7 +78,8 @@ QUALITY_COLUMNS = ("row_id", "clean_path", "readable", "keep_for_train", "sample
 
 @dataclass(frozen=True)
 class Augment:
-    """``resnet50.augment``: training augmentations (study: flips, small rotations, brightness/contrast/HSV jitter, zoom)."""
+    """``resnet50.augment``: training augmentations (study: flips, small rotations, brightness/contrast/HSV
+    jitter, zoom)."""
 
     hflip: float = knob(0.5, "probability of a horizontal flip", lo=0.0, hi=1.0)
     vflip: float = knob(0.0, "probability of a vertical flip", lo=0.0, hi=1.0)
@@ -146,7 +146,7 @@ class ResnetProfile:
 
 
 @dataclass(frozen=True)
-class ResnetConfig(ProfileView):
+class ResnetConfig(ProfileView, TorchKnobs, CompileKnob, LaunchKnobs):
     """``resnet50``: shared knobs plus two profiles; ``cfg.epochs`` etc. read the selected profile."""
 
     profile: str = knob(
@@ -168,34 +168,14 @@ class ResnetConfig(ProfileView):
         0, "DataLoader worker processes (0 = decode in the main process; 8+ on a GPU box)", lo=0, hi=64
     )
     seed: int = knob(42, "seed of initialisation, augmentations, sampling and the row subset", lo=0)
-    device: str = knob("auto", "auto = CUDA when present, else CPU | cpu | cuda", choices=DEVICES)
-    precision: str = knob("auto", "auto = bf16 (or fp16) on CUDA, fp32 on CPU | fp32 | fp16 | bf16", choices=PRECISIONS)
-    num_threads: int = knob(1, "torch CPU threads (0 = all cores)", lo=0, hi=256)
     channels_last: bool = knob(
         True, "channels-last memory format on CUDA (faster convolutions with bf16/fp16); never applied on CPU"
-    )
-    compile: bool = knob(
-        False, "torch.compile the network for training (GPU: faster steps after a one-off compile of ~1 min)"
     )
     cache_images: bool = knob(
         False,
         "decode every train/val image once at image_size into RAM (N x S x S x 3 "
         "bytes: 85k rows at 224 px = 12.8 GB) and augment from there instead of decoding "
         "the JPEGs every epoch",
-    )
-    launcher: str = knob(
-        "none",
-        "none = one process; torchrun = the stage re-executes itself under torch's launcher, `python -m "
-        "rakuten.runtime.distributed --standalone --nproc_per_node <processes>` (so `dvc repro` starts it): "
-        "DDP training (NCCL + SyncBatchNorm on GPUs, gloo on CPU), only rank 0 writes",
-        choices=LAUNCHERS,
-    )
-    processes: int = knob(
-        1,
-        "processes with launcher: torchrun (one per GPU; 0 = one per visible GPU); the "
-        "profile's batch_size stays the global batch and must divide by it",
-        lo=0,
-        hi=1024,
     )
     demo: ResnetProfile = knob(
         ResnetProfile(

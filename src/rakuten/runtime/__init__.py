@@ -1,1 +1,3 @@
-"""The torch runtime: device, precision and thread set-up, GPU choice, torchrun launching, pretrained-weight resolution."""
+"""The torch runtime: device, precision and thread set-up, GPU choice, torchrun launching, pretrained-weight
+resolution.
+"""

@@ -39,15 +39,15 @@ from typing import Any, Mapping, Sequence
 
 from rakuten.core.errors import PipelineError
 from rakuten.runtime import gpus
+from rakuten.runtime.knobs import LAUNCHERS, launch_defaults
 
 log = logging.getLogger(__name__)
 
-LAUNCHERS = ("none", "torchrun")
 #: environment variables torchrun sets in every worker; all three mean "already launched"
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 #: the knobs that say how a stage is started, not what it trains (values: their defaults); left out of a
 #: saved model's config file, so a model reads the same whoever trained it and older saved models load
-LAUNCH_KNOBS: dict[str, Any] = {"launcher": "none", "processes": 1}
+LAUNCH_KNOBS: dict[str, Any] = launch_defaults()
 #: collective timeout: rank 0 evaluates alone between epochs while the others wait at a broadcast
 TIMEOUT = datetime.timedelta(hours=2)
 

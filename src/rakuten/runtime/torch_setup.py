@@ -19,11 +19,9 @@ import torch
 from rakuten.contracts.classes import CLASS_CODES, N_CLASSES, codes_to_indices
 from rakuten.core.errors import PipelineError
 from rakuten.core.numerics import configure_torch
+from rakuten.runtime.knobs import DEVICES, PRECISIONS
 
 log = logging.getLogger(__name__)
-
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
 @dataclass(frozen=True)

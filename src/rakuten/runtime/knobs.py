@@ -1,0 +1,80 @@
+"""Knob groups every torch stage shares, declared once and composed into each section by inheritance.
+
+Why: ``device``, ``precision``, ``num_threads``, ``compile`` and the launch knobs mean the same thing in
+``camembert``, ``resnet50`` and ``joint``; declaring them once keeps their defaults, bounds and help
+from drifting apart (as Hugging Face composes ``TrainingArguments`` from argument dataclasses). A
+section lists the groups it takes as base classes: ``class ResnetConfig(ProfileView, TorchKnobs,
+CompileKnob, LaunchKnobs)``; its YAML block stays flat (``resnet50.device``, ``resnet50.launcher``).
+
+Every knob here is tracked (changing it reruns the stage): the thread count and the precision change
+the floating-point reduction order of training, and the launch knobs change how batches are split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from rakuten.core.config import knob, to_dict
+
+#: where a torch stage runs (``device`` knob) and its number format (``precision`` knob)
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+#: how a torch stage starts its processes (``launcher`` knob)
+LAUNCHERS = ("none", "torchrun")
+
+
+@dataclass(frozen=True)
+class TorchKnobs:
+    """Where a torch stage runs: the device, the number format, the CPU threads."""
+
+    device: str = knob("auto", "auto = CUDA when present, else CPU | cpu | cuda", choices=DEVICES)
+    precision: str = knob("auto", "auto = bf16 (or fp16) on CUDA, fp32 on CPU | fp32 | fp16 | bf16", choices=PRECISIONS)
+    num_threads: int = knob(
+        1,
+        "torch CPU threads (0 = all cores); 1 is fastest on a shared 2-core box. Tracked: the thread count "
+        "changes the reduction order of training, so the trained bits",
+        lo=0,
+        hi=256,
+    )
+
+
+@dataclass(frozen=True)
+class CompileKnob:
+    """``torch.compile`` of a trained network."""
+
+    compile: bool = knob(
+        False, "torch.compile the network for training (GPU: faster after a one-off compile of ~1 min)"
+    )
+
+
+@dataclass(frozen=True)
+class LaunchKnobs:
+    """How many processes train the stage: one, or data-parallel ranks under torchrun."""
+
+    launcher: str = knob(
+        "none",
+        "none = one process; torchrun = the stage re-executes itself under torch's launcher, `python -m "
+        "rakuten.runtime.distributed --standalone --nproc_per_node <processes>` (so `dvc repro` starts it): "
+        "data-parallel training (NCCL on GPUs, with SyncBatchNorm for batch-norm networks; gloo on CPU), only "
+        "rank 0 writes",
+        choices=LAUNCHERS,
+    )
+    processes: int = knob(
+        1,
+        "processes with launcher: torchrun (one per GPU; 0 = one per visible GPU); the "
+        "profile's batch_size stays the global batch and must divide by it",
+        lo=0,
+        hi=1024,
+    )
+
+
+def launch_defaults() -> dict[str, Any]:
+    """The launch knobs at their declared defaults (what a saved model's config gets back on loading)."""
+    return to_dict(LaunchKnobs())
+
+
+def group_names(group: type) -> tuple[str, ...]:
+    """The knob names a group declares."""
+    return tuple(f.name for f in dataclasses.fields(group))
