@@ -14,7 +14,8 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from rakuten.data.ingest import load_catalog
-from rakuten.data.sample import SampleConfig, write_sample
+from rakuten.data.sample.config import SampleConfig
+from rakuten.data.sample.generate import write_sample
 from rakuten.data.split import split_catalog
 
 TINY = SampleConfig(n_train=540, n_test=60, image_size=64, seed=7, n_jobs=1)
@@ -58,6 +59,17 @@ def tiny_split(tiny_catalog) -> pd.DataFrame:
     """Catalog rows joined with their split (train/val/test/official_test)."""
     table, _ = split_catalog(tiny_catalog, {"train": 0.8, "val": 0.1, "test": 0.1}, seed=0)
     return tiny_catalog.merge(table, on="row_id")
+
+
+#: fixtures that need the whole tiny DVC project built (minutes): a test using any of them, directly or through
+#: another fixture, is marked ``slow`` automatically, so ``-m "not slow"`` stays the fast inner loop
+BUILDS_THE_PROJECT = frozenset({"tiny_built_repo"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if BUILDS_THE_PROJECT & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

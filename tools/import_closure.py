@@ -28,7 +28,6 @@ The rule, for a stage whose ``cmd`` is ``python stages/<name>.py``:
 from __future__ import annotations
 
 import ast
-import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,6 +62,7 @@ class Project:
     def __init__(self, root: Path = REPO):
         self.root = Path(root)
         self.src = self.root / "src"
+        self._parsed: dict[str, Module] = {}  # module name or script path -> its parse
 
     # ------------------------------------------------------------------ files and names
     def module_file(self, name: str) -> Path | None:
@@ -86,14 +86,16 @@ class Project:
             out.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
         return out
 
-    @functools.lru_cache(maxsize=None)
     def module(self, name: str) -> Module:
-        path = self.module_file(name)
-        return self._parse(name, path, path.name == "__init__.py")
+        if name not in self._parsed:
+            path = self.module_file(name)
+            self._parsed[name] = self._parse(name, path, path.name == "__init__.py")
+        return self._parsed[name]
 
-    @functools.lru_cache(maxsize=None)
     def script(self, rel_path: str) -> Module:
-        return self._parse(rel_path, self.root / rel_path, False)
+        if rel_path not in self._parsed:
+            self._parsed[rel_path] = self._parse(rel_path, self.root / rel_path, False)
+        return self._parsed[rel_path]
 
     # ------------------------------------------------------------------ parsing
     def _parse(self, name: str, path: Path, is_package: bool) -> Module:
@@ -105,36 +107,35 @@ class Project:
                 mod.functions[stmt.name] = stmt
         for owner, node in _walk_with_owner(tree):
             if isinstance(node, ast.Import):
-                for alias in node.names:
-                    if self.is_module(alias.name) or alias.name.split(".")[0] == PACKAGE:
-                        mod.imports.add(alias.name)
-                        if alias.asname:
-                            mod.aliases[alias.asname] = alias.name
-                        else:
-                            mod.aliases[alias.name.split(".")[0]] = alias.name.split(".")[0]
+                self._add_import(mod, node)
             elif isinstance(node, ast.ImportFrom):
-                base = self._from_base(node, package, path)
-                if base is None:
-                    continue
-                mod.imports.add(base)
-                for alias in node.names:
-                    local = alias.asname or alias.name
-                    sub = f"{base}.{alias.name}"
-                    if alias.name != "*" and self.is_module(sub):
-                        mod.imports.add(sub)
-                        mod.aliases[local] = sub
-                    elif alias.name != "*":
-                        mod.names[local] = (base, alias.name)
+                self._add_import_from(mod, node, package, path)
             elif isinstance(node, ast.Call) and _is_import_call(node) and node.args:
-                target = node.args[0]
-                if isinstance(target, ast.Constant) and isinstance(target.value, str):
-                    if target.value.split(".")[0] == PACKAGE:
-                        mod.imports.add(target.value)
-                elif isinstance(target, ast.JoinedStr) and _fstring_prefix(target).split(".")[0] not in ("", PACKAGE):
-                    continue  # e.g. f"spacy.lang.{lang}.stop_words": another library
-                else:
-                    mod.dynamic.append((node.lineno, owner))
+                _add_import_call(mod, node, owner)
         return mod
+
+    def _add_import(self, mod: Module, node: ast.Import) -> None:
+        for alias in node.names:
+            if self.is_module(alias.name) or alias.name.split(".")[0] == PACKAGE:
+                mod.imports.add(alias.name)
+                if alias.asname:
+                    mod.aliases[alias.asname] = alias.name
+                else:
+                    mod.aliases[alias.name.split(".")[0]] = alias.name.split(".")[0]
+
+    def _add_import_from(self, mod: Module, node: ast.ImportFrom, package: str, path: Path) -> None:
+        base = self._from_base(node, package, path)
+        if base is None:
+            return
+        mod.imports.add(base)
+        for alias in node.names:
+            local = alias.asname or alias.name
+            sub = f"{base}.{alias.name}"
+            if alias.name != "*" and self.is_module(sub):
+                mod.imports.add(sub)
+                mod.aliases[local] = sub
+            elif alias.name != "*":
+                mod.names[local] = (base, alias.name)
 
     def _from_base(self, node: ast.ImportFrom, package: str, path: Path) -> str | None:
         if node.level:
@@ -295,6 +296,18 @@ def registered_models(project: Project) -> dict[str, str]:
     return found
 
 
+def _add_import_call(mod: Module, node: ast.Call, owner: str | None) -> None:
+    """``importlib.import_module(...)``: a literal project name is an import; anything else is dynamic."""
+    target = node.args[0]
+    if isinstance(target, ast.Constant) and isinstance(target.value, str):
+        if target.value.split(".")[0] == PACKAGE:
+            mod.imports.add(target.value)
+    elif isinstance(target, ast.JoinedStr) and _fstring_prefix(target).split(".")[0] not in ("", PACKAGE):
+        return  # e.g. f"spacy.lang.{lang}.stop_words": another library
+    else:
+        mod.dynamic.append((node.lineno, owner))
+
+
 def _parents(name: str) -> list[str]:
     parts = name.split(".")
     return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
@@ -391,6 +404,7 @@ def sync_dvc_yaml(root: Path = REPO) -> str:
     project = Project(root)
     spec = stages(root)
     out, stage, in_deps, pending = [], None, False, False
+    deps_indent = 4
     for line in (Path(root) / "dvc.yaml").read_text(encoding="utf-8").splitlines(keepends=True):
         text = line.strip()
         indent = len(line) - len(line.lstrip())

@@ -463,23 +463,23 @@ def test_profile_view():
     assert changed.full == Profile(2, 0.01) and changed.quick == Profile() and full.full.epochs == 10
     assert changed.profile == "full"
     with pytest.raises(AttributeError) as exc:
-        cfg.nothing
+        _ = cfg.nothing
     assert str(exc.value) == "Trained has no attribute 'nothing'"
     with pytest.raises(AttributeError) as exc:
-        cfg._epochs
+        _ = cfg._epochs
     assert str(exc.value) == "Trained has no attribute '_epochs'"
     with pytest.raises(AttributeError) as exc:  # names starting with _ are never delegated
-        cfg._private
+        _ = cfg._private
     assert str(exc.value) == "Trained has no attribute '_private'" and cfg.active._private == 5
     bare = object.__new__(Trained)  # as copy and pickle make them: no profile yet
     with pytest.raises(AttributeError) as exc:
-        bare.epochs
+        _ = bare.epochs
     assert str(exc.value) == "Trained has no attribute 'epochs'"
     odd = object.__new__(Trained)
     object.__setattr__(odd, "profile", "other")
     object.__setattr__(odd, "other", 3)
     with pytest.raises(AttributeError):  # the profile names no dataclass
-        odd.epochs
+        _ = odd.epochs
     import copy
 
     assert copy.deepcopy(full) == full

@@ -181,7 +181,7 @@ def test_predict_refuses_every_output_that_is_an_input_or_another_output_before_
     params = tmp_path / "params.yaml"
     params.write_text("{}\n")
     (tmp_path / "file").write_text("a file\n")
-    out, explain, extra = tmp_path / "out.csv", None, []
+    out, extra = tmp_path / "out.csv", []
     expected = {
         "explain_is_input": (f"--explain {x}: is --input {x}", lambda: x),
         "explain_is_output": (f"--output {out}: is also --explain {out}", lambda: out),

@@ -132,7 +132,8 @@ def check_value(cls: type, name: str, raw: Any, key: str) -> Any:
 def _field_at(cls: type, name: str) -> tuple[dataclasses.Field, Any]:
     *parents, last = name.split(".")
     for part in parents:
-        cls = _hints(cls)[part]
+        hint = _hints(cls)[part]  # a nested section, possibly optional (``X | None``)
+        cls = next(a for a in (_union_args(hint) or (hint,)) if dataclasses.is_dataclass(a))
     fields = {f.name: f for f in dataclasses.fields(cls)}
     if last not in fields:
         raise KeyError(name)
@@ -186,33 +187,48 @@ def _parse(tp: Any, raw: Any, key: str, k: Knob | None) -> Any:
     if dataclasses.is_dataclass(tp):
         return _parse_dataclass(tp, raw, key)
     k = k or Knob("")
-    args = _union_args(tp)
-    if args is not None:
-        if raw is None and type(None) in args:
-            return None
-        rest = tuple(a for a in args if a is not type(None))
-        if set(rest) == {int, float}:
-            return _number(raw, key, k, "number")
-        if len(rest) == 1:
-            return _parse(rest[0], raw, key, k)
-        raise TypeError(f"{key}: unsupported knob type {tp}")
+    if _union_args(tp) is not None:
+        return _parse_union(tp, raw, key, k)
     origin = typing.get_origin(tp)
     if origin is tuple:
-        item = typing.get_args(tp)[0]
-        if not isinstance(raw, (list, tuple)):
-            raise invalid(key, raw, f"a list of {_describe(item, k, plural=True)}")
-        if k.nonempty and not raw:
-            raise invalid(key, raw, f"a non-empty list of {_describe(item, k, plural=True)}")
-        item_knob = dataclasses.replace(k, nonempty=False)
-        return tuple(_parse(item, v, f"{key}[{i}]", item_knob) for i, v in enumerate(raw))
+        return _parse_list(typing.get_args(tp)[0], raw, key, k)
     if origin is dict:
-        value_type = typing.get_args(tp)[1]
-        if not isinstance(raw, Mapping) or not all(isinstance(name, str) for name in raw):
-            raise invalid(key, raw, f"a mapping name -> {_describe(value_type, k)}")
-        if k.nonempty and not raw:
-            raise invalid(key, raw, f"a non-empty mapping name -> {_describe(value_type, k)}")
-        value_knob = dataclasses.replace(k, nonempty=False)
-        return {name: _parse(value_type, v, f"{key}.{name}", value_knob) for name, v in raw.items()}
+        return _parse_mapping(typing.get_args(tp)[1], raw, key, k)
+    return _parse_scalar(tp, raw, key, k)
+
+
+def _parse_union(tp: Any, raw: Any, key: str, k: Knob) -> Any:
+    """``X | None`` (absent or null allowed) and ``int | float`` (a number kept as written)."""
+    args = _union_args(tp)
+    if raw is None and type(None) in args:
+        return None
+    rest = tuple(a for a in args if a is not type(None))
+    if set(rest) == {int, float}:
+        return _number(raw, key, k, "number")
+    if len(rest) == 1:
+        return _parse(rest[0], raw, key, k)
+    raise TypeError(f"{key}: unsupported knob type {tp}")
+
+
+def _parse_list(item: Any, raw: Any, key: str, k: Knob) -> tuple:
+    item_knob = dataclasses.replace(k, nonempty=False)
+    if not isinstance(raw, (list, tuple)):
+        raise invalid(key, raw, f"a list of {_describe(item, item_knob, plural=True)}")
+    if k.nonempty and not raw:
+        raise invalid(key, raw, f"a non-empty list of {_describe(item, item_knob, plural=True)}")
+    return tuple(_parse(item, v, f"{key}[{i}]", item_knob) for i, v in enumerate(raw))
+
+
+def _parse_mapping(value_type: Any, raw: Any, key: str, k: Knob) -> dict:
+    value_knob = dataclasses.replace(k, nonempty=False)
+    if not isinstance(raw, Mapping) or not all(isinstance(name, str) for name in raw):
+        raise invalid(key, raw, f"a mapping name -> {_describe(value_type, value_knob)}")
+    if k.nonempty and not raw:
+        raise invalid(key, raw, f"a non-empty mapping name -> {_describe(value_type, value_knob)}")
+    return {name: _parse(value_type, v, f"{key}.{name}", value_knob) for name, v in raw.items()}
+
+
+def _parse_scalar(tp: Any, raw: Any, key: str, k: Knob) -> Any:
     if tp is bool:
         if not isinstance(raw, bool):
             raise invalid(key, raw, "true or false")

@@ -58,7 +58,7 @@ COLUMNS = ["row_id", "sha1", "phash", "exact_dup_group", "near_dup_group", "deco
 class HashConfig:
     """``image_hash``: decoding and the perceptual hashes that group duplicate images before the split."""
 
-    n_jobs: int = knob(2, "worker processes", lo=1, hi=256)
+    n_jobs: int = knob(2, "worker processes (the table is identical whatever the count)", lo=1, hi=256, runtime=True)
     min_side: int = knob(16, "a smaller source (e.g. 1x1) gets no hash and no group", lo=2, hi=512)
     hash_size: int = knob(16, "pHash side: 16 -> 256 bits (64 bits cannot tell look-alike products apart)", lo=4, hi=32)
     radius: int = knob(
