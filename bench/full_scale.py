@@ -21,7 +21,6 @@ read from its reports) and prints the table the README shows.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -152,10 +151,14 @@ def main() -> None:
         }
         for name, rec in sorted(watcher.stages.items(), key=lambda kv: kv[1]["start"])
     }
-    metrics = json.loads((args.workdir / "reports/metrics.json").read_text())
-    split = json.loads((args.workdir / "reports/split.json").read_text())
-    hashes = json.loads((args.workdir / "reports/image_hash.json").read_text())
-    quality = json.loads((args.workdir / "reports/image_quality.json").read_text())
+    # imported only now: importing rakuten pins its numeric environment in this process, which the
+    # watched run (the documented command, as typed in a shell) must not inherit
+    from rakuten.core.io import read_json, write_json
+
+    metrics = read_json(args.workdir / "reports/metrics.json")
+    split = read_json(args.workdir / "reports/split.json")
+    hashes = read_json(args.workdir / "reports/image_hash.json")
+    quality = read_json(args.workdir / "reports/image_quality.json")
     timing = HASH_TIMING.search(log_path.read_text(errors="replace"))
     result = {
         "command": " ".join(command),
@@ -184,8 +187,7 @@ def main() -> None:
         "note": "peak_tree_rss_mib sums RSS over a stage's processes (shared pages counted per process: "
         "an upper bound); wall_s is +-interval/2",
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
+    write_json(result, args.out)
     print(f"{'stage':<14}{'wall s':>9}{'peak tree RSS MiB':>20}{'largest process MiB':>22}")
     for name, s in stages.items():
         print(f"{name:<14}{s['wall_s']:>9.1f}{s['peak_tree_rss_mib']:>20.1f}{s['peak_process_rss_mib']:>22.1f}")

@@ -1,6 +1,6 @@
 """Benchmark of the synthetic catalog generator at full size (not a test: prints a table).
 
-The generator (``rakuten.data.sample.write_sample``) must write the full-size catalog (84,916 +
+The generator (``rakuten.data.sample.generate.write_sample``) must write the full-size catalog (84,916 +
 13,812 rows, 98,728 JPEGs of 500 px) on a 2-core machine in minutes: >= 200 images/s overall,
 <= 8 minutes. For each size (total rows, split train/test in the official 84916:13812 ratio), in
 its own process (so peak RSS is per size):
@@ -37,8 +37,11 @@ from measure import cpu_s, peak_rss_mib, run_in_own_process
 import rakuten  # noqa: F401  first, as in the stage: pins numpy's and OpenCV's code paths before they load
 from rakuten.core.io import write_json
 from rakuten.core.logs import setup_logging
-from rakuten.data import sample
-from rakuten.data.sample import SampleConfig, generate_tables, image_tasks, render_row, write_sample
+from rakuten.data.sample import generate
+from rakuten.data.sample.config import SampleConfig
+from rakuten.data.sample.generate import write_sample
+from rakuten.data.sample.render import image_tasks, render_row
+from rakuten.data.sample.tables import generate_tables
 
 FULL_TRAIN, FULL_TEST = 84916, 13812
 PER_IMAGE_ROWS = 300  # rows rendered in-process for the single-core cost of one image
@@ -62,7 +65,8 @@ def disk_usage(root: Path) -> dict[str, int]:
 
 
 def timed(fn, spent: dict[str, float], key: str):
-    """``fn`` wrapped to add its wall time to ``spent[key]`` (write_sample looks it up in its module)."""
+    """``fn`` wrapped to add its wall time to ``spent[key]`` (``write_sample`` looks its phases up in
+    :mod:`rakuten.data.sample.generate` at each call, so the wrapped ones are timed there)."""
 
     def wrapper(*args, **kwargs):
         start = time.perf_counter()
@@ -95,8 +99,8 @@ def one_size(total: int, image_size: int, n_jobs: int, root: Path, keep: bool) -
     if out.exists():
         shutil.rmtree(out)
     spent: dict[str, float] = {}
-    sample.generate_tables = timed(sample.generate_tables, spent, "generate_tables")
-    sample.render_all = timed(sample.render_all, spent, "render_all")
+    generate.generate_tables = timed(generate.generate_tables, spent, "generate_tables")
+    generate.render_all = timed(generate.render_all, spent, "render_all")
     load = os.getloadavg()[0]
     cpu, start = cpu_s(), time.perf_counter()
     write_sample(cfg, out)

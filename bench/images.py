@@ -21,19 +21,19 @@ import argparse
 import json
 import os
 import platform
-import resource
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import cv2
 import numpy as np
-from measure import cpu_s, run_in_own_process
+from measure import cpu_s, peak_rss_mib, run_in_own_process
 
 from rakuten.core.io import write_json
 from rakuten.core.logs import setup_logging
 from rakuten.data.ingest import load_catalog
-from rakuten.data.sample import SampleConfig, write_sample
+from rakuten.data.sample.config import SampleConfig
+from rakuten.data.sample.generate import write_sample
 from rakuten.image.config import ImageCleanConfig
 from rakuten.image.image_clean import clean_frame
 from rakuten.image.image_hash import HashConfig, hash_catalog
@@ -72,7 +72,7 @@ def one_size(n: int, root: Path, n_jobs: int) -> dict:
     clean_s = time.perf_counter() - start
     cpu.append(cpu_s())
     decode_cpu, hash_cpu, clean_cpu = np.diff(cpu) * 1000 / n
-    rss = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    rss = max(peak_rss_mib().values())  # this process or its largest worker
     scores, _ = score_detectors(table, paths, load_defects(sample / "defects.json"))
     search = hashes.attrs["search"]
     near = hashes["near_dup_group"].to_numpy()
@@ -99,7 +99,7 @@ def one_size(n: int, root: Path, n_jobs: int) -> dict:
         "largest_near_duplicate_cluster": int(np.bincount(near[near >= 0]).max()) if (near >= 0).any() else 0,
         "hash_total_s": round(hash_s, 1),
         "clean_total_s": round(clean_s, 1),
-        "peak_rss_mib": round(rss / 1024, 1),
+        "peak_rss_mib": rss,
         "detection": {k: {m: round(scores[k][m], 3) for m in ("precision", "recall")} for k in scores},
     }
 
@@ -132,7 +132,8 @@ def main() -> None:
             f"CPU-time ratio {r['cpu_ratio']:.2f}, {r['cpu_ratio_hash_and_clean']:.2f})  "
             f"dup search {r['duplicate_search_s']:>6.2f} s ({r['search_candidates']} candidates)  "
             f"near P/R {r['detection']['near_duplicates']['precision']:.3f}/"
-            f"{r['detection']['near_duplicates']['recall']:.3f} (largest cluster {r['largest_near_duplicate_cluster']})  "
+            f"{r['detection']['near_duplicates']['recall']:.3f} "
+            f"(largest cluster {r['largest_near_duplicate_cluster']})  "
             f"blur {r['detection']['blur']['precision']:.3f}/{r['detection']['blur']['recall']:.3f}  "
             f"peak RSS {r['peak_rss_mib']:.0f} MiB",
             flush=True,

@@ -18,17 +18,15 @@ import argparse
 import logging
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from bench.remote import clone, dvc, folder_size  # noqa: E402
-from rakuten.core.integrity import ArtifactRecords  # noqa: E402
-from rakuten.core.io import write_json  # noqa: E402
-from rakuten.core.logs import setup_logging  # noqa: E402
+from remote import ROOT, clone, dvc, folder_size
+
+from rakuten.core.integrity import ArtifactRecords
+from rakuten.core.io import write_json
+from rakuten.core.logs import setup_logging
 
 LOG = logging.getLogger("rakuten")
 

@@ -12,7 +12,7 @@ Score = (killed + timeout) / (total - equivalent): an equivalent mutant cannot b
 A module none of whose mutants has a result under ``mutants/`` (mutmut never run on it here, or its
 results deleted) keeps its row from the previous report (``--out``), with the date it was measured
 (``measured``, ``source: "previous report"``): those figures are of the code as it was on that date.
-A module measured now gets today's date and ``source: "mutants/"``. ``io.py`` is scored on the
+A module measured now gets today's date and ``source: "mutants/"``. ``core/io.py`` is scored on the
 functions named in ``MODULES`` only (the output-path rule of a run); its other mutants are not scored.
 """
 
@@ -25,27 +25,42 @@ from datetime import date
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# module file under src/rakuten -> the functions scored (None: every mutant of the module)
+# module file under src/rakuten (pyproject's [tool.mutmut] only_mutate) -> the functions scored (None: every mutant)
 MODULES: dict[str, tuple[str, ...] | None] = {
-    "evaluate.py": None,
-    "fusion.py": None,
+    "evaluation/evaluate.py": None,
+    "fusion/fusion.py": None,
     "data/split.py": None,
-    "models/contract.py": None,
-    "data/catalog.py": None,
+    "contracts/model_files.py": None,
+    "data/ingest.py": None,
     "text/cleaning.py": None,
-    "text/pipeline.py": None,
+    "text/text_clean.py": None,
     "image/process.py": None,
     "models/tfidf_svm.py": None,
     # security-critical, added 2026-12-06: artifact hashes against dvc.lock, a run's output paths,
     # GPU claims, the preprocessing record
-    "integrity.py": None,
-    "io.py": ("check_run_paths", "_same_or_inside", "_writable_parent"),
-    "gpus.py": None,
-    "preprocessing.py": None,
+    "core/integrity.py": None,
+    "core/io.py": ("check_run_paths", "_same_or_inside", "_writable_parent"),
+    "runtime/gpus.py": None,
+    "contracts/preprocessing.py": None,
     # added 2026-12-06: what one HTTP client can cost the service, the knob declarations, the embed stage
-    "http_guards.py": None,
-    "config.py": None,
+    "serving/http_guards.py": None,
+    "core/config.py": None,
     "models/embed.py": None,
+}
+# the names these modules had before src/rakuten was regrouped into layered packages: reports written
+# before then key their rows by them, and a module not rerun since keeps its row under its new name
+FORMERLY: dict[str, str] = {
+    "rakuten.evaluation.evaluate": "rakuten.evaluate",
+    "rakuten.fusion.fusion": "rakuten.fusion",
+    "rakuten.contracts.model_files": "rakuten.models.contract",
+    "rakuten.data.ingest": "rakuten.data.catalog",
+    "rakuten.text.text_clean": "rakuten.text.pipeline",
+    "rakuten.core.integrity": "rakuten.integrity",
+    "rakuten.core.io": "rakuten.io",
+    "rakuten.runtime.gpus": "rakuten.gpus",
+    "rakuten.contracts.preprocessing": "rakuten.preprocessing",
+    "rakuten.serving.http_guards": "rakuten.http_guards",
+    "rakuten.core.config": "rakuten.config",
 }
 # mutmut's exit codes (mutmut/stats.py): 1 and 3 killed; 0 survived; timeouts
 KILLED, SURVIVED, TIMEOUT = {1, 3}, {0}, {24, -24, 152, 255, 36}
@@ -81,7 +96,8 @@ EQUIVALENT: dict[str, str] = {  # judged by reading `mutmut show <name>`; see do
     "rakuten.text.cleaning.x_fix_encoding__mutmut_3": _EQ_FALSY,
     "rakuten.text.cleaning.x_fix_encoding__mutmut_8": _EQ_FALSY,
     "rakuten.text.cleaning.x_truncate_words__mutmut_5": "str.rfind start None is start 0",
-    "rakuten.text.cleaning.x_truncate_words__mutmut_12": "rfind from 1: a space at 0 gives cut 0, a hard cut either way",
+    "rakuten.text.cleaning.x_truncate_words__mutmut_12": "rfind from 1: a space at 0 gives cut 0, a hard cut either "
+    "way",
     # evaluate.py
     "rakuten.evaluation.evaluate.x_results_markdown__mutmut_37": _ITER,
     "rakuten.evaluation.evaluate.x_results_markdown__mutmut_38": _ITER,
@@ -167,47 +183,52 @@ EQUIVALENT: dict[str, str] = {  # judged by reading `mutmut show <name>`; see do
     "rakuten.core.integrity.xǁArtifactRecordsǁfrom_lock__mutmut_11": _CODEC,
     "rakuten.core.integrity.xǁArtifactRecordsǁrecorded__mutmut_4": "`or True`: outs.get(None) is None (its keys are "
     "strings), as the else branch",
-    "rakuten.core.integrity.xǁArtifactRecordsǁ_mismatch__mutmut_5": "`or True`: a hash without .dir, cut by 4 characters, "
-    "names no cached listing (those are named by their "
-    "32-digit MD5), and a file never uses one",
+    "rakuten.core.integrity.xǁArtifactRecordsǁ_mismatch__mutmut_5": "`or True`: a hash without .dir, cut by 4 "
+    "characters, names no cached listing (those are named by their 32-digit MD5), and a file never uses one",
     # preprocessing.py
     "rakuten.contracts.preprocessing.x_read_record__mutmut_7": _CODEC,
     "rakuten.contracts.preprocessing.x_changed_since_training__mutmut_4": _NONE_SECTION,
     "rakuten.contracts.preprocessing.x_changed_since_training__mutmut_6": _NONE_SECTION,
-    "rakuten.contracts.preprocessing.x_check_runtime__mutmut_17": "the key named in the error of the record's own parse, "
-    "which is discarded (only whether it fails counts)",
-    "rakuten.contracts.preprocessing.x_with_runtime__mutmut_15": "_lookup(None, key) is _MISSING, as for a missing key of {}",
-    "rakuten.contracts.preprocessing.x_with_runtime__mutmut_17": "_lookup(None, key) is _MISSING, as for a missing key of {}",
+    "rakuten.contracts.preprocessing.x_check_runtime__mutmut_17": "the key named in the error of the record's own "
+    "parse, which is discarded (only whether it fails counts)",
+    "rakuten.contracts.preprocessing.x_with_runtime__mutmut_15": "_lookup(None, key) is _MISSING, as for a missing "
+    "key of {}",
+    "rakuten.contracts.preprocessing.x_with_runtime__mutmut_17": "_lookup(None, key) is _MISSING, as for a missing "
+    "key of {}",
     # http_guards.py
-    "rakuten.serving.http_guards.xǁGuardǁ__call____mutmut_34": "Content-Length default b'XXXX' instead of b'': not digits "
-    "either, so no body",
-    "rakuten.serving.http_guards.xǁGuardǁ__call____mutmut_51": "Transfer-Encoding default b'XXXX' instead of b'': holds no "
-    "'chunked' either",
-    "rakuten.serving.http_guards.xǁGuardǁ__call____mutmut_84": "more_body default None instead of False: `not` of either is "
-    "True",
-    "rakuten.serving.http_guards.xǁGuardǁ__call____mutmut_86": "more_body default None instead of False: `not` of either is "
-    "True",
-    "rakuten.serving.http_guards.xǁGuardǁ__call____mutmut_130": "'CONNECTION': starlette's MutableHeaders lowercases the "
-    "names it sets",
-    "rakuten.serving.http_guards.xǁRateLimitFilterǁfilter__mutmut_5": "split without maxsplit: [0] is still the first line",
+    "rakuten.serving.http_guards.xǁGuardǁ__call____mutmut_34": "Content-Length default b'XXXX' instead of b'': not "
+    "digits either, so no body",
+    "rakuten.serving.http_guards.xǁGuardǁ__call____mutmut_51": "Transfer-Encoding default b'XXXX' instead of b'': "
+    "holds no 'chunked' either",
+    "rakuten.serving.http_guards.xǁGuardǁ__call____mutmut_84": "more_body default None instead of False: `not` of "
+    "either is True",
+    "rakuten.serving.http_guards.xǁGuardǁ__call____mutmut_86": "more_body default None instead of False: `not` of "
+    "either is True",
+    "rakuten.serving.http_guards.xǁGuardǁ__call____mutmut_130": "'CONNECTION': starlette's MutableHeaders lowercases "
+    "the names it sets",
+    "rakuten.serving.http_guards.xǁRateLimitFilterǁfilter__mutmut_5": "split without maxsplit: [0] is still the first "
+    "line",
     "rakuten.serving.http_guards.xǁRateLimitFilterǁfilter__mutmut_9": "split maxsplit=2: [0] is still the first line",
     "rakuten.serving.http_guards.x__loop_exception__mutmut_11": "no message: str(None) holds no 'accept' either",
     "rakuten.serving.http_guards.x__loop_exception__mutmut_13": "no message: str(None) holds no 'accept' either",
     "rakuten.serving.http_guards.x__loop_exception__mutmut_16": "no message: 'XXXX' holds no 'accept' either",
-    "rakuten.serving.http_guards.x_connection_budget__mutmut_6": "5 * burst: where 4 batches fit but 5 do not, the shrink "
-    "keeps burst 2048 and the cap ((spare - cap) // 4 >= 2048)",
-    "rakuten.serving.http_guards.x_connection_budget__mutmut_7": ">= at cap + 4 * burst == spare: the shrink gives burst "
-    "2048 and the cap unchanged",
+    "rakuten.serving.http_guards.x_connection_budget__mutmut_6": "5 * burst: where 4 batches fit but 5 do not, the "
+    "shrink keeps burst 2048 and the cap ((spare - cap) // 4 >= 2048)",
+    "rakuten.serving.http_guards.x_connection_budget__mutmut_7": ">= at cap + 4 * burst == spare: the shrink gives "
+    "burst 2048 and the cap unchanged",
     # config.py
-    "rakuten.core.config.x__parse__mutmut_10": "help text of the stand-in Knob (None): help is never read while parsing",
-    "rakuten.core.config.x__parse__mutmut_11": "help text of the stand-in Knob ('XXXX'): help is never read while parsing",
+    "rakuten.core.config.x__parse__mutmut_10": "help text of the stand-in Knob (None): help is never read while "
+    "parsing",
+    "rakuten.core.config.x__parse__mutmut_11": "help text of the stand-in Knob ('XXXX'): help is never read while "
+    "parsing",
     "rakuten.core.config.x__parse__mutmut_26": "_number treats any kind but 'int' and 'float' as 'number' (None)",
-    "rakuten.core.config.x__parse__mutmut_31": "_number treats any kind but 'int' and 'float' as 'number' ('XXnumberXX')",
+    "rakuten.core.config.x__parse__mutmut_31": "_number treats any kind but 'int' and 'float' as 'number' "
+    "('XXnumberXX')",
     "rakuten.core.config.x__parse__mutmut_32": "_number treats any kind but 'int' and 'float' as 'number' ('NUMBER')",
     "rakuten.core.config.x__parse__mutmut_82": "nonempty=None instead of False on the item knob: only read as a truth "
     "value",
-    "rakuten.core.config.x__parse__mutmut_128": "nonempty=None instead of False on the value knob: only read as a truth "
-    "value",
+    "rakuten.core.config.x__parse__mutmut_128": "nonempty=None instead of False on the value knob: only read as a "
+    "truth value",
     "rakuten.core.config.xǁProfileViewǁ__getattr____mutmut_7": "no profile yet: __dict__.get(None) is None, as "
     "__dict__.get('')",
     "rakuten.core.config.xǁProfileViewǁ__getattr____mutmut_9": "no profile yet: __dict__.get(None) is None, as "
@@ -242,7 +263,9 @@ def previous_rows(path: Path) -> tuple[dict[str, dict], str | None]:
         report = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}, None
-    return report.get("modules", {}), report.get("date")
+    rows = report.get("modules", {})
+    renamed = {new: rows[old] for new, old in FORMERLY.items() if old in rows and new not in rows}
+    return {**rows, **renamed}, report.get("date")
 
 
 def collect(mutants: Path, previous: dict[str, dict], previous_date: str | None) -> dict[str, dict]:
@@ -343,7 +366,7 @@ def main() -> int:
         for k, v in figures.items()
         for name in v["stale_equivalents"]
     ]
-    for k, v in figures.items():
+    for v in figures.values():
         for name in v.get("open_survivors", []):
             print(f"open survivor: {name}")
     if args.check and problems:

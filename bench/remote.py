@@ -17,21 +17,22 @@ import json
 import logging
 import os
 import platform
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from rakuten.core.io import write_json  # noqa: E402
-from rakuten.core.logs import setup_logging  # noqa: E402
-from tests.helpers.s3_server import ACCESS_KEY, SECRET_KEY, S3Server  # noqa: E402
+from rakuten.core.io import write_json
+from rakuten.core.logs import setup_logging
 
+ROOT = Path(__file__).resolve().parents[1]
 LOG = logging.getLogger("rakuten")
+ACCESS_KEY, SECRET_KEY = "rakuten-bench-key", "rakuten-bench-secret"  # moto accepts any; never a real account
 ENV = {
     **os.environ,
     "DVC_NO_ANALYTICS": "1",
@@ -52,10 +53,13 @@ def run(*args: str, cwd: Path) -> float:
 
 
 def dvc(*args: str, cwd: Path) -> float:
+    """Seconds ``dvc args`` took (this interpreter's DVC)."""
     return run(sys.executable, "-m", "dvc", *args, cwd=cwd)
 
 
 def clone(scratch: Path, name: str, remote_args: list[list[str]], cache: Path | None = None) -> Path:
+    """A git clone of this repository's HEAD in ``scratch``, reading DVC's ``cache`` if given, with the
+    ``dvc remote`` commands ``remote_args`` applied."""
     repo = scratch / name
     run("git", "clone", "-q", str(ROOT), str(repo), cwd=scratch)
     if cache is not None:
@@ -66,8 +70,45 @@ def clone(scratch: Path, name: str, remote_args: list[list[str]], cache: Path | 
 
 
 def folder_size(path: Path) -> tuple[int, int]:
+    """Files under ``path`` and their total bytes."""
     files = [p for p in path.rglob("*") if p.is_file()]
     return len(files), sum(p.stat().st_size for p in files)
+
+
+class S3Server:
+    """moto's S3 server (the dev extra; the app DVC's own S3 plugin tests use) on 127.0.0.1 at a free port,
+    in a thread of this process: buckets live in memory until :meth:`stop`."""
+
+    def __init__(self) -> None:
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+        from werkzeug.serving import make_server
+
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not one line per request
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        app = DomainDispatcherApplication(create_backend_app)
+        self._server = make_server("127.0.0.1", port, app, threaded=True, request_handler=MotoRequestHandler)
+        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    def make_bucket(self, name: str) -> None:
+        import boto3
+
+        client = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+        )
+        client.create_bucket(Bucket=name)
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
 
 
 def measure(scratch: Path, kind: str, remote_args: list[list[str]], stored: Path | None) -> dict:

@@ -56,10 +56,11 @@ import numpy as np
 import pandas as pd
 import psutil
 
+from rakuten.core.io import write_json
+from rakuten.core.logs import setup_logging
+from rakuten.data.ingest import IMAGE_DIRS, X_COLUMNS, X_TEST, catalog_rows, read_official_csv
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-from rakuten.core.io import write_json  # noqa: E402
-from rakuten.core.logs import setup_logging  # noqa: E402
 
 log = logging.getLogger("bench.serve")
 KINDS = ("text", "image", "explain", "batch")
@@ -71,50 +72,48 @@ MB = 2**20
 
 @dataclass
 class Products:
-    """The test rows the clients send (X_test layout, strings) and their image bytes, in memory."""
+    """The test rows the clients send (X_test layout; empty text as ""), each row's image file name and
+    the bytes of the images present, in memory. Read as the service reads them: the official CSV
+    reader, and :func:`rakuten.data.ingest.catalog_rows` for where a row's image is and whether it is
+    readable."""
 
     x: pd.DataFrame
-    images: dict[str, bytes]  # file name -> bytes
+    names: list[str]  # per row: image_<imageid>_product_<productid>.jpg
+    images: dict[str, bytes]  # file name -> bytes, for the rows whose image is readable
 
     @classmethod
     def load(cls, data_root: Path) -> "Products":
         sample = data_root / "data" / "sample"
-        x = pd.read_csv(sample / "X_test_update.csv", index_col=0, dtype=str, keep_default_na=False)
-        folder = sample / "images" / "image_test"
-        images = {}
-        for row in x.itertuples():
-            path = folder / image_name(row)
-            if path.is_file():
-                images[path.name] = path.read_bytes()
+        path = sample / X_TEST
+        x = read_official_csv(path, X_COLUMNS)
+        rows, _ = catalog_rows(x, path, sample / IMAGE_DIRS[True])
+        names = [Path(p).name for p in rows["image_path"]]
+        images = {name: Path(p).read_bytes() for name, p, ok in zip(names, rows["image_path"], rows["image_ok"]) if ok}
         if len(x) == 0 or not images:
             raise SystemExit(f"{sample}: no test rows or no test images to send")
-        return cls(x, images)
+        return cls(x.fillna(""), names, images)
 
     def row(self, i: int) -> pd.Series:
         return self.x.iloc[i % len(self.x)]
 
-    def image_row(self, i: int) -> tuple[pd.Series, bytes]:
-        """The first row from ``i`` on that has an image, with its bytes."""
+    def image_row(self, i: int) -> tuple[pd.Series, str, bytes]:
+        """The first row from ``i`` on that has an image, with its file name and bytes."""
         for j in range(i, i + len(self.x)):
-            row = self.row(j)
-            data = self.images.get(image_name(row))
-            if data is not None:
-                return row, data
+            name = self.names[j % len(self.x)]
+            if name in self.images:
+                return self.row(j), name, self.images[name]
         raise AssertionError("no row with an image")
 
     def batch(self, i: int, n: int) -> tuple[bytes, list[tuple[str, bytes]], list[str]]:
         """CSV bytes (X_test layout) of ``n`` rows from ``i`` on, their images, their index labels."""
         start = (i * n) % len(self.x)
-        rows = self.x.iloc[[(start + k) % len(self.x) for k in range(n)]]
+        positions = [(start + k) % len(self.x) for k in range(n)]
+        rows = self.x.iloc[positions]
         buffer = io.StringIO()
         rows.to_csv(buffer, index=True, lineterminator="\n")
-        names = [image_name(r) for r in rows.itertuples()]
+        names = [self.names[p] for p in positions]
         images = [(name, self.images[name]) for name in names if name in self.images]
         return buffer.getvalue().encode(), images, [str(v) for v in rows.index]
-
-
-def image_name(row) -> str:
-    return f"image_{row.imageid}_product_{row.productid}.jpg"
 
 
 # ------------------------------------------------------------------------------------------ server
@@ -327,11 +326,11 @@ def send(client: httpx.Client, kind: str, products: Products, i: int, batch_rows
             raise BadAnswer(f"batch: answer has rows {list(table.index)[:5]}..., expected {index[:5]}...")
         return len(table), list(table["inputs_used"])
     if kind == "image":
-        row, data = products.image_row(i)
+        row, name, data = products.image_row(i)
         r = client.post(
             "/predict",
             data={"designation": row.designation, "description": row.description},
-            files={"image": (image_name(row), data, "image/jpeg")},
+            files={"image": (name, data, "image/jpeg")},
         )
     else:
         row = products.row(i)
@@ -439,12 +438,69 @@ def warm_up(url: str, products: Products, mix: dict[str, int], batch_rows: int, 
     return out
 
 
+@dataclass
+class Load:
+    """What one load run measured on the server, from the warm-up's end to the settled end."""
+
+    tally: Tally
+    samples: list[tuple[float, float, float]]  # (t, main MB, total MB)
+    most_children: int
+    duration: float
+    cpu_s: float
+    main_end: float
+    total_end: float
+    handles_start: dict[str, int]
+    handles_end: dict[str, int]
+    tracebacks: int
+
+
 def run(args: argparse.Namespace) -> dict:
     mix = parse_mix(args.mix)
     products = Products.load(args.data)
     lock = args.lock or args.data / "dvc.lock"
-    load_before = [round(x, 2) for x in os.getloadavg()]
-    report: dict = {
+    report = header(args, mix, lock)
+    checks: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="rakuten-bench-serve-") as tmp:
+        server = Server(
+            args.models.resolve(),
+            args.data.resolve(),
+            lock.resolve(),
+            Path(tmp) / "server.log",
+            args.serve_args.split(),
+        )
+        leftover: list[int] = []
+        try:
+            load = drive(server, products, mix, args, report)
+        finally:
+            leftover = server.stop()
+        report["server_stopped"] = {"exit_code": server.proc.returncode, "killed_or_left": leftover}
+        if leftover:
+            checks.append(f"server processes had to be killed or are left: {leftover}")
+    report["rss_mb"] = rss_report(load, server, args)
+    report["server_handles"] = {"start": load.handles_start, "end": load.handles_end}
+    report["server_log_tracebacks_during_load"] = load.tracebacks
+    report["server_cpu_s_during_load"] = round(load.cpu_s, 1)
+    report["load_s"] = round(load.duration, 2)
+    report["kinds"], report["overall"] = kinds_report(load, mix, checks)
+    report["error_samples"] = load.tally.samples
+    report["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    errors = report["overall"]["errors"]
+    if errors:
+        checks.append(f"{errors} request(s) failed: {load.tally.samples[:3]}")
+    if not report["rss_mb"]["passed"]:
+        checks.append(
+            f"server RSS grew {report['rss_mb']['growth']:.1f} MB, over the {args.max_rss_growth_mb:g} MB bound"
+        )
+    if load.tracebacks:
+        checks.append(f"{load.tracebacks} traceback(s) in the server log during the load")
+    report["failed_checks"] = checks
+    report["passed"] = not checks
+    return report
+
+
+def header(args: argparse.Namespace, mix: dict[str, int], lock: Path) -> dict:
+    """The report's settings, machine and note, before anything runs."""
+    return {
         "what": "rakuten serve under concurrent clients: latency per request kind, throughput, server RSS",
         "settings": {
             "seconds": args.seconds,
@@ -463,77 +519,79 @@ def run(args: argparse.Namespace) -> dict:
             "python": platform.python_version(),
             "torch": metadata.version("torch"),
             "platform": platform.platform(),
-            "load_average_before": load_before,
+            "load_average_before": [round(x, 2) for x in os.getloadavg()],
         },
         "note": "latencies include waiting for the model's lock (one prediction at a time); on a shared "
         "machine the figures are noisy (see the load averages)",
     }
-    checks: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="rakuten-bench-serve-") as tmp:
-        server = Server(
-            args.models.resolve(),
-            args.data.resolve(),
-            lock.resolve(),
-            Path(tmp) / "server.log",
-            args.serve_args.split(),
-        )
-        leftover: list[int] = []
-        try:
-            report["startup_s"] = round(server.wait_ready(args.startup_timeout), 1)
-            log.info("server up on %s in %.1f s (pid %d)", server.url, report["startup_s"], server.proc.pid)
-            report["warm_up"] = warm_up(server.url, products, mix, args.batch_rows, args.timeout)
-            if report["warm_up"]["explain"].get("available") is False:
-                mix.pop("explain", None)
-            time.sleep(1.0)  # let transient workers of the warm-up exit before the start figure
-            log_offset = server.log_size()
-            handles_start = server.handles()
-            sampler = Sampler(server, args.sample_s)
-            sampler.start()
-            cpu_start = server.cpu_s()
-            tally = Tally()
-            cycle = schedule(mix)
-            log.info("load: %d clients for %g s, cycle %s", args.clients, args.seconds, " ".join(cycle))
-            t0 = time.perf_counter()
-            deadline = t0 + args.seconds
-            threads = [
-                threading.Thread(
-                    target=client_loop,
-                    name=f"client-{c}",
-                    args=(
-                        server.url,
-                        products,
-                        cycle,
-                        c * len(cycle) // max(args.clients, 1),
-                        deadline,
-                        args.batch_rows,
-                        args.timeout,
-                        tally,
-                        c,
-                    ),
-                )
-                for c in range(args.clients)
-            ]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            duration = time.perf_counter() - t0
-            cpu_load = server.cpu_s() - cpu_start
-            time.sleep(args.settle_s)  # transient workers exit; the end figure is the idle server's
-            sampler.finish()
-            main_end, total_end = server.rss()
-            handles_end = server.handles()
-            tracebacks = server.log_text(log_offset).count("Traceback")
-        finally:
-            leftover = server.stop()
-        report["server_stopped"] = {"exit_code": server.proc.returncode, "killed_or_left": leftover}
-        if leftover:
-            checks.append(f"server processes had to be killed or are left: {leftover}")
 
-    samples = sampler.samples
+
+def drive(server: Server, products: Products, mix: dict[str, int], args: argparse.Namespace, report: dict) -> Load:
+    """Wait for the server, warm it up (``report``'s ``startup_s`` and ``warm_up``; the explain kind
+    leaves ``mix`` when the service cannot answer it), then ``--clients`` clients for ``--seconds``."""
+    report["startup_s"] = round(server.wait_ready(args.startup_timeout), 1)
+    log.info("server up on %s in %.1f s (pid %d)", server.url, report["startup_s"], server.proc.pid)
+    report["warm_up"] = warm_up(server.url, products, mix, args.batch_rows, args.timeout)
+    if report["warm_up"]["explain"].get("available") is False:
+        mix.pop("explain", None)
+    time.sleep(1.0)  # let transient workers of the warm-up exit before the start figure
+    log_offset = server.log_size()
+    handles_start = server.handles()
+    sampler = Sampler(server, args.sample_s)
+    sampler.start()
+    cpu_start = server.cpu_s()
+    tally = Tally()
+    cycle = schedule(mix)
+    log.info("load: %d clients for %g s, cycle %s", args.clients, args.seconds, " ".join(cycle))
+    t0 = time.perf_counter()
+    deadline = t0 + args.seconds
+    threads = [
+        threading.Thread(
+            target=client_loop,
+            name=f"client-{c}",
+            args=(
+                server.url,
+                products,
+                cycle,
+                c * len(cycle) // max(args.clients, 1),
+                deadline,
+                args.batch_rows,
+                args.timeout,
+                tally,
+                c,
+            ),
+        )
+        for c in range(args.clients)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    duration = time.perf_counter() - t0
+    cpu_load = server.cpu_s() - cpu_start
+    time.sleep(args.settle_s)  # transient workers exit; the end figure is the idle server's
+    sampler.finish()
+    main_end, total_end = server.rss()
+    return Load(
+        tally=tally,
+        samples=sampler.samples,
+        most_children=sampler.most_children,
+        duration=duration,
+        cpu_s=cpu_load,
+        main_end=main_end,
+        total_end=total_end,
+        handles_start=handles_start,
+        handles_end=server.handles(),
+        tracebacks=server.log_text(log_offset).count("Traceback"),
+    )
+
+
+def rss_report(load: Load, server: Server, args: argparse.Namespace) -> dict:
+    """The server's RSS over the load: start, peak, end, growth against the bound, the main process's
+    trend over the second half, the children seen."""
+    samples = load.samples
     start_main, start_total = samples[0][1], samples[0][2]
-    growth = total_end - start_total
-    passed_rss = growth <= args.max_rss_growth_mb
+    growth = load.total_end - start_total
     half = [s for s in samples if s[0] >= samples[-1][0] / 2]
     slope = (
         float(np.polyfit([s[0] for s in half], [s[1] for s in half], 1)[0]) * 60
@@ -541,21 +599,21 @@ def run(args: argparse.Namespace) -> dict:
         else None
     )
     step = max(1, round(5.0 / args.sample_s))
-    report["rss_mb"] = {
+    return {
         "start": round(start_total, 1),
-        "peak": round(max(s[2] for s in samples + [(0, main_end, total_end)]), 1),
-        "end": round(total_end, 1),
+        "peak": round(max(s[2] for s in samples + [(0, load.main_end, load.total_end)]), 1),
+        "end": round(load.total_end, 1),
         "growth": round(growth, 1),
         "bound": args.max_rss_growth_mb,
-        "passed": passed_rss,
+        "passed": growth <= args.max_rss_growth_mb,
         "main_process": {
             "start": round(start_main, 1),
             "peak": round(max(s[1] for s in samples), 1),
-            "end": round(main_end, 1),
+            "end": round(load.main_end, 1),
             "trend_second_half_mb_per_min": None if slope is None else round(slope, 2),
         },
         "children": {
-            "most_at_once": sampler.most_children,
+            "most_at_once": load.most_children,
             "distinct": len(server.seen),
             "command_lines": sorted(server.kinds_seen),
         },
@@ -563,11 +621,12 @@ def run(args: argparse.Namespace) -> dict:
         "warm-up, end once the load stopped and settled",
         "timeline_s_mb": [[round(s[0], 1), round(s[2], 1)] for s in samples[::step]],
     }
-    report["server_handles"] = {"start": handles_start, "end": handles_end}
-    report["server_log_tracebacks_during_load"] = tracebacks
-    report["server_cpu_s_during_load"] = round(cpu_load, 1)
-    report["load_s"] = round(duration, 2)
 
+
+def kinds_report(load: Load, mix: dict[str, int], checks: list[str]) -> tuple[dict, dict]:
+    """Per request kind and overall: count, errors, latency percentiles, rates; a kind that never ran
+    is a failed check."""
+    tally, duration = load.tally, load.duration
     kinds = {}
     for kind in KINDS:
         if kind not in mix:
@@ -586,26 +645,14 @@ def run(args: argparse.Namespace) -> dict:
         if not lat:
             checks.append(f"{kind}: no request ran (raise --seconds)")
     everything = [x for k in kinds for x in tally.latencies[k]]
-    errors = sum(tally.errors[k] for k in kinds)
-    report["kinds"] = kinds
-    report["overall"] = {
+    overall = {
         "count": len(everything),
-        "errors": errors,
+        "errors": sum(tally.errors[k] for k in kinds),
         **latency_stats(everything),
         "req_per_s": round(len(everything) / duration, 2),
         "rows_per_s": round(sum(tally.rows[k] for k in kinds) / duration, 1),
     }
-    report["error_samples"] = tally.samples
-    report["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
-    if errors:
-        checks.append(f"{errors} request(s) failed: {tally.samples[:3]}")
-    if not passed_rss:
-        checks.append(f"server RSS grew {growth:.1f} MB, over the {args.max_rss_growth_mb:g} MB bound")
-    if tracebacks:
-        checks.append(f"{tracebacks} traceback(s) in the server log during the load")
-    report["failed_checks"] = checks
-    report["passed"] = not checks
-    return report
+    return kinds, overall
 
 
 def summarise(report: dict) -> None:

@@ -16,13 +16,13 @@ import argparse
 import logging
 import os
 import platform
-import resource
 import sys
 import time
 from dataclasses import replace
 
 import numpy as np
 import pandas as pd
+from measure import peak_rss_mib
 
 from rakuten.contracts.classes import indices_to_codes
 from rakuten.contracts.metrics import scores
@@ -30,19 +30,13 @@ from rakuten.core.config import from_params
 from rakuten.core.io import write_json
 from rakuten.core.logs import setup_logging
 from rakuten.core.params import load_params
-from rakuten.data.sample import SampleConfig, generate_tables
+from rakuten.data.sample.config import SampleConfig
+from rakuten.data.sample.tables import generate_tables
 from rakuten.models import fasttext, tfidf_svm
 from rakuten.text.normalise import Normaliser
 from rakuten.text.text_clean import TextCleanConfig, clean_with_report, light_clean
 
 log = logging.getLogger("bench.text")
-
-
-def peak_rss_mib() -> tuple[float, float]:
-    """Peak resident memory of this process and of its largest finished child (MiB, Linux ru_maxrss in KiB)."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return round(own, 1), round(children, 1)
 
 
 def catalog_rows(n: int, seed: int) -> pd.DataFrame:
@@ -81,7 +75,7 @@ def main() -> None:
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "load_average_at_start": [round(v, 2) for v in os.getloadavg()],
-        "text_clean": {"n_jobs": cfg.n_jobs, "spacy_n_process": cfg.normalise.n_process},
+        "text_clean": {"n_jobs": cfg.n_jobs, "spacy_n_process": cfg.normalise.n_jobs},
     }
 
     designations = rows["designation"].tolist()
@@ -129,7 +123,8 @@ def main() -> None:
             results[name]["epoch"] = config.epoch
         log.info("%s: fit %.1f s, held-out weighted F1 %.4f", name, fit_s, f1)
     results["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]  # a shared machine skews timings
-    own, children = peak_rss_mib()
+    rss = peak_rss_mib()
+    own, children = rss["self"], rss["children"]
     results["peak_rss_mib"] = {"main_process": own, "largest_child": children}
     results["targets"] = {
         "text_clean_85k_le_120s": bool(results["text_clean"]["with_spacy_seconds"] * 84916 / args.rows <= 120),

@@ -5,7 +5,7 @@ from rakuten.core.config import from_params
 from rakuten.core.io import atomic_path, write_json
 from rakuten.core.params import load_params
 from rakuten.core.stage import run_stage
-from rakuten.models import camembert
+from rakuten.models.camembert import model as camembert
 from rakuten.models.runner import fit_and_report, load_text_frame
 from rakuten.runtime import distributed
 

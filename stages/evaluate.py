@@ -1,5 +1,5 @@
 """DVC stage `evaluate`: test scores, per-class tables and confusion plots for every model and fusion,
-and the error-analysis report reports/report.html (rakuten.evaluation.report)."""
+and the error-analysis report reports/report.html (rakuten.evaluation.report.page)."""
 
 from pathlib import Path
 
@@ -11,13 +11,16 @@ from rakuten.core.params import load_params
 from rakuten.core.stage import run_stage
 from rakuten.data.source import DataConfig
 from rakuten.evaluation import evaluate as E
-from rakuten.evaluation import report
-from rakuten.fusion import fusion
+from rakuten.evaluation.report.config import ReportConfig, ReportInputs
+from rakuten.evaluation.report.image_model import IMAGE_MODEL, image_model_explainer
+from rakuten.evaluation.report.page import build_report
+from rakuten.evaluation.report.tables import titles_by_row
+from rakuten.fusion.config import FusionConfig
 
 
 def main() -> None:
     params = load_params()
-    data, cfg = from_params(DataConfig, params, "data"), from_params(fusion.FusionConfig, params, "fusion")
+    data, cfg = from_params(DataConfig, params, "data"), from_params(FusionConfig, params, "fusion")
     # every model stage's table (all are deps of this stage), not only those fused: dvc.yaml declares one
     # confusion plot per model, and a model left out of fusion is still worth scoring
     tables = {name: read_probs(name) for name in dict.fromkeys([*MODELS, *cfg.models])}
@@ -33,23 +36,21 @@ def main() -> None:
     n_rows = fused["split"].astype(str).value_counts().to_dict()
     chosen = read_json("reports/fusion.json")["chosen"]
     write_text(E.results_markdown(table, data.source, n_rows, chosen), "reports/results.md")
-    titles = report.titles_by_row(read_parquet("data/interim/catalog.parquet", "ingest"))
-    inputs = report.ReportInputs(
+    titles = titles_by_row(read_parquet("data/interim/catalog.parquet", "ingest"))
+    inputs = ReportInputs(
         table=table,
         per_class=per_class,
         chosen=chosen,
         data_source=data.source,
         n_rows=n_rows,
         fused=fused,
-        image_probs=tables[report.IMAGE_MODEL],
+        image_probs=tables[IMAGE_MODEL],
         titles=titles,
         images=read_parquet("data/processed/image_quality.parquet", "image_clean"),
         contact_sheets=sorted(Path("reports/figures/image_clean").glob("*.png")),
     )
-    html = report.build_report(
-        inputs,
-        from_params(report.ReportConfig, params, "report"),
-        report.image_model_explainer(f"models/{report.IMAGE_MODEL}"),
+    html = build_report(
+        inputs, from_params(ReportConfig, params, "report"), image_model_explainer(f"models/{IMAGE_MODEL}")
     )
     write_text(html, "reports/report.html")
 

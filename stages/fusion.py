@@ -6,11 +6,12 @@ from rakuten.core.config import from_params
 from rakuten.core.io import read_parquet, write_json, write_parquet
 from rakuten.core.params import load_params
 from rakuten.core.stage import run_stage
-from rakuten.fusion import fusion
+from rakuten.fusion import fusion, persistence
+from rakuten.fusion.config import FusionConfig
 
 
 def main() -> None:
-    cfg = from_params(fusion.FusionConfig, load_params(), "fusion")
+    cfg = from_params(FusionConfig, load_params(), "fusion")
     tables = {name: read_probs(name) for name in cfg.models}
     groups = read_parquet("data/interim/split.parquet", stage_hint="split").set_index("row_id")["group_id"]
     text = read_parquet("data/processed/text.parquet", stage_hint="text_clean").set_index("row_id")
@@ -23,7 +24,7 @@ def main() -> None:
         text_ok=~text["text_empty"].astype(bool),
         image_ok=images["readable"].astype(bool),
     )
-    fusion.save(result.model, "models/fusion")
+    persistence.save(result.model, "models/fusion")
     write_model_outputs("fusion", result.table)
     write_parquet(result.predictions, "reports/fusion_predictions.parquet")
     write_json(

@@ -6,7 +6,7 @@ from rakuten.core.config import from_params
 from rakuten.core.io import atomic_path, write_json
 from rakuten.core.params import load_params
 from rakuten.core.stage import run_stage
-from rakuten.models import resnet50
+from rakuten.models.resnet50 import model as resnet50
 from rakuten.models.runner import fit_and_report
 from rakuten.runtime import distributed
 

@@ -4,7 +4,8 @@ from rakuten.core.config import from_params
 from rakuten.core.io import atomic_path
 from rakuten.core.params import load_params
 from rakuten.core.stage import run_stage
-from rakuten.data.sample import SampleConfig, write_sample
+from rakuten.data.sample.config import SampleConfig
+from rakuten.data.sample.generate import write_sample
 from rakuten.data.source import SAMPLE_DIR, DataConfig
 
 

@@ -4,12 +4,12 @@ from rakuten.contracts.model_files import read_probs
 from rakuten.core.integrity import verified
 from rakuten.core.io import read_parquet, write_csv, write_json
 from rakuten.core.stage import run_stage
-from rakuten.fusion import fusion
+from rakuten.fusion import persistence
 from rakuten.serving.submission import official_submission
 
 
 def main() -> None:
-    model = fusion.load(verified("models/fusion"))  # a pickle: loaded only once its hash matches dvc.lock
+    model = persistence.load(verified("models/fusion"))  # a pickle: loaded only once its hash matches dvc.lock
     catalog = read_parquet("data/interim/catalog.parquet", stage_hint="ingest")
     tables = {name: read_probs(name) for name in model.models}
     text = read_parquet("data/processed/text.parquet", stage_hint="text_clean").set_index("row_id")

@@ -9,15 +9,18 @@ The rule, for a stage whose ``cmd`` is ``python stages/<name>.py``:
    also runs ``rakuten/__init__.py`` and ``rakuten/a/__init__.py``, so those count too. An import inside a
    function counts even if the stage never calls that function: a stage may rerun for nothing, it never
    goes stale.
-2. **Dynamic imports count only where a stage can reach them.** ``registry.load_module(name)`` imports
-   ``registry.MODELS[name].module`` (the ``ModelSpec`` module strings, read from ``registry.py``). Those
-   modules belong to a stage only when the stage can call ``load_module``: its script, or module-level
-   code of a module in its closure, references ``load_module`` directly or through module-level functions
-   (names resolved through the imports; methods, class bodies and a module passed as a value count as
-   reachable). Today no stage does: ``fusion`` and ``evaluate`` read ``registry.MODELS`` only, and the
-   ``predict`` stage applies ``models/fusion`` to the probability tables the model stages wrote. Only the
-   ``rakuten predict`` command (``cli`` -> ``predict_csv`` -> ``predict_frame`` -> ``load_module``), which is
-   not a stage, loads model modules by name.
+2. **Dynamic imports count only where a stage can reach them.** The registry's loaders import model
+   modules by name (the ``ModelSpec`` entries, read from ``registry.py``): ``load_module(name)`` any
+   registered model, ``load_encoders(modality)`` the models marked ``encoder=True``,
+   ``load_report_image_module()`` the one marked ``report_image=True``. Those modules belong to a stage
+   only when the stage can call that loader: its script, or module-level code of a module in its closure,
+   references it directly or through module-level functions (names resolved through the imports; methods,
+   class bodies and a module passed as a value count as reachable). ``embed`` reaches ``load_encoders``,
+   ``evaluate`` ``load_report_image_module`` (the report's Grad-CAM); ``fusion`` reads ``registry.MODELS``
+   only, and ``submission`` applies ``models/fusion`` to the probability tables the model stages wrote.
+   The ``rakuten predict`` command (``cli`` -> ``predict_csv`` -> ``load_module``), which is not a stage,
+   loads any model by name. A generic model stage, ``cmd: python stages/model.py <name>``, loads the model
+   it names: for it ``load_module`` imports that model's module only.
 3. **Any other dynamic import of project code is an error** (:func:`unclassified_dynamic_imports`) until this
    file says what it loads and when.
 
@@ -36,7 +39,14 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = "rakuten"
 #: function of a module -> how to list the modules it imports by name (rule 2)
-DYNAMIC_SITES = {("rakuten.contracts.registry", "load_module"): "registered_model_modules"}
+DYNAMIC_SITES = {
+    ("rakuten.contracts.registry", "load_module"): "registered_model_modules",
+    ("rakuten.contracts.registry", "load_encoders"): "registered_encoder_modules",
+    ("rakuten.contracts.registry", "load_report_image_module"): "report_image_modules",
+}
+LOAD_MODULE = ("rakuten.contracts.registry", "load_module")
+#: the script of a model stage without one of its own: ``cmd: python stages/model.py <name>`` (rule 2)
+GENERIC_MODEL_SCRIPT = "stages/model.py"
 
 Node = tuple[str, "str | None"]  # (module or script path, top-level function); None = module-level code
 
@@ -169,6 +179,14 @@ class Project:
         """The modules ``registry.load_module`` may import (rule 2)."""
         return list(registered_models(self).values())
 
+    def registered_encoder_modules(self) -> list[str]:
+        """The modules ``registry.load_encoders`` may import: the models marked ``encoder=True`` (rule 2)."""
+        return [s["module"] for s in registered_specs(self).values() if s.get("encoder")]
+
+    def report_image_modules(self) -> list[str]:
+        """The module ``registry.load_report_image_module`` imports: the model marked ``report_image=True``."""
+        return [s["module"] for s in registered_specs(self).values() if s.get("report_image")]
+
     def _resolve(self, mod: Module, name: str, depth: int = 0) -> set[Node]:
         """Nodes that ``name`` in ``mod`` may denote: a function, or every function of a module value."""
         if name in mod.functions:
@@ -229,8 +247,9 @@ class Project:
         return out
 
     # ------------------------------------------------------------------ a stage
-    def stage_modules(self, script: str) -> set[str]:
-        """Project modules executed by the stage script ``script`` (rules 1 and 2)."""
+    def stage_modules(self, script: str, model: str | None = None) -> set[str]:
+        """Project modules executed by the stage script ``script`` (rules 1 and 2); ``model``: the registered
+        model a generic model stage (:data:`GENERIC_MODEL_SCRIPT`) trains, whose module it loads."""
         main = self.script(script)
         start = set(main.imports)
         while True:
@@ -239,7 +258,10 @@ class Project:
             extra = set()
             for site, lister in DYNAMIC_SITES.items():
                 if site in reached:
-                    extra |= {m for m in getattr(self, lister)() if m.split(".")[0] == PACKAGE}
+                    found = (
+                        [registered_models(self)[model]] if model and site == LOAD_MODULE else getattr(self, lister)()
+                    )
+                    extra |= {m for m in found if m.split(".")[0] == PACKAGE}
             if extra <= start:
                 return closure
             start |= extra
@@ -264,9 +286,9 @@ class Project:
                     todo.append((self.module(target), tfunc))
         return seen
 
-    def stage_files(self, script: str) -> set[str]:
+    def stage_files(self, script: str, model: str | None = None) -> set[str]:
         """The files a stage executes: its script and its project modules, as repository paths."""
-        return {script} | {self.rel(self.module_file(m)) for m in self.stage_modules(script)}
+        return {script} | {self.rel(self.module_file(m)) for m in self.stage_modules(script, model)}
 
     def unclassified_dynamic_imports(self) -> list[str]:
         """``import_module``/``__import__`` calls on a computed name that rule 2 does not cover."""
@@ -278,9 +300,10 @@ class Project:
         return out
 
 
-def registered_models(project: Project) -> dict[str, str]:
-    """``registry.MODELS`` as ``{name: module}``, read from the ``ModelSpec(name, module, modality)`` calls
-    of ``registry.py`` (the source, not the imported dict, which tests may extend at run time)."""
+def registered_specs(project: Project) -> dict[str, dict]:
+    """``registry.MODELS`` as ``{name: {"module": ..., <keyword>: <constant>, ...}}``, read from the
+    ``ModelSpec(name, module, modality, ...)`` calls of ``registry.py`` (the source, not the imported dict,
+    which tests may extend at run time); keywords with a non-constant value are left out."""
     found = {}
     for node in ast.walk(project.module("rakuten.contracts.registry").tree):
         if (
@@ -290,10 +313,16 @@ def registered_models(project: Project) -> dict[str, str]:
             and len(node.args) >= 2
             and all(isinstance(a, ast.Constant) for a in node.args[:2])
         ):
-            found[node.args[0].value] = node.args[1].value
+            keywords = {k.arg: k.value.value for k in node.keywords if isinstance(k.value, ast.Constant)}
+            found[node.args[0].value] = {**keywords, "module": node.args[1].value}
     if not found:
         raise ValueError("src/rakuten/contracts/registry.py: no ModelSpec(name, module, modality) entries found")
     return found
+
+
+def registered_models(project: Project) -> dict[str, str]:
+    """``registry.MODELS`` as ``{name: module}`` (:func:`registered_specs`)."""
+    return {name: spec["module"] for name, spec in registered_specs(project).items()}
 
 
 def _add_import_call(mod: Module, node: ast.Call, owner: str | None) -> None:
@@ -339,12 +368,28 @@ def stages(root: Path = REPO) -> dict[str, dict]:
     return yaml.safe_load((Path(root) / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
 
 
-def stage_script(name: str, stage: dict) -> str:
-    """``stages/<name>.py``, checked against the stage's ``cmd``."""
+def stage_command(name: str, stage: dict) -> tuple[str, str | None]:
+    """``(script, model)`` of a stage's ``cmd``: ``python stages/<name>.py`` -> (that script, None);
+    ``python stages/model.py <name>`` (a model stage without a script of its own) -> (that script, name)."""
     script = f"stages/{name}.py"
-    if stage.get("cmd") != f"python {script}":
-        raise ValueError(f"dvc.yaml: stage {name}: cmd {stage.get('cmd')!r}, expected 'python {script}'")
-    return script
+    if stage.get("cmd") == f"python {script}":
+        return script, None
+    if stage.get("cmd") == f"python {GENERIC_MODEL_SCRIPT} {name}":
+        return GENERIC_MODEL_SCRIPT, name
+    raise ValueError(
+        f"dvc.yaml: stage {name}: cmd {stage.get('cmd')!r}, expected 'python {script}' "
+        f"(or 'python {GENERIC_MODEL_SCRIPT} {name}' for a registered model)"
+    )
+
+
+def stage_script(name: str, stage: dict) -> str:
+    """``stages/<name>.py`` (or the generic model script), checked against the stage's ``cmd``."""
+    return stage_command(name, stage)[0]
+
+
+def stage_files(project: Project, name: str, stage: dict) -> set[str]:
+    """The files stage ``name`` executes (:meth:`Project.stage_files` of its command)."""
+    return project.stage_files(*stage_command(name, stage))
 
 
 def dep_path(dep) -> str:
@@ -363,7 +408,7 @@ def compare(root: Path = REPO, project: Project | None = None) -> dict[str, dict
     project = project or Project(root)
     out = {}
     for name, stage in stages(root).items():
-        expected = project.stage_files(stage_script(name, stage))
+        expected = stage_files(project, name, stage)
         covered, extra = set(), []
         for dep in code_deps(stage):
             path = root / dep
@@ -386,7 +431,7 @@ def compare(root: Path = REPO, project: Project | None = None) -> dict[str, dict
 def suggested_deps(name: str, stage: dict, project: Project) -> list[str]:
     """The stage's code deps as dvc.yaml should list them: the script, then files, a whole folder
     (e.g. ``src/rakuten/text``) where the stage executes every module in it."""
-    files = project.stage_files(stage_script(name, stage))
+    files = stage_files(project, name, stage)
     folders = []
     for folder in sorted({p.rsplit("/", 1)[0] for p in files if p.startswith(f"src/{PACKAGE}/")}):
         path = project.root / folder

@@ -37,14 +37,14 @@ def test_runtime_knobs_are_declared_with_the_knobs():
         "translation.batch_size",
         "translation.cache_dir",
         "normalise.batch_size",
-        "normalise.n_process",
+        "normalise.n_jobs",
     )
     assert runtime_keys(ImageCleanConfig) == ("n_jobs", "contact_sheet")  # a runtime section, named once
 
 
 def test_record_leaves_out_runtime_knobs_only():
     text = PP.record(_parsed(PARAMS, "text_clean"))
-    assert "n_jobs" not in text and "batch_size" not in text["normalise"] and "n_process" not in text["normalise"]
+    assert "n_jobs" not in text and "batch_size" not in text["normalise"] and "n_jobs" not in text["normalise"]
     assert "cache_dir" not in text["translation"] and "batch_size" not in text["translation"]
     assert text["normalise"]["lemmatizer"] == "lookup" and text["max_chars"] == PARAMS["text_clean"]["max_chars"]
     image = PP.record(_parsed(PARAMS, "image_clean"))
@@ -150,8 +150,8 @@ def _trained_models(tmp_path) -> tuple:
     [
         ({"text_clean.n_jobs": "many"}, "my-params.yaml: text_clean.n_jobs = 'many', expected an integer"),
         (
-            {"text_clean.normalise.n_process": 0},
-            "my-params.yaml: text_clean.normalise.n_process = 0, expected an integer in [1, 64]",
+            {"text_clean.normalise.n_jobs": 0},
+            "my-params.yaml: text_clean.normalise.n_jobs = 0, expected an integer in [1, 64]",
         ),
         ({"image_clean.contact_sheet.nope": 1}, "my-params.yaml: unknown key image_clean.contact_sheet.nope"),
     ],

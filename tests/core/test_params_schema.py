@@ -28,39 +28,11 @@ from rakuten.core.config import (
 )
 from rakuten.core.errors import PipelineError
 from rakuten.core.params import load_params
-from rakuten.data.sample import SampleConfig
-from rakuten.data.source import DataConfig, IngestConfig
-from rakuten.data.split import SplitConfig
-from rakuten.evaluation.report import ReportConfig
-from rakuten.fusion.fusion import FusionConfig
-from rakuten.image.config import ImageCleanConfig
-from rakuten.image.image_hash import HashConfig
-from rakuten.models.camembert import CamembertConfig
-from rakuten.models.embed import EmbedConfig
-from rakuten.models.fasttext import FastTextConfig
-from rakuten.models.joint import JointConfig
-from rakuten.models.resnet50 import ResnetConfig
-from rakuten.models.tfidf_svm import TfidfSvmConfig
-from rakuten.text.text_clean import TextCleanConfig
+from rakuten.serving.sections import SECTIONS, declaration
 from tests.helpers.stagerun import REPO, with_overrides
 
-DECLARATIONS = {
-    "data": DataConfig,
-    "sample": SampleConfig,
-    "ingest": IngestConfig,
-    "split": SplitConfig,
-    "text_clean": TextCleanConfig,
-    "tfidf_svm": TfidfSvmConfig,
-    "fasttext": FastTextConfig,
-    "fusion": FusionConfig,
-    "image_hash": HashConfig,
-    "image_clean": ImageCleanConfig,
-    "camembert": CamembertConfig,
-    "resnet50": ResnetConfig,
-    "embed": EmbedConfig,
-    "joint": JointConfig,
-    "report": ReportConfig,
-}
+#: section -> its declaration: the library's one map (rakuten.serving.sections)
+DECLARATIONS = {section: declaration(section) for section in SECTIONS}
 PARAMS = load_params(REPO / "params.yaml")
 
 
@@ -209,7 +181,7 @@ def test_a_section_that_is_not_a_mapping_names_its_keys():
 def test_the_error_names_the_file_it_came_from():
     with pytest.raises(PipelineError, match=r"^models/fasttext/config\.json: missing key fasttext\.dim$"):
         parse_section(
-            FastTextConfig,
+            DECLARATIONS["fasttext"],
             _without(PARAMS, "fasttext.dim")["fasttext"],
             "fasttext",
             source="models/fasttext/config.json",
@@ -250,15 +222,15 @@ def test_types_bounds_and_choices_name_the_key():
 
 
 def test_check_value_uses_the_knob_declaration():
-    assert check_value(TfidfSvmConfig, "rf.n_estimators", 7, "grid") == 7
-    assert check_value(TfidfSvmConfig, "C", 1, "grid") == 1.0
+    assert check_value(DECLARATIONS["tfidf_svm"], "rf.n_estimators", 7, "grid") == 7
+    assert check_value(DECLARATIONS["tfidf_svm"], "C", 1, "grid") == 1.0
     with pytest.raises(ConfigError, match=r"^grid = 0, expected an integer in \[1, inf\]$"):
-        check_value(TfidfSvmConfig, "rf.n_estimators", 0, "grid")
+        check_value(DECLARATIONS["tfidf_svm"], "rf.n_estimators", 0, "grid")
 
 
 @pytest.mark.param_effect("camembert.profile", "resnet50.profile")
 def test_profiles_give_a_flat_view_of_the_selected_profile():
-    cfg = CamembertConfig()
+    cfg = DECLARATIONS["camembert"]()
     assert isinstance(cfg, ProfileView) and cfg.active is cfg.demo
     assert (cfg.epochs, cfg.max_length, cfg.scratch) == (cfg.demo.epochs, cfg.demo.max_length, cfg.demo.scratch)
     full = replace(cfg, profile="full")
@@ -267,12 +239,12 @@ def test_profiles_give_a_flat_view_of_the_selected_profile():
     assert shorter.epochs == 1 and shorter.full == cfg.full
     with pytest.raises(AttributeError):
         cfg.not_a_knob  # noqa: B018
-    assert ResnetConfig(profile="full").image_size == 224
+    assert DECLARATIONS["resnet50"](profile="full").image_size == 224
 
 
 def test_an_optional_section_may_be_absent_but_is_required_when_used():
     full = PARAMS["camembert"]["full"]
-    assert "scratch" not in full and "scratch" not in to_dict(CamembertConfig().full)
+    assert "scratch" not in full and "scratch" not in to_dict(DECLARATIONS["camembert"]().full)
     message = _error(with_overrides(PARAMS, {"camembert.full.model": "scratch"}), "camembert")
     assert message == (
         "params.yaml: missing key camembert.full.scratch (the architecture of camembert.full.model = scratch)"

@@ -15,16 +15,12 @@ import pytest
 from rakuten.contracts.classes import CLASS_CODES, class_proportions
 from rakuten.core.config import defaults, parse_section
 from rakuten.core.errors import PipelineError
-from rakuten.data import sample
-from rakuten.data.sample import (
-    DEFECT_TYPES,
-    SampleConfig,
-    plan_image_defects,
-    proportional_labels,
-    red_ratio,
-    render_product,
-    write_sample,
-)
+from rakuten.data.sample import images
+from rakuten.data.sample.config import SampleConfig
+from rakuten.data.sample.defects import DEFECT_TYPES, plan_image_defects
+from rakuten.data.sample.generate import write_sample
+from rakuten.data.sample.images import red_ratio, render_product
+from rakuten.data.sample.labels import proportional_labels
 from tests.conftest import TINY
 
 
@@ -57,7 +53,7 @@ def test_worker_count_never_changes_a_byte(tmp_path):
     cfg = SampleConfig(n_train=60, n_test=10, image_size=64, seed=5, n_jobs=1)
     digests = []
     for n_jobs in (1, 2, 3):
-        sample._noise_bank.cache_clear()  # workers build their own bank (not one forked from this process)
+        images._noise_bank.cache_clear()  # workers build their own bank (not one forked from this process)
         write_sample(replace(cfg, n_jobs=n_jobs), tmp_path / f"jobs{n_jobs}")
         digests.append(_tree_digest(tmp_path / f"jobs{n_jobs}"))
     names = set(digests[0])
@@ -73,7 +69,7 @@ def _pixel_noise(code: int, seed: int, monkeypatch) -> np.ndarray:
     its last draw), on blue and green (red may be rescaled after) away from 0 and 255 (clipping)."""
     noisy = render_product(code, 128, np.random.default_rng(seed))
     with monkeypatch.context() as patch:
-        patch.setattr(sample, "add_noise", lambda img, rng: img)
+        patch.setattr(images, "add_noise", lambda img, rng: img)
         clean = render_product(code, 128, np.random.default_rng(seed))
     keep = (clean[..., :2] >= 30) & (clean[..., :2] <= 225)
     return (noisy[..., :2].astype(np.int16) - clean[..., :2])[keep]

@@ -1,4 +1,5 @@
-"""Evaluation of every model and fusion strategy; the evaluate stage (the DVC-level `dvc metrics diff` check is in test_pipeline_dvc.py)."""
+"""Evaluation of every model and fusion strategy; the evaluate stage (the DVC-level `dvc metrics diff` check
+is in test_pipeline_dvc.py)."""
 
 from __future__ import annotations
 
@@ -9,28 +10,33 @@ import pandas as pd
 import pytest
 import yaml
 
+from rakuten.contracts import registry
 from rakuten.contracts.classes import CLASS_CODES
 from rakuten.evaluation import evaluate as E
 from rakuten.fusion import fusion
+from rakuten.fusion.strategies import STRATEGIES
 from tests.helpers.fusion_fakes import ALL, FIRST_HALF, SECOND_HALF, make_tables, small_config, write_stage_inputs
-from tests.helpers.stagerun import REPO, default_params, run_stage_script
+from tests.helpers.stagerun import REPO, run_stage_script
 
-# every registered model (the evaluate stage scores them all); joint a useless one here, fusion must still win
-MODELS = {"tfidf_svm": FIRST_HALF, "fasttext": None, "camembert": ALL, "resnet50": SECOND_HALF, "joint": None}
+# every registered model (the evaluate stage scores them all): what each one knows; the others (fasttext, joint,
+# any model registered later) are useless here, and fusion must still win
+KNOWS = {"tfidf_svm": FIRST_HALF, "camembert": ALL, "resnet50": SECOND_HALF}
+MODELS = {name: KNOWS.get(name) for name in registry.MODELS}
+MODALITIES = [registry.spec(name).modality for name in MODELS]
 FAST = {"fusion.cv_folds": 3, "fusion.xgboost.n_estimators": 8, "fusion.n_jobs": 1}
 
 
 @pytest.fixture(scope="module")
 def evaluated():
     tables, _ = make_tables(MODELS, per_class=8, strength=2.5)
-    result = fusion.fuse_tables(tables, ["text", "text", "text", "image", "multimodal"], small_config(list(tables)))
+    result = fusion.fuse_tables(tables, MODALITIES, small_config(list(tables)))
     preds = E.labelled_predictions(tables, result.table, result.predictions)
     return tables, result, preds, E.evaluate_predictions(preds)
 
 
 def test_every_model_and_strategy_is_scored_on_test(evaluated):
     tables, result, preds, (table, per_class, confusion) = evaluated
-    expected = {*tables, "fusion", *(f"fusion_{s}" for s in fusion.STRATEGIES)}
+    expected = {*tables, "fusion", *(f"fusion_{s}" for s in STRATEGIES)}
     assert set(table["name"]) == expected == set(per_class) == set(confusion)
     n_test = int((tables["tfidf_svm"]["split"] == "test").sum())
     for name in expected:
@@ -83,7 +89,7 @@ def test_stage_chain_fusion_then_evaluate(tmp_path):
     assert result.returncode == 0, result.stderr
     metrics = json.loads((tmp_path / "reports/metrics.json").read_text())
     assert "fusion" in metrics["test"] and "resnet50" in metrics["test"]
-    for name in [*MODELS, "fusion", *(f"fusion_{s}" for s in fusion.STRATEGIES)]:
+    for name in [*MODELS, "fusion", *(f"fusion_{s}" for s in STRATEGIES)]:
         pairs = pd.read_csv(tmp_path / f"reports/plots/confusion_{name}.csv")
         assert list(pairs.columns) == ["actual", "predicted"] and len(pairs) == 8 * 27
         assert (tmp_path / f"reports/evaluation/per_class_{name}.csv").is_file()
@@ -102,7 +108,7 @@ def test_declared_plots_match_the_files_evaluate_writes():
     """dvc.yaml lists plots statically: they must be exactly the names evaluate produces."""
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     declared = {next(iter(p)) for p in stages["evaluate"]["plots"]}
-    names = [*default_params()["fusion"]["models"], "fusion", *(f"fusion_{s}" for s in fusion.STRATEGIES)]
+    names = [*registry.MODELS, "fusion", *(f"fusion_{s}" for s in STRATEGIES)]
     assert declared == {f"reports/plots/confusion_{n}.csv" for n in names}
     for p in stages["evaluate"]["plots"]:
         props = next(iter(p.values()))

@@ -23,7 +23,12 @@ from rakuten.contracts.classes import CLASS_CODES, N_CLASSES
 from rakuten.core.errors import PipelineError
 from rakuten.evaluation import explain
 from rakuten.evaluation import gradcam as cam
-from rakuten.models import camembert, resnet50, tfidf_svm
+from rakuten.models import tfidf_svm
+from rakuten.models.camembert import model as camembert
+from rakuten.models.camembert.config import ScratchArchitecture
+from rakuten.models.camembert.encoder import scratch_config
+from rakuten.models.resnet50 import model as resnet50
+from rakuten.models.resnet50.backbones import make_net
 
 
 @pytest.fixture(scope="module")
@@ -174,12 +179,10 @@ def test_transformer_tokens_work_for_other_encoder_families(built, model_type):
     from transformers import AutoModelForSequenceClassification
 
     trained = _model(built, "camembert")
-    arch = camembert.ScratchArchitecture(
-        model_type=model_type, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64
-    )
+    arch = ScratchArchitecture(model_type=model_type, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
     torch.manual_seed(0)
     hf = AutoModelForSequenceClassification.from_config(
-        camembert.scratch_config(arch, trained.tokenizer, trained.config.max_length)
+        scratch_config(arch, trained.tokenizer, trained.config.max_length)
     ).eval()
     model = camembert.CamembertModel(model=hf, tokenizer=trained.tokenizer, config=trained.config)
     text = _row(built)[trained.config.text_column]
@@ -241,7 +244,7 @@ def test_gradcam_unsupported_transformer_is_one_line(built, monkeypatch):
     explain_frame_row turns it into kind "none" with that line."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     trained = _model(built, "resnet50")
-    vit = _with_arch(trained, resnet50.make_net("vit_tiny_patch16_224", 32), "vit_tiny_patch16_224", 32)
+    vit = _with_arch(trained, make_net("vit_tiny_patch16_224", 32), "vit_tiny_patch16_224", 32)
     row = _row(built)
     with pytest.raises(PipelineError) as err:
         cam.gradcam(vit, row["clean_path"], 0)
@@ -284,7 +287,7 @@ def test_gradcam_finds_the_last_map_of_any_cnn(built):
     assert heat.shape == (32, 32) and 0.0 <= heat.min() <= heat.max() <= 1.0
     # the demo ResNet at 32 px: layer4 is 1 x 1 (a constant map), so the last larger stage is used
     assert cam.find_target_layer(_model(built, "resnet50").net, "resnet18", 32) == "layer3.1"
-    assert cam.find_target_layer(resnet50.make_net("resnet18", 64).eval(), "resnet18", 64) == "layer4.1"
+    assert cam.find_target_layer(make_net("resnet18", 64).eval(), "resnet18", 64) == "layer4.1"
 
 
 # ------------------------------------------------------------------------------- overlay, data URI

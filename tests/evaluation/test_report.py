@@ -1,5 +1,5 @@
-"""The error-analysis report (rakuten.evaluation.report): its pieces on small hand-made inputs, the effect of each
-``report`` knob, and the report the real pipeline writes, opened in headless Chromium.
+"""The error-analysis report (the package rakuten.evaluation.report): its pieces on small hand-made inputs, the
+effect of each ``report`` knob, and the report the real pipeline writes, opened in headless Chromium.
 
 The unit tests use a fake explainer (a plain coloured square), so they need neither torch nor a
 trained model; the browser test reads ``reports/report.html`` of the tiny project built by `dvc repro`
@@ -23,11 +23,21 @@ from PIL import Image
 from rakuten.contracts.classes import CLASS_CODES, PROBA_COLUMNS
 from rakuten.core.errors import PipelineError
 from rakuten.evaluation import evaluate as E
-from rakuten.evaluation import report as R
+from rakuten.evaluation.report.config import ReportConfig, ReportInputs
+from rakuten.evaluation.report.image_model import IMAGE_MODEL
+from rakuten.evaluation.report.page import SECTIONS, build_report
+from rakuten.evaluation.report.sections import confusion_html, metrics_html
+from rakuten.evaluation.report.tables import (
+    gradcam_choice,
+    pair_examples,
+    predictions_on_test,
+    titles_by_row,
+    top_confused_pairs,
+)
 from tests.helpers.browser import chromium_page
 from tests.helpers.stagerun import REPO
 
-CFG = R.ReportConfig()
+CFG = ReportConfig()
 #: hand-made confusions of the fused model: (actual, predicted) -> how many test rows
 CONFUSIONS = {(10, 40): 3, (50, 60): 2, (1140, 1160): 2, (2583, 1560): 1}
 EVIL = '<script>alert("x")</script> & <b>bold</b>'
@@ -56,7 +66,7 @@ def _rows() -> tuple[list[int], list[int], list[int]]:
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory) -> R.ReportInputs:
+def inputs(tmp_path_factory) -> ReportInputs:
     root = tmp_path_factory.mktemp("report")
     ids, actual, predicted = _rows()
     (root / "images").mkdir()
@@ -85,7 +95,7 @@ def inputs(tmp_path_factory) -> R.ReportInputs:
     table, per_class, _ = E.evaluate_predictions(preds)
     titles = pd.Series([EVIL if rid == 0 else f"Produit numéro {rid}" for rid in ids], index=ids)
     images = pd.DataFrame({"row_id": ids, "clean_path": paths, "readable": [rid != 6 for rid in ids]})
-    return R.ReportInputs(
+    return ReportInputs(
         table=table,
         per_class=per_class,
         chosen="max_rule",
@@ -113,9 +123,9 @@ class FakeExplainer:
         return Image.new("RGB", (size, size), (255, 0, 0))
 
 
-def build(inputs: R.ReportInputs, **changes) -> tuple[str, FakeExplainer]:
+def build(inputs: ReportInputs, **changes) -> tuple[str, FakeExplainer]:
     explainer = FakeExplainer()
-    return R.build_report(inputs, replace(CFG, **changes), explainer), explainer
+    return build_report(inputs, replace(CFG, **changes), explainer), explainer
 
 
 def section(html: str, key: str) -> str:
@@ -136,19 +146,19 @@ def images_in(html: str) -> list[tuple[bytes, int, int]]:
 def test_top_confused_pairs_rank_by_count_then_codes_and_skip_the_diagonal():
     actual = [10, 10, 10, 50, 50, 1140, 1140, 40, 40]
     predicted = [40, 40, 10, 60, 60, 1160, 1160, 40, 10]
-    assert R.top_confused_pairs(actual, predicted, 10) == [(10, 40, 2), (50, 60, 2), (1140, 1160, 2), (40, 10, 1)]
-    assert R.top_confused_pairs(actual, predicted, 2) == [(10, 40, 2), (50, 60, 2)]
-    assert R.top_confused_pairs([10, 40], [10, 40], 5) == []
+    assert top_confused_pairs(actual, predicted, 10) == [(10, 40, 2), (50, 60, 2), (1140, 1160, 2), (40, 10, 1)]
+    assert top_confused_pairs(actual, predicted, 2) == [(10, 40, 2), (50, 60, 2)]
+    assert top_confused_pairs([10, 40], [10, 40], 5) == []
 
 
 def test_pair_examples_are_the_first_rows_by_row_id():
     preds = pd.DataFrame({"row_id": [9, 3, 5, 1], "actual": [10, 10, 10, 40], "predicted": [40, 40, 40, 40]})
-    assert R.pair_examples(preds, 10, 40, 2)["row_id"].tolist() == [3, 5]
+    assert pair_examples(preds, 10, 40, 2)["row_id"].tolist() == [3, 5]
 
 
 def test_predictions_on_test_use_the_argmax_of_test_rows_only():
     table = pd.concat([_probs([5, 2], [10, 40], [40, 40]), _probs([7], [10], [10], split="val")])
-    out = R.predictions_on_test(table)
+    out = predictions_on_test(table)
     assert out["row_id"].tolist() == [2, 5] and out["predicted"].tolist() == [40, 40]
     assert out["confidence"].tolist() == pytest.approx([0.9, 0.9])
 
@@ -157,7 +167,7 @@ def test_gradcam_choice_skips_unreadable_images():
     preds = pd.DataFrame(
         {"row_id": [1, 2, 3, 4], "actual": [10, 10, 10, 10], "predicted": [10, 40, 10, 40], "confidence": 0.5}
     )
-    right, wrong = R.gradcam_choice(preds, pd.Series([False, True, True, True], index=[1, 2, 3, 4]), 5)
+    right, wrong = gradcam_choice(preds, pd.Series([False, True, True, True], index=[1, 2, 3, 4]), 5)
     assert right["row_id"].tolist() == [3] and wrong["row_id"].tolist() == [2, 4]
 
 
@@ -169,18 +179,18 @@ def test_titles_and_labels_are_escaped(inputs):
 
 
 def test_metrics_flag_the_sample_catalog_and_highlight_the_chosen_fusion(inputs):
-    html = R.metrics_html(inputs.table, "max_rule", "sample", {"test": 81})
+    html = metrics_html(inputs.table, "max_rule", "sample", {"test": 81})
     assert "not comparable" in html and "synthetic sample catalog" in html
     assert re.search(r'<tr class="chosen"><td>fusion_max_rule</td>', html)
     assert html.count('class="chosen"') == 1
     assert "0.8899" in html  # the study's figure for the max rule, beside it
-    raw = R.metrics_html(inputs.table, "max_rule", "raw", {"test": 81})
+    raw = metrics_html(inputs.table, "max_rule", "raw", {"test": 81})
     assert "not comparable" not in raw and "real challenge files" in raw
 
 
 def test_confusion_matrix_is_27_by_27_with_codes_and_labels(inputs):
     ids, actual, predicted = _rows()
-    html = R.confusion_html(actual, predicted)
+    html = confusion_html(actual, predicted)
     body = html.split("<tbody>", 1)[1]
     assert body.count("<tr>") == 27
     assert len(re.findall(r"<td style=", body)) == 27 * 27
@@ -189,7 +199,7 @@ def test_confusion_matrix_is_27_by_27_with_codes_and_labels(inputs):
 
 def test_the_report_has_every_section_and_only_inline_resources(inputs):
     html, explainer = build(inputs)
-    for key, title in R.SECTIONS:
+    for key, title in SECTIONS:
         assert f'<section id="{key}"><h2>{title}</h2>' in html
     assert not re.search(r'(src|href)="(?!data:|#)', html), "every resource inline, every link in-page"
     assert "http://" not in html and "https://" not in html and "<script" not in html
@@ -208,7 +218,7 @@ def test_same_inputs_give_the_same_bytes(inputs):
 def test_gradcam_explains_the_predicted_class_of_readable_rows(inputs):
     html, explainer = build(inputs, gradcam_examples=4)  # wrong rows 0, 3, 6, 9...: 6 must be skipped
     index = {c: i for i, c in enumerate(CLASS_CODES)}
-    image = R.predictions_on_test(inputs.image_probs).set_index("row_id")
+    image = predictions_on_test(inputs.image_probs).set_index("row_id")
     for path, class_index, _ in explainer.calls:
         rid = int(Path(path).stem)
         assert class_index == index[image.loc[rid, "predicted"]]
@@ -218,7 +228,7 @@ def test_gradcam_explains_the_predicted_class_of_readable_rows(inputs):
 
 
 def test_a_gradcam_error_is_one_line_in_its_section(inputs):
-    html = R.build_report(inputs, CFG, FakeExplainer(error="Grad-CAM is not supported for arch vit_tiny"))
+    html = build_report(inputs, CFG, FakeExplainer(error="Grad-CAM is not supported for arch vit_tiny"))
     body = section(html, "gradcam")
     assert "Grad-CAM unavailable: Grad-CAM is not supported for arch vit_tiny" in body
     assert "<img" not in body
@@ -228,15 +238,15 @@ def test_a_gradcam_error_is_one_line_in_its_section(inputs):
 def test_a_missing_cleaned_image_names_the_file(inputs, tmp_path):
     images = inputs.images.assign(clean_path=str(tmp_path / "gone.jpg"))
     with pytest.raises(PipelineError, match="gone.jpg: cannot read the image"):
-        R.build_report(replace(inputs, images=images), CFG, FakeExplainer())
+        build_report(replace(inputs, images=images), CFG, FakeExplainer())
 
 
 def test_missing_columns_are_one_line_naming_the_file_and_stage(inputs):
     with pytest.raises(PipelineError, match=r"catalog.parquet: missing column designation; .*dvc repro ingest"):
-        R.titles_by_row(pd.DataFrame({"row_id": [1]}))
+        titles_by_row(pd.DataFrame({"row_id": [1]}))
     with pytest.raises(PipelineError, match=r"image_quality.parquet: missing column clean_path; .*image_clean"):
-        R.build_report(replace(inputs, images=inputs.images.drop(columns="clean_path")), CFG, FakeExplainer())
-    assert R.titles_by_row(pd.DataFrame({"row_id": [4], "designation": ["x"]})).to_dict() == {4: "x"}
+        build_report(replace(inputs, images=inputs.images.drop(columns="clean_path")), CFG, FakeExplainer())
+    assert titles_by_row(pd.DataFrame({"row_id": [4], "designation": ["x"]})).to_dict() == {4: "x"}
 
 
 # ------------------------------------------------------------------------------------------ knobs
@@ -307,7 +317,7 @@ def test_the_evaluate_stage_declares_the_report():
         "data/interim/catalog.parquet",
         "data/processed/image_quality.parquet",
         "data/processed/images",
-        f"models/{R.IMAGE_MODEL}",
+        f"models/{IMAGE_MODEL}",
         "reports/figures/image_clean",
     } <= set(stage["deps"])
 
@@ -326,7 +336,7 @@ def test_the_pipeline_report_opens_clean_in_chromium(tiny_built_repo):
         assert broken == []
         assert page.evaluate("document.images.length") > 0
         headings = page.locator("section > h2").all_inner_texts()
-        assert headings == [title for _, title in R.SECTIONS]
+        assert headings == [title for _, title in SECTIONS]
         assert page.locator("#confusion-matrix tbody tr").count() == 27
         assert page.locator("#confusion-matrix tbody td[style]").count() == 27 * 27
         assert page.locator("#confusion-matrix thead th[title]").count() == 27

@@ -11,7 +11,12 @@ from rakuten.contracts.classes import N_CLASSES, codes_to_indices
 from rakuten.contracts.model_files import read_probs, split_scores
 from rakuten.core.config import parse_section
 from rakuten.core.errors import PipelineError
-from rakuten.fusion import fusion
+from rakuten.fusion import fusion, persistence, selection
+from rakuten.fusion.config import FusionConfig
+from rakuten.fusion.meta import META_LEARNERS, MetaLearner, XgboostMeta
+from rakuten.fusion.model import FusedModel, availability
+from rakuten.fusion.strategies import STRATEGIES, MaxRule
+from rakuten.fusion.weights import FittedSoftVote, SoftVote, weighted_f1
 from tests.helpers.fusion_fakes import (
     ALL,
     FIRST_HALF,
@@ -49,14 +54,14 @@ def test_chosen_strategy_is_best_out_of_fold_on_val(complementary):
     comp = result.comparison.set_index("strategy")
     assert comp["chosen"].sum() == 1
     assert comp.loc[result.model.strategy, "val_cv_weighted_f1"] == comp["val_cv_weighted_f1"].max()
-    assert set(comp.index) == set(fusion.STRATEGIES)
+    assert set(comp.index) == set(STRATEGIES)
 
 
 def test_useless_model_gets_low_weight():
     y = np.repeat(np.arange(N_CLASSES), 15)
     good = model_proba(y, ALL, strength=2.5, seed=3)
     useless = model_proba(y, None, seed=4)
-    vote = fusion.FittedSoftVote(step=0.1).fit([good, useless], y)
+    vote = FittedSoftVote(step=0.1).fit([good, useless], y)
     assert vote.weights_[1] <= 0.2
     assert vote.weights_[0] >= 0.8
 
@@ -67,7 +72,7 @@ def test_fast_weighted_f1_equals_sklearn():
     proba = rng.random((300, N_CLASSES))
     pred = proba.argmax(1)
     expected = f1_score(y, pred, labels=np.union1d(y, pred), average="weighted", zero_division=0)
-    assert fusion.weighted_f1(y, proba) == pytest.approx(expected, abs=1e-12)
+    assert weighted_f1(y, proba) == pytest.approx(expected, abs=1e-12)
 
 
 def test_max_rule_keeps_agreement_and_follows_most_confident_model():
@@ -76,7 +81,7 @@ def test_max_rule_keeps_agreement_and_follows_most_confident_model():
     a[0, 3] = b[0, 3] = 0.5  # agree on class 3
     a[1, 4], b[1, 7] = 0.5, 0.9  # disagree: b is more confident
     b[1] /= b[1].sum()
-    out = fusion.MaxRule().predict_proba([a, b])
+    out = MaxRule().predict_proba([a, b])
     assert out.argmax(1).tolist() == [3, 7]
     assert np.allclose(out.sum(1), 1)
 
@@ -88,16 +93,16 @@ def test_no_test_label_reaches_any_fit(monkeypatch):
         {"tfidf_svm": FIRST_HALF, "resnet50": SECOND_HALF, "camembert": ALL}, per_class=8, strength=2.0
     )
     seen = []
-    real_fit = fusion.fit_fusion
+    real_fit = selection.fit_fusion
 
     def spy(val_probs, val_y, cfg, groups=None):
         seen.append((len(val_y), [p.copy() for p in val_probs]))
         return real_fit(val_probs, val_y, cfg, groups)
 
-    monkeypatch.setattr(fusion, "fit_fusion", spy)
+    monkeypatch.setattr(selection, "fit_fusion", spy)
     # every candidate strategy, not only the chosen one: each instance's fit is recorded
     fits = []
-    real_factories = fusion.strategy_factories
+    real_factories = selection.strategy_factories
 
     def recording_factories(cfg):
         def record(name, make):
@@ -116,7 +121,7 @@ def test_no_test_label_reaches_any_fit(monkeypatch):
 
         return {name: record(name, make) for name, make in real_factories(cfg).items()}
 
-    monkeypatch.setattr(fusion, "strategy_factories", recording_factories)
+    monkeypatch.setattr(selection, "strategy_factories", recording_factories)
     cfg = small_config(list(tables))
     clean = fusion.fuse_tables(tables, ["text", "image", "text"], cfg)
     corrupted = {}
@@ -135,8 +140,8 @@ def test_no_test_label_reaches_any_fit(monkeypatch):
     val = (rows["split"] == "val").to_numpy()
     y_val = codes_to_indices(rows.loc[val, "prdtypecode"])
     val_rows = {tuple(np.concatenate([m[i] for m in mats]).round(12)): y for i, y in zip(np.flatnonzero(val), y_val)}
-    assert sorted({name for name, _, _ in fits}) == sorted(fusion.STRATEGIES)
-    for name in fusion.STRATEGIES:
+    assert sorted({name for name, _, _ in fits}) == sorted(STRATEGIES)
+    for name in STRATEGIES:
         sizes = sorted(len(y) for n, _, y in fits if n == name)
         assert len(sizes) == 2 * 4 and sizes[-2:] == [n_val, n_val] and sum(sizes[:6]) == 2 * 2 * n_val, name
     for name, probs, y in fits:
@@ -145,7 +150,7 @@ def test_no_test_label_reaches_any_fit(monkeypatch):
             assert val_rows.get(key) == label, f"{name} fitted on a row that is not a validation row"
     # test labels only reach the reported scores: every strategy's test predictions are unchanged
     for pred in (clean.predictions, dirty.predictions):
-        assert set(pred.loc[pred["split"] == "test", "strategy"]) == set(fusion.STRATEGIES)
+        assert set(pred.loc[pred["split"] == "test", "strategy"]) == set(STRATEGIES)
     cols = ["row_id", "split", "strategy", "predicted"]
     pd.testing.assert_frame_equal(clean.predictions[cols], dirty.predictions[cols])
     assert clean.model.strategy == dirty.model.strategy
@@ -159,11 +164,11 @@ def test_no_test_label_reaches_any_fit(monkeypatch):
 def test_meta_learner_answers_27_columns_when_classes_are_missing():
     rng = np.random.default_rng(0)
     x = rng.random((40, 54))
-    for kind in fusion.META_LEARNERS:
+    for kind in META_LEARNERS:
         for classes in ([2, 9, 20], [5, 6], [11]):
             y = np.array(classes * 20)[:40]
-            params = fusion.XgboostMeta(n_estimators=5) if kind == "xgboost" else None
-            meta = fusion.MetaLearner(kind, params, seed=0).fit(x, y)
+            params = XgboostMeta(n_estimators=5) if kind == "xgboost" else None
+            meta = MetaLearner(kind, params, seed=0).fit(x, y)
             p = meta.predict_proba(x)
             assert p.shape == (40, N_CLASSES)
             assert np.allclose(p.sum(1), 1)
@@ -174,14 +179,14 @@ def test_meta_learner_answers_27_columns_when_classes_are_missing():
 def test_fallback_uses_only_available_models():
     y = np.arange(N_CLASSES)
     text, image = model_proba(y, ALL, seed=1), model_proba(y, ALL, seed=2)
-    model = fusion.FusedModel(
-        "stacking_logreg", ["tfidf_svm", "resnet50"], MODALITIES, fusion.SoftVote([0.5, 0.5]), np.array([0.7, 0.3])
+    model = FusedModel(
+        "stacking_logreg", ["tfidf_svm", "resnet50"], MODALITIES, SoftVote([0.5, 0.5]), np.array([0.7, 0.3])
     )
     text_ok = np.ones(N_CLASSES, bool)
     image_ok = np.ones(N_CLASSES, bool)
     image_ok[0], text_ok[1] = False, False
     text_ok[2] = image_ok[2] = False
-    out = model.predict_proba([text, image], fusion.availability(MODALITIES, text_ok, image_ok))
+    out = model.predict_proba([text, image], availability(MODALITIES, text_ok, image_ok))
     assert np.allclose(out[0], text[0])  # image missing: text model alone
     assert np.allclose(out[1], image[1])  # text empty: image model alone
     assert np.allclose(out[3], 0.5 * text[3] + 0.5 * image[3])
@@ -198,8 +203,8 @@ def test_fallback_uses_only_available_models():
 def test_save_load_roundtrip(tmp_path, complementary):
     tables, result = complementary
     rows, mats = fusion.align_tables(tables)
-    fusion.save(result.model, tmp_path / "fusion")
-    loaded = fusion.load(tmp_path / "fusion")
+    persistence.save(result.model, tmp_path / "fusion")
+    loaded = persistence.load(tmp_path / "fusion")
     assert loaded.strategy == result.model.strategy
     assert np.array_equal(loaded.predict_proba(mats), result.model.predict_proba(mats))
     assert (tmp_path / "fusion" / "fusion.json").is_file()
@@ -238,13 +243,13 @@ def test_params_are_validated_naming_the_key(override, key):
 
     section = {**default_params()["fusion"], **override}
     with pytest.raises(PipelineError, match=key.replace(".", r"\.")):
-        parse_section(fusion.FusionConfig, section, "fusion")
+        parse_section(FusionConfig, section, "fusion")
 
 
 def test_default_params_are_valid():
     from tests.helpers.stagerun import default_params
 
-    cfg = parse_section(fusion.FusionConfig, default_params()["fusion"], "fusion")
+    cfg = parse_section(FusionConfig, default_params()["fusion"], "fusion")
     assert cfg.models == ("tfidf_svm", "fasttext", "camembert", "resnet50", "joint")
     # study: 0.6 text / 0.4 image, with joint (both inputs) counted half to each
     assert cfg.model_weights == [0.15, 0.15, 0.15, 0.25, 0.3]
@@ -267,7 +272,7 @@ def test_stage_writes_its_outputs(tmp_path):
     assert len(table) == len(tables["tfidf_svm"])
     assert (tmp_path / "models/fusion/fusion.joblib").is_file()
     report = __import__("json").loads((tmp_path / "reports/fusion.json").read_text())
-    assert report["chosen"] in fusion.STRATEGIES and len(report["strategies"]) == len(fusion.STRATEGIES)
+    assert report["chosen"] in STRATEGIES and len(report["strategies"]) == len(STRATEGIES)
     preds = pd.read_parquet(tmp_path / "reports/fusion_predictions.parquet")
     assert set(preds["split"]) == {"val", "test"}
     # row 5 (val) has no image: its fused probabilities are the text model's alone

@@ -19,7 +19,12 @@ from rakuten.contracts.classes import CLASS_CODES, N_CLASSES, PROBA_COLUMNS, cod
 from rakuten.contracts.metrics import scores
 from rakuten.core.config import ConfigError
 from rakuten.core.errors import PipelineError
-from rakuten.fusion import fusion
+from rakuten.fusion import fusion, persistence, selection
+from rakuten.fusion.meta import META_LEARNERS, LinearSvmMeta, LogregMeta, MetaLearner, XgboostMeta
+from rakuten.fusion.model import FusedModel, availability
+from rakuten.fusion.probs import check_inputs, normalise_rows, softmax
+from rakuten.fusion.strategies import STRATEGIES, MaxRule, Stacking, VotingStacking
+from rakuten.fusion.weights import FittedSoftVote, SoftVote, simplex_grid, weighted_f1
 from tests.helpers.fusion_fakes import ALL, FIRST_HALF, SECOND_HALF, make_tables, model_proba, small_config
 
 K = N_CLASSES
@@ -37,31 +42,31 @@ def onehot(idx, n_classes: int = K, hot: float = 1.0) -> np.ndarray:
 
 def test_check_inputs_rejects_empty_and_wrong_shapes():
     with pytest.raises(ValueError, match=r"^fusion needs at least one probability matrix$"):
-        fusion._check_inputs([])
+        check_inputs([])
     good = onehot([0, 1, 2])
     with pytest.raises(ValueError, match=r"^probability matrix 1: expected shape \(3, 27\), got \(3, 5\)$"):
-        fusion._check_inputs([good, np.ones((3, 5))])
+        check_inputs([good, np.ones((3, 5))])
     with pytest.raises(ValueError, match=r"^probability matrix 1: expected shape \(3, 27\), got \(2, 27\)$"):
-        fusion._check_inputs([good, good[:2]])
+        check_inputs([good, good[:2]])
     with pytest.raises(ValueError, match=r"^probability matrix 0: expected shape \(27, 27\), got \(27,\)$"):
-        fusion._check_inputs([np.ones(27)])
-    mats = fusion._check_inputs([[[1] * K, [2] * K]])  # ints and lists come back as float64 arrays
+        check_inputs([np.ones(27)])
+    mats = check_inputs([[[1] * K, [2] * K]])  # ints and lists come back as float64 arrays
     assert mats[0].dtype == np.float64 and mats[0].shape == (2, K)
 
 
 def test_normalise_rows_scales_and_makes_zero_rows_uniform():
     m = np.zeros((2, K))
     m[0, :3] = [1.0, 2.0, 1.0]
-    out = fusion.normalise_rows(m)
+    out = normalise_rows(m)
     assert out[0, :3].tolist() == [0.25, 0.5, 0.25] and out[0, 3:].sum() == 0
     assert np.allclose(out[1], 1 / K)
-    wide = fusion.normalise_rows(np.array([[0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 5.0]]))  # 4 columns
+    wide = normalise_rows(np.array([[0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 5.0]]))  # 4 columns
     assert wide.tolist() == [[0.25] * 4, [0.125, 0.125, 0.125, 0.625]]
 
 
 def test_softmax_is_stable_for_large_margins():
     z = np.array([[1000.0, 1000.0 + np.log(3.0)], [-1000.0, -1000.0], [0.0, np.log(4.0)]])
-    out = fusion._softmax(z)
+    out = softmax(z)
     assert np.allclose(out, [[0.25, 0.75], [0.5, 0.5], [0.2, 0.8]])
     assert np.isfinite(out).all()
 
@@ -71,21 +76,21 @@ def test_weighted_f1_on_a_hand_case_with_unequal_classes():
     # F1: class 0 = 0.8, class 1 = 0.4, class 2 = 0 -> weighted (5*0.8 + 2*0.4)/8 = 0.6 (macro would be 0.4)
     y = np.array([0, 0, 0, 0, 0, 1, 1, 2])
     proba = onehot([0, 0, 0, 0, 1, 1, 0, 1], hot=0.9)
-    assert fusion.weighted_f1(y, proba) == pytest.approx(0.6, abs=1e-12)
-    assert fusion.weighted_f1(y, proba) == pytest.approx(f1_score(y, proba.argmax(1), average="weighted"))
-    assert fusion.weighted_f1(np.array([3, 3]), onehot([3, 3])) == 1.0
+    assert weighted_f1(y, proba) == pytest.approx(0.6, abs=1e-12)
+    assert weighted_f1(y, proba) == pytest.approx(f1_score(y, proba.argmax(1), average="weighted"))
+    assert weighted_f1(np.array([3, 3]), onehot([3, 3])) == 1.0
 
 
 def test_simplex_grid_rows_and_order():
-    assert fusion.simplex_grid(2, 0.5).tolist() == [[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]]
-    assert fusion.simplex_grid(2, 1.0).tolist() == [[0.0, 1.0], [1.0, 0.0]]
-    grid = fusion.simplex_grid(3, 0.25)
+    assert simplex_grid(2, 0.5).tolist() == [[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]]
+    assert simplex_grid(2, 1.0).tolist() == [[0.0, 1.0], [1.0, 0.0]]
+    grid = simplex_grid(3, 0.25)
     assert len(grid) == 15 and np.allclose(grid.sum(1), 1)  # C(4 + 2, 2) = 15 compositions of 4 into 3 parts
     assert grid[0].tolist() == [0.0, 0.0, 1.0] and grid[-1].tolist() == [1.0, 0.0, 0.0]
-    assert fusion.simplex_grid(1, 0.1).tolist() == [[1.0]]
+    assert simplex_grid(1, 0.1).tolist() == [[1.0]]
     for bad in (0.3, 2.0, 0.7):
         with pytest.raises(ValueError, match=rf"^weight grid step {bad} must divide 1 \(e\.g\. 0\.1, 0\.05\)$"):
-            fusion.simplex_grid(2, bad)
+            simplex_grid(2, bad)
 
 
 # --------------------------------------------------------------------------- strategies
@@ -96,24 +101,24 @@ def test_max_rule_is_the_renormalised_per_class_maximum():
     b = np.zeros((1, K))
     a[0, :3] = [0.6, 0.4, 0.0]
     b[0, :3] = [0.1, 0.2, 0.7]
-    out = fusion.MaxRule().fit([a, b], np.array([0])).predict_proba([a, b])
+    out = MaxRule().fit([a, b], np.array([0])).predict_proba([a, b])
     # max per class: 0.6, 0.4, 0.7 -> / 1.7
     assert np.allclose(out[0, :3], np.array([0.6, 0.4, 0.7]) / 1.7) and out[0, 3:].sum() == 0
     counts = np.zeros((2, K), dtype=np.int64)
     counts[:, 5] = 3
-    assert np.allclose(fusion.MaxRule().predict_proba([counts])[:, 5], 1.0)  # integer input is normalised too
+    assert np.allclose(MaxRule().predict_proba([counts])[:, 5], 1.0)  # integer input is normalised too
 
 
 def test_soft_vote_weights_are_normalised_and_validated():
-    vote = fusion.SoftVote([1, 3])
+    vote = SoftVote([1, 3])
     assert vote.weights_.tolist() == [0.25, 0.75]
     assert vote.fit([onehot([0]), onehot([1])], np.array([0])) is vote
     out = vote.predict_proba([onehot([0, 1]), onehot([1, 1])])
     assert np.allclose(out[0, :2], [0.25, 0.75]) and np.allclose(out[1, :2], [0.0, 1.0])
-    assert fusion.SoftVote([0, 2]).weights_.tolist() == [0.0, 1.0]
+    assert SoftVote([0, 2]).weights_.tolist() == [0.0, 1.0]
     for bad in ([1, -1], [0, 0], [[1, 2]]):
         with pytest.raises(ValueError, match=r"^soft vote weights must be non-negative with a positive sum, got "):
-            fusion.SoftVote(bad)
+            SoftVote(bad)
     with pytest.raises(ValueError, match=r"^soft vote has 2 weights but got 1 matrices$"):
         vote.predict_proba([onehot([0])])
 
@@ -123,12 +128,12 @@ def test_fitted_soft_vote_breaks_f1_ties_by_log_loss():
     # the lowest log loss is all weight on a
     y = np.arange(6) % K
     a, b = onehot(y, hot=0.9), onehot(y, hot=0.3)
-    vote = fusion.FittedSoftVote(step=0.25).fit([b, a], y)
+    vote = FittedSoftVote(step=0.25).fit([b, a], y)
     assert vote.weights_.tolist() == [0.0, 1.0]
-    vote = fusion.FittedSoftVote(step=0.25).fit([a, b], y.astype(np.float64))  # the last grid point; float labels
+    vote = FittedSoftVote(step=0.25).fit([a, b], y.astype(np.float64))  # the last grid point; float labels
     assert vote.weights_.tolist() == [1.0, 0.0]
-    assert fusion.FittedSoftVote().step == 0.1
-    assert fusion.FittedSoftVote().weights_.shape == (0,)
+    assert FittedSoftVote().step == 0.1
+    assert FittedSoftVote().weights_.shape == (0,)
 
 
 def _probs(rows):
@@ -149,7 +154,7 @@ def test_fitted_soft_vote_clips_zero_probabilities_in_the_log_loss():
     a = _probs([{1: 1.0}] + [{0: 1.0}] * 19)
     b = _probs([{1: 0.5, 0: 0.04}] + [{0: 0.04}] * 19)
     assert (a.argmax(1) == b.argmax(1)).all()
-    vote = fusion.FittedSoftVote(step=1.0).fit([b, a], y)
+    vote = FittedSoftVote(step=1.0).fit([b, a], y)
     assert vote.weights_.tolist() == [0.0, 1.0]
 
 
@@ -159,7 +164,7 @@ def test_fitted_soft_vote_compares_f1_to_9_places_before_the_log_loss():
     y = np.array([0, 1, 2])
     a = _probs([{0: 0.4}, {1: 0.4}, {2: 0.4}])
     b = _probs([{0: 0.99}, {1: 0.99}, {5: 0.5, 2: 0.45}])
-    vote = fusion.FittedSoftVote(step=1.0).fit([b, a], y)
+    vote = FittedSoftVote(step=1.0).fit([b, a], y)
     assert vote.weights_.tolist() == [0.0, 1.0]
 
 
@@ -167,7 +172,7 @@ def test_fitted_soft_vote_full_tie_keeps_the_first_grid_point():
     # both models put probability 1 on the same wrong class: F1 and (clipped) log loss tie everywhere
     y = np.array([0, 1, 2])
     wrong = onehot([5, 5, 5])
-    vote = fusion.FittedSoftVote(step=0.5).fit([wrong, wrong.copy()], y)
+    vote = FittedSoftVote(step=0.5).fit([wrong, wrong.copy()], y)
     assert vote.weights_.tolist() == [0.0, 1.0]
 
 
@@ -176,7 +181,7 @@ def test_fitted_soft_vote_prefers_f1_over_log_loss():
     y = np.array([0, 1, 2])
     a = onehot([0, 1, 2], hot=0.4)
     b = onehot([0, 5, 5], hot=0.99)
-    vote = fusion.FittedSoftVote(step=0.5).fit([a, b], y)
+    vote = FittedSoftVote(step=0.5).fit([a, b], y)
     # w = (0, 1): F1 1/3; (0.5, 0.5): rows 1, 2 -> class 5 (0.495 + 0.0115 vs 0.2 + 0.0004): F1 1/3;
     # (1, 0): all right, F1 1 -> chosen despite b's lower loss on row 0
     assert vote.weights_.tolist() == [1.0, 0.0]
@@ -186,24 +191,24 @@ def test_meta_learner_rejects_unknown_kind_and_wrong_params():
     with pytest.raises(
         ValueError, match=r"^meta-learner 'tree', expected one of \('logreg', 'linear_svm', 'xgboost'\)$"
     ):
-        fusion.MetaLearner("tree")
+        MetaLearner("tree")
     with pytest.raises(
         ValueError, match=r"^meta-learner logreg: params LinearSvmMeta\(C=1\.0\), expected a LogregMeta$"
     ):
-        fusion.MetaLearner("logreg", fusion.LinearSvmMeta())
-    meta = fusion.MetaLearner("xgboost")
-    assert meta.params == fusion.XgboostMeta() and (meta.seed, meta.n_jobs) == (0, 1)
+        MetaLearner("logreg", LinearSvmMeta())
+    meta = MetaLearner("xgboost")
+    assert meta.params == XgboostMeta() and (meta.seed, meta.n_jobs) == (0, 1)
 
 
 def test_meta_learner_estimators_get_the_configured_parameters():
-    lr = fusion.MetaLearner("logreg", fusion.LogregMeta(C=2.5, max_iter=77), seed=3)._estimator().get_params()
+    lr = MetaLearner("logreg", LogregMeta(C=2.5, max_iter=77), seed=3)._estimator().get_params()
     assert (lr["C"], lr["max_iter"], lr["random_state"]) == (2.5, 77, 3)
-    svm = fusion.MetaLearner("linear_svm", fusion.LinearSvmMeta(C=0.5), seed=4)._estimator().get_params()
+    svm = MetaLearner("linear_svm", LinearSvmMeta(C=0.5), seed=4)._estimator().get_params()
     assert (svm["C"], svm["max_iter"], svm["random_state"]) == (0.5, 5000, 4)
     xgb = (
-        fusion.MetaLearner(
+        MetaLearner(
             "xgboost",
-            fusion.XgboostMeta(n_estimators=7, max_depth=2, learning_rate=0.3, subsample=0.5),
+            XgboostMeta(n_estimators=7, max_depth=2, learning_rate=0.3, subsample=0.5),
             seed=5,
             n_jobs=1,
         )
@@ -236,18 +241,18 @@ def test_meta_learner_estimators_get_the_configured_parameters():
 
 def test_meta_learner_single_class_and_two_class_svm():
     x = np.array([[0.0], [1.0], [2.0], [3.0]])
-    single = fusion.MetaLearner("logreg").fit(x, np.array([7, 7, 7, 7]))
+    single = MetaLearner("logreg").fit(x, np.array([7, 7, 7, 7]))
     assert single.estimator_ is None
     p = single.predict_proba(x)
     assert p.shape == (4, K) and (p[:, 7] == 1).all() and p.sum() == 4
     # two classes, separable on x: LinearSVC gives one margin, for the second class
-    svm = fusion.MetaLearner("linear_svm").fit(x, np.array([2, 2, 9, 9]))
+    svm = MetaLearner("linear_svm").fit(x, np.array([2, 2, 9, 9]))
     p = svm.predict_proba(np.array([[-5.0], [8.0]]))
     assert p.argmax(1).tolist() == [2, 9]
     assert np.allclose(p.sum(1), 1) and np.allclose(p[:, [2, 9]].sum(1), 1)
-    three = fusion.MetaLearner("linear_svm").fit(np.eye(3).repeat(4, axis=0), np.repeat([1, 4, 6], 4))
+    three = MetaLearner("linear_svm").fit(np.eye(3).repeat(4, axis=0), np.repeat([1, 4, 6], 4))
     assert three.predict_proba(np.eye(3)).argmax(1).tolist() == [1, 4, 6]
-    floats = fusion.MetaLearner("logreg").fit(np.eye(3).repeat(4, axis=0), np.repeat([1.0, 4.0, 6.0], 4))
+    floats = MetaLearner("logreg").fit(np.eye(3).repeat(4, axis=0), np.repeat([1.0, 4.0, 6.0], 4))
     assert floats.classes_.dtype == np.int64
     assert floats.predict_proba(np.eye(3)).argmax(1).tolist() == [1, 4, 6]
 
@@ -255,23 +260,23 @@ def test_meta_learner_single_class_and_two_class_svm():
 def test_meta_learner_default_seed_is_zero():
     rng = np.random.default_rng(1)
     x, y = rng.random((60, 4)), rng.integers(0, 3, 60)
-    params = fusion.XgboostMeta(n_estimators=5, subsample=0.5)
-    default = fusion.MetaLearner("xgboost", params).fit(x, y).predict_proba(x)
-    seeded = fusion.MetaLearner("xgboost", params, seed=0).fit(x, y).predict_proba(x)
-    other = fusion.MetaLearner("xgboost", params, seed=1).fit(x, y).predict_proba(x)
+    params = XgboostMeta(n_estimators=5, subsample=0.5)
+    default = MetaLearner("xgboost", params).fit(x, y).predict_proba(x)
+    seeded = MetaLearner("xgboost", params, seed=0).fit(x, y).predict_proba(x)
+    other = MetaLearner("xgboost", params, seed=1).fit(x, y).predict_proba(x)
     assert np.array_equal(default, seeded) and not np.array_equal(default, other)
 
 
 def test_stacking_features_and_voting_stacking_features():
     a, b = onehot([0, 1]), onehot([2, 3])
-    assert np.array_equal(fusion.Stacking(fusion.MetaLearner("logreg"))._features([a, b]), np.hstack([a, b]))
-    vs = fusion.VotingStacking(fusion.SoftVote([1, 1]), fusion.MetaLearner("logreg"))
+    assert np.array_equal(Stacking(MetaLearner("logreg"))._features([a, b]), np.hstack([a, b]))
+    vs = VotingStacking(SoftVote([1, 1]), MetaLearner("logreg"))
     feats = vs._features([a, b])
     assert feats.shape == (2, 3 * K)
     assert np.allclose(feats[:, :K], (a + b) / 2) and np.array_equal(feats[:, K:], np.hstack([a, b]))
     y = np.array([0, 1] * 10)
     x = [onehot(y), onehot(y)]
-    fitted = fusion.Stacking(fusion.MetaLearner("logreg")).fit(x, y)
+    fitted = Stacking(MetaLearner("logreg")).fit(x, y)
     assert fitted.predict_proba(x).argmax(1).tolist() == y.tolist()
 
 
@@ -324,18 +329,18 @@ def test_strategy_factories_build_each_strategy_from_the_config():
         voting_stacking_meta="logreg",
         n_jobs=2,
     )
-    factories = fusion.strategy_factories(cfg)
-    assert list(factories) == list(fusion.STRATEGIES)
+    factories = selection.strategy_factories(cfg)
+    assert list(factories) == list(STRATEGIES)
     made = {name: f() for name, f in factories.items()}
-    assert isinstance(made["max_rule"], fusion.MaxRule)
-    assert type(made["soft_vote"]) is fusion.SoftVote and made["soft_vote"].weights_.tolist() == [0.25, 0.75]
-    assert isinstance(made["soft_vote_fit"], fusion.FittedSoftVote) and made["soft_vote_fit"].step == 0.25
-    for kind in fusion.META_LEARNERS:
+    assert isinstance(made["max_rule"], MaxRule)
+    assert type(made["soft_vote"]) is SoftVote and made["soft_vote"].weights_.tolist() == [0.25, 0.75]
+    assert isinstance(made["soft_vote_fit"], FittedSoftVote) and made["soft_vote_fit"].step == 0.25
+    for kind in META_LEARNERS:
         s = made[f"stacking_{kind}"]
-        assert type(s) is fusion.Stacking and s.meta.kind == kind
+        assert type(s) is Stacking and s.meta.kind == kind
         assert s.meta.params == getattr(cfg, kind) and (s.meta.seed, s.meta.n_jobs) == (9, 2)
     vs = made["voting_stacking"]
-    assert type(vs) is fusion.VotingStacking and vs.meta.kind == "logreg" and vs.meta.seed == 9
+    assert type(vs) is VotingStacking and vs.meta.kind == "logreg" and vs.meta.seed == 9
     assert vs.vote.weights_.tolist() == [0.25, 0.75]
     assert factories["soft_vote"]() is not made["soft_vote"]  # a fresh instance per call
 
@@ -346,14 +351,14 @@ def test_strategy_factories_build_each_strategy_from_the_config():
 def test_cv_splits_match_sklearn_with_and_without_groups():
     y = np.repeat(np.arange(4), 6)
     groups = np.arange(24) // 2  # pairs of rows share a group
-    plain = fusion.cv_splits(y, None, 3, seed=7)
+    plain = selection.cv_splits(y, None, 3, seed=7)
     expected = list(StratifiedKFold(n_splits=3, shuffle=True, random_state=7).split(np.zeros(24), y))
     assert len(plain) == 3
     for (tr, he), (etr, ehe) in zip(plain, expected):
         assert tr.tolist() == etr.tolist() and he.tolist() == ehe.tolist()
-    grouped = fusion.cv_splits(y, groups, 3, seed=7)
+    grouped = selection.cv_splits(y, groups, 3, seed=7)
     expected = list(StratifiedGroupKFold(n_splits=3, shuffle=True, random_state=7).split(np.zeros(24), y, groups))
-    for (tr, he), (etr, ehe) in zip(grouped, expected):
+    for (tr, he), (_etr, ehe) in zip(grouped, expected):
         assert he.tolist() == ehe.tolist()
         assert not set(groups[tr]) & set(groups[he])
 
@@ -362,7 +367,7 @@ def test_cv_splits_silences_the_small_class_warning_and_names_the_knob():
     y = np.array([0] * 6 + [1] * 2)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        splits = fusion.cv_splits(y, None, 3, seed=0)
+        splits = selection.cv_splits(y, None, 3, seed=0)
     assert len(splits) == 3
     assert not [w for w in caught if "least populated" in str(w.message)]
     with pytest.raises(
@@ -370,7 +375,7 @@ def test_cv_splits_silences_the_small_class_warning_and_names_the_knob():
         match=r"^fusion\.cv_folds = 5: cannot split 3 validation rows \(.*\); lower "
         r"fusion\.cv_folds$",
     ) as info:
-        fusion.cv_splits(np.array([0, 1, 2]), None, 5, seed=0)
+        selection.cv_splits(np.array([0, 1, 2]), None, 5, seed=0)
     assert info.value.__cause__ is None and info.value.__suppress_context__
 
 
@@ -395,10 +400,10 @@ def test_cross_val_proba_fits_on_the_other_folds_and_fills_the_held_rows():
         made.append(_CountingStrategy())
         return made[-1]
 
-    out = fusion.cross_val_proba(factory, probs, np.arange(5), splits)
+    out = selection.cross_val_proba(factory, probs, np.arange(5), splits)
     assert out.argmax(1).tolist() == [2, 2, 2, 3, 3]
     assert [m.seen.tolist() for m in made] == [[0.0, 1.0, 2.0], [3.0, 4.0]]
-    partial = fusion.cross_val_proba(factory, probs, np.arange(5), splits[:1])
+    partial = selection.cross_val_proba(factory, probs, np.arange(5), splits[:1])
     assert (partial[:3] == 0).all() and partial[3:].argmax(1).tolist() == [3, 3]
 
 
@@ -406,13 +411,13 @@ def test_fit_fusion_scores_out_of_fold_and_refits_on_all_rows():
     y = np.repeat(np.arange(K), 4)
     probs = [model_proba(y, FIRST_HALF, seed=1), model_proba(y, SECOND_HALF, seed=2)]
     cfg = small_config(["tfidf_svm", "resnet50"])
-    fitted = fusion.fit_fusion(probs, codes_to_indices(np.asarray(CLASS_CODES)[y]), cfg)
-    assert list(fitted.strategies) == list(fusion.STRATEGIES) == list(fitted.oof) == list(fitted.val_scores)
-    splits = fusion.cv_splits(y, None, cfg.cv_folds, cfg.seed)
-    factories = fusion.strategy_factories(cfg)
-    oof = fusion.cross_val_proba(factories["soft_vote_fit"], probs, y, splits)
+    fitted = selection.fit_fusion(probs, codes_to_indices(np.asarray(CLASS_CODES)[y]), cfg)
+    assert list(fitted.strategies) == list(STRATEGIES) == list(fitted.oof) == list(fitted.val_scores)
+    splits = selection.cv_splits(y, None, cfg.cv_folds, cfg.seed)
+    factories = selection.strategy_factories(cfg)
+    oof = selection.cross_val_proba(factories["soft_vote_fit"], probs, y, splits)
     assert np.array_equal(fitted.oof["soft_vote_fit"], oof)
-    for name in fusion.STRATEGIES:
+    for name in STRATEGIES:
         assert fitted.val_scores[name] == scores(y, fitted.oof[name].argmax(1))
     full = factories["soft_vote_fit"]().fit(probs, y)
     assert fitted.strategies["soft_vote_fit"].weights_.tolist() == full.weights_.tolist()
@@ -422,19 +427,19 @@ def test_fit_fusion_accepts_class_indices_as_floats():
     y = np.repeat(np.arange(3), 3)
     probs = [onehot(y, hot=0.8), onehot((y + 1) % 3, hot=0.6)]
     cfg = small_config(["tfidf_svm", "resnet50"])
-    as_int = fusion.fit_fusion(probs, y, cfg)
-    as_float = fusion.fit_fusion(probs, y.astype(np.float64), cfg)
+    as_int = selection.fit_fusion(probs, y, cfg)
+    as_float = selection.fit_fusion(probs, y.astype(np.float64), cfg)
     assert as_float.val_scores == as_int.val_scores
     assert as_float.val_scores["max_rule"]["accuracy"] == 1.0  # model 1 is the more confident everywhere
 
 
 def test_choose_strategy_best_score_ties_go_to_the_earlier():
-    tied = {s: {"weighted_f1": 0.5} for s in fusion.STRATEGIES}
-    assert fusion.choose_strategy(tied) == "max_rule"
+    tied = {s: {"weighted_f1": 0.5} for s in STRATEGIES}
+    assert selection.choose_strategy(tied) == "max_rule"
     tied["stacking_xgboost"] = {"weighted_f1": 0.9}
     tied["voting_stacking"] = {"weighted_f1": 0.9}
-    assert fusion.choose_strategy(tied) == "stacking_xgboost"
-    assert fusion.choose_strategy(tied, "soft_vote") == "soft_vote"
+    assert selection.choose_strategy(tied) == "stacking_xgboost"
+    assert selection.choose_strategy(tied, "soft_vote") == "soft_vote"
 
 
 # --------------------------------------------------------------------------- the fused model
@@ -442,36 +447,32 @@ def test_choose_strategy_best_score_ties_go_to_the_earlier():
 
 def test_availability_columns_follow_the_modalities():
     t, i = np.array([1, 0, 1]), np.array([1, 1, 0])
-    out = fusion.availability(["text", "image", "text"], t, i)
+    out = availability(["text", "image", "text"], t, i)
     assert out.dtype == bool and out.tolist() == [[True, True, True], [False, True, False], [True, False, True]]
-    empty = fusion.availability([], t, i)
+    empty = availability([], t, i)
     assert empty.shape == (3, 0) and empty.dtype == bool
 
 
 def test_fused_model_fallback_weights_renormalised_or_equal():
     a, b, c = onehot([0, 0]), onehot([1, 1]), onehot([2, 2])
-    model = fusion.FusedModel(
-        "max_rule", ["m1", "m2", "m3"], ["text", "text", "image"], fusion.MaxRule(), np.array([0.0, 0.0, 1.0])
-    )
+    model = FusedModel("max_rule", ["m1", "m2", "m3"], ["text", "text", "image"], MaxRule(), np.array([0.0, 0.0, 1.0]))
     available = np.array([[True, True, False], [True, True, True]])
     out = model.predict_proba([a, b, c], available)
     # row 0: fallback weights (0, 0) over the available m1, m2 -> equal weights
     assert np.allclose(out[0, :3], [0.5, 0.5, 0.0])
     # row 1: everything available -> the combiner (max rule: 1/3 each)
     assert np.allclose(out[1, :3], [1 / 3] * 3)
-    assert np.array_equal(model.predict_proba([a, b, c]), fusion.MaxRule().predict_proba([a, b, c]))
+    assert np.array_equal(model.predict_proba([a, b, c]), MaxRule().predict_proba([a, b, c]))
     with pytest.raises(ValueError, match=r"^fused model expects 3 matrices \(m1, m2, m3\), got 2$"):
         model.predict_proba([a, b])
-    weighted = fusion.FusedModel(
-        "max_rule", ["m1", "m2", "m3"], ["text", "text", "image"], fusion.MaxRule(), np.array([1.0, 3.0, 4.0])
+    weighted = FusedModel(
+        "max_rule", ["m1", "m2", "m3"], ["text", "text", "image"], MaxRule(), np.array([1.0, 3.0, 4.0])
     )
     out = weighted.predict_proba([a, b, c], np.array([[True, True, False], [False, False, False]]))
     assert np.allclose(out[0, :3], [0.25, 0.75, 0.0])
     assert np.allclose(out[1, :3], [1 / 3] * 3)  # nothing available: the combiner on all models
     # validation-fitted weights summing to 1 (as soft_vote_fit gives them): renormalised over m1, m2
-    fitted = fusion.FusedModel(
-        "max_rule", ["m1", "m2", "m3"], ["text", "text", "image"], fusion.MaxRule(), np.array([0.1, 0.3, 0.6])
-    )
+    fitted = FusedModel("max_rule", ["m1", "m2", "m3"], ["text", "text", "image"], MaxRule(), np.array([0.1, 0.3, 0.6]))
     out = fitted.predict_proba([a[:1], b[:1], c[:1]], np.array([[True, True, False]]))
     assert np.allclose(out[0, :3], [0.25, 0.75, 0.0])
 
@@ -482,17 +483,17 @@ class _Float32Combiner:
 
 
 def test_fused_model_output_is_float64():
-    model = fusion.FusedModel("x", ["m1"], ["text"], _Float32Combiner(), np.array([1.0]))
+    model = FusedModel("x", ["m1"], ["text"], _Float32Combiner(), np.array([1.0]))
     assert model.predict_proba([onehot([0, 1])]).dtype == np.float64
 
 
 def test_inputs_used_with_a_single_modality():
-    model = fusion.FusedModel("max_rule", ["m1"], ["text"], fusion.MaxRule(), np.array([1.0]))
+    model = FusedModel("max_rule", ["m1"], ["text"], MaxRule(), np.array([1.0]))
     assert model.inputs_used([True, False], [False, False]) == ["text", "none (text empty): all models on blank input"]
 
 
 def test_summary_with_and_without_combiner_weights():
-    model = fusion.FusedModel("max_rule", ["a", "b"], ["text", "image"], fusion.MaxRule(), np.array([0.25, 0.75]))
+    model = FusedModel("max_rule", ["a", "b"], ["text", "image"], MaxRule(), np.array([0.25, 0.75]))
     assert model.summary() == {
         "strategy": "max_rule",
         "models": ["a", "b"],
@@ -500,27 +501,27 @@ def test_summary_with_and_without_combiner_weights():
         "weights": None,
         "fallback_weights": {"a": 0.25, "b": 0.75},
     }
-    voted = replace_combiner(model, fusion.SoftVote([1, 4]))
+    voted = replace_combiner(model, SoftVote([1, 4]))
     assert voted.summary()["weights"] == {"a": 0.2, "b": 0.8}
     assert all(type(v) is float for v in voted.summary()["weights"].values())
 
 
 def replace_combiner(model, combiner):
-    return fusion.FusedModel(model.strategy, model.models, model.modalities, combiner, model.fallback_weights)
+    return FusedModel(model.strategy, model.models, model.modalities, combiner, model.fallback_weights)
 
 
 def test_save_writes_the_summary_and_load_names_the_stage(tmp_path):
-    model = fusion.FusedModel("soft_vote", ["a", "b"], ["text", "image"], fusion.SoftVote([1, 1]), np.array([0.5, 0.5]))
-    fusion.save(model, tmp_path / "m")
+    model = FusedModel("soft_vote", ["a", "b"], ["text", "image"], SoftVote([1, 1]), np.array([0.5, 0.5]))
+    persistence.save(model, tmp_path / "m")
     assert sorted(p.name for p in (tmp_path / "m").iterdir() if not p.name.startswith(".")) == [
         "fusion.joblib",
         "fusion.json",
     ]
     text = (tmp_path / "m" / "fusion.json").read_text(encoding="utf-8")
     assert text == json.dumps(model.summary(), indent=2) + "\n"
-    assert fusion.load(tmp_path / "m").summary() == model.summary()
+    assert persistence.load(tmp_path / "m").summary() == model.summary()
     with pytest.raises(PipelineError, match=r"fusion\.joblib: fused model not found; run `dvc repro fusion`$"):
-        fusion.load(tmp_path / "nothing")
+        persistence.load(tmp_path / "nothing")
 
 
 # --------------------------------------------------------------------------- contract tables
@@ -603,14 +604,14 @@ def test_fuse_tables_comparison_and_predictions(fused):
         "test_macro_f1",
         "test_accuracy",
     ]
-    assert comp["strategy"].tolist() == list(fusion.STRATEGIES)
-    assert comp["chosen"].tolist() == [s == result.model.strategy for s in fusion.STRATEGIES]
+    assert comp["strategy"].tolist() == list(STRATEGIES)
+    assert comp["chosen"].tolist() == [s == result.model.strategy for s in STRATEGIES]
     pred = result.predictions
     assert pred.columns.tolist() == ["row_id", "split", "prdtypecode", "strategy", "predicted"]
     assert str(pred["prdtypecode"].dtype) == "Int64"
     t = tables["tfidf_svm"]
     n_val, n_test = int((t["split"] == "val").sum()), int((t["split"] == "test").sum())
-    assert len(pred) == len(fusion.STRATEGIES) * (n_val + n_test)
+    assert len(pred) == len(STRATEGIES) * (n_val + n_test)
     for name, row in comp.set_index("strategy").iterrows():
         for split in ("val", "test"):
             part = pred[(pred["strategy"] == name) & (pred["split"] == split)]
@@ -630,7 +631,7 @@ def test_fuse_tables_table_holds_oof_on_val_and_the_model_on_other_rows(fused):
     assert table["row_id"].tolist() == rows["row_id"].tolist()
     proba = table[list(PROBA_COLUMNS)].to_numpy(np.float64)
     other = (rows["split"] != "val").to_numpy()
-    expected = fusion.normalise_rows(result.model.predict_proba([m[other] for m in mats]))
+    expected = normalise_rows(result.model.predict_proba([m[other] for m in mats]))
     assert np.allclose(proba[other], expected, atol=1e-6)
     val_pred = result.predictions[
         (result.predictions["split"] == "val") & (result.predictions["strategy"] == result.model.strategy)
@@ -694,17 +695,17 @@ def test_fuse_tables_groups_keep_duplicates_in_one_fold(monkeypatch):
     t = tables["tfidf_svm"]
     groups = pd.Series(t["row_id"].to_numpy() // 2, index=t["row_id"].to_numpy())
     seen = []
-    real = fusion.cv_splits
+    real = selection.cv_splits
 
     def spy(y, g, n_splits, seed):
         seen.append(None if g is None else np.asarray(g).copy())
         return real(y, g, n_splits, seed)
 
-    monkeypatch.setattr(fusion, "cv_splits", spy)
+    monkeypatch.setattr(selection, "cv_splits", spy)
     cfg = small_config(list(tables), strategy="voting_stacking")  # forced: not what "auto" would pick
     forced = fusion.fuse_tables(tables, ["text"], cfg, groups=groups)
     assert forced.model.strategy == "voting_stacking" and forced.comparison["chosen"].tolist()[-1] is True
-    auto = fusion.choose_strategy(
+    auto = selection.choose_strategy(
         {r.strategy: {"weighted_f1": r.val_cv_weighted_f1} for r in forced.comparison.itertuples()}
     )
     assert auto != "voting_stacking"

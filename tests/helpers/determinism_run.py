@@ -34,8 +34,9 @@ from rakuten.data.split import split_catalog  # noqa: E402
 from rakuten.image.config import ImageCleanConfig  # noqa: E402
 from rakuten.image.contact_sheet import contact_sheets, write_contact_sheets  # noqa: E402
 from rakuten.image.process import clean_image  # noqa: E402
-from rakuten.models import camembert as C  # noqa: E402
-from rakuten.models import resnet50 as R  # noqa: E402
+from rakuten.models.camembert import model as C  # noqa: E402
+from rakuten.models.camembert.config import ScratchArchitecture  # noqa: E402
+from rakuten.models.resnet50 import model as R  # noqa: E402
 from rakuten.runtime import torch_setup  # noqa: E402
 from tests.helpers.deep_frames import model_frame, parts  # noqa: E402
 
@@ -46,7 +47,7 @@ CAMEMBERT = C.CamembertConfig(logging_steps=5, eval_batch_size=64, num_threads=1
     batch_size=16,
     learning_rate=3e-3,
     warmup_ratio=0.1,
-    scratch=C.ScratchArchitecture(vocab_size=1000, hidden_size=64, num_layers=1, num_heads=2, intermediate_size=128),
+    scratch=ScratchArchitecture(vocab_size=1000, hidden_size=64, num_layers=1, num_heads=2, intermediate_size=128),
 )
 RESNET = R.ResnetConfig(eval_batch_size=64, num_threads=1, seed=0, device="cpu").with_active(
     arch="resnet18",

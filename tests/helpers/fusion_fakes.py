@@ -16,7 +16,8 @@ import pandas as pd
 
 from rakuten.contracts.classes import CLASS_CODES, N_CLASSES, indices_to_codes
 from rakuten.contracts.model_files import proba_frame
-from rakuten.fusion.fusion import FusionConfig, LinearSvmMeta, LogregMeta, XgboostMeta
+from rakuten.fusion.config import FusionConfig
+from rakuten.fusion.meta import LinearSvmMeta, LogregMeta, XgboostMeta
 
 FIRST_HALF = tuple(range(14))
 SECOND_HALF = tuple(range(14, N_CLASSES))

@@ -292,7 +292,9 @@ def test_colour_differences_equalise_brightness_and_are_exact():
 def _look_alikes(tmp_path, n=40):
     """``n`` products of one class; for each a recoloured version (the same design in another
     colour: a look-alike, not a copy) and a re-encoded, cropped copy (a near duplicate)."""
-    from rakuten.data.sample import encode_jpeg, near_duplicate_of, render_product
+    from rakuten.data.sample.defects import near_duplicate_of
+    from rakuten.data.sample.images import render_product
+    from rakuten.data.sample.render import encode_jpeg
 
     paths = []
     for k in range(n):

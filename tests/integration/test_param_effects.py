@@ -35,7 +35,7 @@ EXEMPT: dict[str, str] = {
     "sample.n_jobs": "worker processes: same bytes with 1 or 2 (test_data_sample::test_other_seed_and_worker_count)",
     "text_clean.n_jobs": "runtime knob (processes): same rows whatever the count (light_clean keeps input order)",
     "text_clean.normalise.batch_size": "runtime knob: spaCy batch size, speed only",
-    "text_clean.normalise.n_process": "runtime knob: spaCy processes, speed only",
+    "text_clean.normalise.n_jobs": "runtime knob: spaCy processes, speed only",
     "tfidf_svm.n_jobs": "parallel jobs of calibration folds / RF / SGD: speed only (seeded estimators)",
     "fusion.n_jobs": "XGBoost threads: speed only at 1 (the documented value); more changes bits, not quality",
     "image_hash.n_jobs": "worker processes: identical table with 1 or 2 "
@@ -186,7 +186,8 @@ def test_data_source_and_raw_dir_choose_the_catalog_directory():
 
 @pytest.mark.param_effect("sample.n_train", "sample.n_test")
 def test_sample_sizes_set_the_row_counts():
-    from rakuten.data.sample import SampleConfig, generate_tables
+    from rakuten.data.sample.config import SampleConfig
+    from rakuten.data.sample.tables import generate_tables
 
     small, big = SampleConfig(n_train=60, n_test=5, n_jobs=1), SampleConfig(n_train=90, n_test=12, n_jobs=1)
     for cfg in (small, big):
@@ -196,7 +197,8 @@ def test_sample_sizes_set_the_row_counts():
 
 @pytest.mark.param_effect("sample.image_size")
 def test_sample_image_size_sets_the_side_of_the_pictures(tmp_path):
-    from rakuten.data.sample import SampleConfig, write_sample
+    from rakuten.data.sample.config import SampleConfig
+    from rakuten.data.sample.generate import write_sample
 
     for size in (32, 48):
         out = tmp_path / str(size)
@@ -1105,13 +1107,14 @@ def _deep_text_frame(n_per_class: int = 3, n_classes: int = 6) -> pd.DataFrame:
 
 def _camembert_config(profile: str, **changes):
     """A tiny config; profile knobs in ``changes`` go to the selected profile (full: scratch, no weights)."""
-    from rakuten.models import camembert as C
+    from rakuten.models.camembert import model as C
+    from rakuten.models.camembert.config import SCRATCH, ScratchArchitecture
 
     shared = {k: v for k, v in changes.items() if k in {f.name for f in dataclasses.fields(C.CamembertConfig)}}
     own = {k: v for k, v in changes.items() if k not in shared}
-    tiny = C.ScratchArchitecture(vocab_size=200, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
+    tiny = ScratchArchitecture(vocab_size=200, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32)
     cfg = C.CamembertConfig(profile=profile, **{"device": "cpu", "num_threads": 1, **shared})
-    cfg = cfg.with_active(model=C.SCRATCH, scratch=tiny, max_length=16, epochs=1, batch_size=8)
+    cfg = cfg.with_active(model=SCRATCH, scratch=tiny, max_length=16, epochs=1, batch_size=8)
     if "scratch" in own:
         own["scratch"] = replace(tiny, **own["scratch"])
     return cfg.with_active(**own)
@@ -1133,18 +1136,20 @@ def camembert_trainer(monkeypatch):
     import transformers
     import transformers.trainer
 
-    from rakuten.models import camembert as C
+    from rakuten.models.camembert import model as C
+    from rakuten.models.camembert import training as camembert_training
+    from rakuten.models.camembert.encoder import build_model
 
     # transformers' lazy module caches a name in its __dict__ on first import: patch both places
     monkeypatch.setattr(transformers.trainer, "Trainer", _FakeTrainer)
     monkeypatch.setitem(vars(transformers), "Trainer", _FakeTrainer)
-    real_build = C.build_model
+    real_build = build_model
 
     def build(cfg_, texts):
         _FakeTrainer.sink["train_texts"] = list(texts)
         return real_build(cfg_, texts)
 
-    monkeypatch.setattr(C, "build_model", build)
+    monkeypatch.setattr(camembert_training, "build_model", build)
 
     def run(cfg, frame=None):
         _FakeTrainer.sink = seen = {}
@@ -1178,7 +1183,7 @@ def camembert_trainer(monkeypatch):
 )
 @pytest.mark.parametrize("profile", ["demo", "full", "strongest"])
 def test_profile_selects_which_profile_the_model_reads(camembert_trainer, profile):
-    from rakuten.models import camembert as C
+    from rakuten.models.camembert.trainer_setup import warmup_steps
 
     other = "full" if profile == "demo" else "demo"
     for values in (
@@ -1207,12 +1212,12 @@ def test_profile_selects_which_profile_the_model_reads(camembert_trainer, profil
         args = camembert_trainer(cfg)["args"]
         assert (args.num_train_epochs, args.per_device_train_batch_size) == (values["epochs"], values["batch_size"])
         assert (args.learning_rate, args.weight_decay) == (values["learning_rate"], values["weight_decay"])
-        assert args.warmup_steps == C.warmup_steps(18, values["batch_size"], values["epochs"], values["warmup_ratio"])
+        assert args.warmup_steps == warmup_steps(18, values["batch_size"], values["epochs"], values["warmup_ratio"])
         assert (args.logging_steps, args.per_device_eval_batch_size) == (
             values["logging_steps"],
             values["eval_batch_size"],
         )
-    assert C.warmup_steps(18, 4, 2, 0.5) > 0 == C.warmup_steps(18, 6, 3, 0.0)
+    assert warmup_steps(18, 4, 2, 0.5) > 0 == warmup_steps(18, 6, 3, 0.0)
 
 
 @pytest.mark.param_effect(
@@ -1302,13 +1307,14 @@ def test_camembert_class_weighting_weights_the_loss(camembert_trainer):
 )
 @pytest.mark.parametrize("profile", ["demo", "full", "strongest"])
 def test_camembert_model_and_local_dir_choose_the_weights(profile, tmp_path):
-    from rakuten.models import camembert as C
+    from rakuten.models.camembert import model as C
+    from rakuten.models.camembert.config import SCRATCH
 
     local = tmp_path / "weights"
     local.mkdir()
     (local / "config.json").write_text("{}")
     base = C.CamembertConfig(profile=profile)
-    assert C.resolve_weights(base.with_active(model=C.SCRATCH, local_dir=str(local))) is None
+    assert C.resolve_weights(base.with_active(model=SCRATCH, local_dir=str(local))) is None
     assert C.resolve_weights(base.with_active(model="org/some-model", local_dir=str(local))) == str(local)
     assert C.resolve_weights(base.with_active(model=str(local), local_dir="")) == str(local)
 
@@ -1332,7 +1338,7 @@ def test_camembert_device_and_precision(camembert_trainer, monkeypatch):
     if torch.cuda.is_available():
         pytest.skip("the CPU-only refusals below need a machine without CUDA")
     assert camembert_trainer(_camembert_config("demo", device="cpu", precision="fp32"))["args"].use_cpu
-    from rakuten.models import camembert as C
+    from rakuten.models.camembert import model as C
 
     frame = _deep_text_frame()
     assert "no CUDA GPU" in _runtime_error(C.train, _camembert_config("demo", device="cuda"), frame)
@@ -1431,7 +1437,7 @@ def image_frame(tmp_path_factory) -> pd.DataFrame:
 
 def _resnet_config(profile: str = "demo", **changes):
     """A tiny config; profile knobs in ``changes`` go to the selected profile (full, strongest: resnet18, no weights)."""
-    from rakuten.models import resnet50 as R
+    from rakuten.models.resnet50 import model as R
 
     shared = {k: v for k, v in changes.items() if k in {f.name for f in dataclasses.fields(R.ResnetConfig)}}
     own = {k: v for k, v in changes.items() if k not in shared}
@@ -1445,10 +1451,14 @@ def resnet_setup(monkeypatch, image_frame):
     """Runs ``resnet.train`` up to its optimiser and returns the loaders, the network and the optimiser's arguments."""
     import torch
 
-    from rakuten.models import resnet50 as R
+    from rakuten.models.resnet50 import backbones
+    from rakuten.models.resnet50 import model as R
+    from rakuten.models.resnet50 import training as resnet_training
+    from rakuten.models.resnet50.backbones import build_net
+    from rakuten.models.resnet50.data import make_loader
 
     seen: dict = {}
-    real_loader, real_net = R._loader, R.build_net
+    real_loader, real_net = make_loader, build_net
 
     def loader(dataset, batch_size, cfg, runtime, shuffle=False, sampler=None):
         out = real_loader(dataset, batch_size, cfg, runtime, shuffle=shuffle, sampler=sampler)
@@ -1463,8 +1473,8 @@ def resnet_setup(monkeypatch, image_frame):
         seen["optimiser"] = kwargs
         raise _Captured
 
-    monkeypatch.setattr(R, "_loader", loader)
-    monkeypatch.setattr(R, "build_net", net)
+    monkeypatch.setattr(resnet_training, "make_loader", loader)
+    monkeypatch.setattr(backbones, "build_net", net)
     monkeypatch.setattr(torch.optim, "AdamW", optimiser)
 
     def run(cfg, frame=None):
@@ -1589,9 +1599,9 @@ def test_resnet_augmentations(resnet_setup, image_frame):
     import torch
     from PIL import Image
 
-    from rakuten.models import resnet50 as R
+    from rakuten.models.resnet50.config import Augment
 
-    off = R.Augment(
+    off = Augment(
         hflip=0.0, vflip=0.0, rotation=0.0, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0, zoom_min=1.0
     )
     image = Image.open(image_frame["clean_path"].iloc[5]).convert("RGB")
@@ -1625,10 +1635,11 @@ def test_resnet_augmentations(resnet_setup, image_frame):
 )
 @pytest.mark.parametrize("profile", ["demo", "full", "strongest"])
 def test_resnet_epochs_and_early_stopping(image_frame, monkeypatch, profile):
-    from rakuten.models import resnet50 as R
+    from rakuten.models.resnet50 import model as R
+    from rakuten.runtime import training
 
     flat = {"weighted_f1": 0.5, "macro_f1": 0.5, "accuracy": 0.5}  # val F1 never improves after epoch 1
-    monkeypatch.setattr(R, "scores", lambda y_true, y_pred: dict(flat))
+    monkeypatch.setattr(training, "scores", lambda y_true, y_pred: dict(flat))
     run = {
         (e, p): R.train(
             image_frame, image_frame.head(6), _resnet_config(profile, epochs=e, patience=p, batch_size=18)
@@ -1645,7 +1656,7 @@ def test_resnet_device_and_precision(resnet_setup, image_frame):
     if torch.cuda.is_available():
         pytest.skip("the CPU-only refusals below need a machine without CUDA")
     assert resnet_setup(_resnet_config(device="cpu", precision="fp32"))["loaders"][0].pin_memory is False
-    from rakuten.models import resnet50 as R
+    from rakuten.models.resnet50 import model as R
 
     assert "no CUDA GPU" in _runtime_error(R.train, _resnet_config(device="cuda"), image_frame)
     assert "needs a CUDA GPU" in _runtime_error(R.train, _resnet_config(precision="fp16"), image_frame)
@@ -1662,8 +1673,8 @@ def test_launcher_and_processes_choose_how_the_stage_starts(section, monkeypatch
     import sys
 
     from rakuten.core.config import from_params
-    from rakuten.models.camembert import CamembertConfig
-    from rakuten.models.resnet50 import ResnetConfig
+    from rakuten.models.camembert.config import CamembertConfig
+    from rakuten.models.resnet50.config import ResnetConfig
     from rakuten.runtime import distributed
     from tests.helpers.stagerun import default_params, with_overrides
 

@@ -17,8 +17,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
 from rakuten.core.io import write_parquet
-from rakuten.models import camembert as C
 from rakuten.models import tfidf_svm as T
+from rakuten.models.camembert import model as C
+from rakuten.models.camembert.config import ScratchArchitecture
+from rakuten.models.camembert.trainer_setup import loggable_args, warmup_steps
 from tests.helpers.deep_frames import model_frame, parts
 from tests.helpers.stagerun import REPO
 
@@ -35,7 +37,7 @@ from tests.helpers.stagerun import REPO
 def test_warmup_is_a_whole_number_of_optimiser_steps(n_rows, batch, epochs, ratio, expected, tmp_path):
     from transformers import TrainingArguments
 
-    steps = C.warmup_steps(n_rows, batch, epochs, ratio)
+    steps = warmup_steps(n_rows, batch, epochs, ratio)
     assert steps == expected and isinstance(steps, int)
     total = epochs * -(-n_rows // batch)
     assert TrainingArguments(output_dir=str(tmp_path), warmup_steps=steps).get_warmup_steps(total) == steps
@@ -51,11 +53,11 @@ def test_trainer_warms_up_for_those_steps_and_dvclive_records_no_temporary_path(
         batch_size=16,
         learning_rate=1e-3,
         warmup_ratio=0.3,
-        scratch=C.ScratchArchitecture(vocab_size=300, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32),
+        scratch=ScratchArchitecture(vocab_size=300, hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32),
     )
     model = C.train(train, val, cfg, live_dir=tmp_path / "live")
     used = model.rows["train_rows_used"]
-    warmup = C.warmup_steps(used, cfg.batch_size, cfg.epochs, cfg.warmup_ratio)
+    warmup = warmup_steps(used, cfg.batch_size, cfg.epochs, cfg.warmup_ratio)
     assert warmup >= 2
     lr = pd.read_csv(tmp_path / "live" / "plots" / "metrics" / "learning_rate.tsv", sep="\t")["learning_rate"]
     assert len(lr) == -(-used // cfg.batch_size)
@@ -78,7 +80,7 @@ def test_loggable_args_drop_every_value_naming_the_checkpoint_directory():
         "hub_model_id": "/tmp/camembert-ckpt-x1/hub",
         "seed": 42,
     }
-    assert C.loggable_args(args) == {"seed": 42}
+    assert loggable_args(args) == {"seed": 42}
 
 
 def test_parquet_bytes_do_not_depend_on_attrs(tmp_path):

@@ -19,7 +19,9 @@ from rakuten.contracts.metrics import scores
 from rakuten.contracts.model_files import check_proba
 from rakuten.core.config import parse_section
 from rakuten.core.errors import PipelineError
-from rakuten.models import resnet50 as R
+from rakuten.models.resnet50 import backbones, data
+from rakuten.models.resnet50 import model as R
+from rakuten.models.resnet50.inference import memory_format
 from rakuten.runtime.torch_setup import Runtime
 from tests.helpers.deep_frames import majority_weighted_f1, model_frame, parts
 from tests.helpers.stagerun import default_params
@@ -67,7 +69,7 @@ def family(request, frames, tmp_path_factory):
 def test_each_family_trains_predicts_and_round_trips(family, frames):
     arch, model, again = family
     _, _, test = frames
-    assert R.backbone_library(arch) == "timm" and model.rows["epochs_run"] == 1
+    assert backbones.backbone_library(arch) == "timm" and model.rows["epochs_run"] == 1
     proba = R.predict_proba(model, test)
     assert proba.shape == (len(test), N_CLASSES)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
@@ -90,10 +92,10 @@ def test_the_fastest_family_beats_the_majority_class(family, frames):
 def test_torchvision_embeddings_are_the_pooled_vector_before_fc(frames):
     _, _, test = frames
     torch.manual_seed(0)
-    model = R.ResnetModel(net=R.build_net("resnet18").eval(), config=tiny("resnet18", eval_batch_size=4))
+    model = R.ResnetModel(net=backbones.build_net("resnet18").eval(), config=tiny("resnet18", eval_batch_size=4))
     assert R.feature_dim(model) == 512
     emb = R.embed_images(model, test.head(6))  # two batches of 4 and 2
-    x = torch.stack([R.build_transform(32, None)(R._decode(p, 32)) for p in test["clean_path"].head(6)])
+    x = torch.stack([data.build_transform(32, None)(data._decode(p, 32)) for p in test["clean_path"].head(6)])
     net = model.net
     with torch.inference_mode():
         body = torch.nn.Sequential(*list(net.children())[:-1])  # everything up to the pooled vector
@@ -105,21 +107,22 @@ def test_torchvision_embeddings_are_the_pooled_vector_before_fc(frames):
 
 def test_timm_models_use_their_own_normalisation():
     torch.manual_seed(0)
-    vit = R.make_net("vit_tiny_patch16_224", 32)
-    norm = R.backbone_norm(vit, "vit_tiny_patch16_224")
-    assert norm == R.Norm((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bicubic")
-    assert R.backbone_norm(R.build_net("resnet18"), "resnet18") == R.Norm(R.IMAGENET_MEAN, R.IMAGENET_STD, "bilinear")
-    normalise = R.build_transform(32, None, norm).transforms[-1]
+    vit = backbones.make_net("vit_tiny_patch16_224", 32)
+    norm = backbones.backbone_norm(vit, "vit_tiny_patch16_224")
+    assert norm == backbones.Norm((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "bicubic")
+    imagenet = backbones.Norm(backbones.IMAGENET_MEAN, backbones.IMAGENET_STD, "bilinear")
+    assert backbones.backbone_norm(backbones.build_net("resnet18"), "resnet18") == imagenet
+    normalise = data.build_transform(32, None, norm).transforms[-1]
     assert tuple(normalise.mean) == (0.5, 0.5, 0.5)
     assert vit(torch.zeros(1, 3, 32, 32)).shape == (1, N_CLASSES)  # img_size reached the ViT
 
 
 def test_routing_torchvision_first_then_timm():
-    assert R.backbone_library("resnet18") == R.backbone_library("efficientnet_b0") == "torchvision"
-    assert R.backbone_library("convnext_base.fb_in22k_ft_in1k") == "timm"
-    assert R.backbone_library("vit_base_patch16_siglip_224") == "timm"
-    assert R.backbone_library("not_a_model") is None
-    head = R.build_net("efficientnet_b0").classifier[-1]  # a torchvision head that is not ``fc``
+    assert backbones.backbone_library("resnet18") == backbones.backbone_library("efficientnet_b0") == "torchvision"
+    assert backbones.backbone_library("convnext_base.fb_in22k_ft_in1k") == "timm"
+    assert backbones.backbone_library("vit_base_patch16_siglip_224") == "timm"
+    assert backbones.backbone_library("not_a_model") is None
+    head = backbones.build_net("efficientnet_b0").classifier[-1]  # a torchvision head that is not ``fc``
     assert head.out_features == N_CLASSES
 
 
@@ -171,14 +174,14 @@ def test_timm_weights_found_in_models_pretrained_and_the_head_replaced(offline):
     save_file(source.state_dict(), folder / "model.safetensors")
     found = resolve_timm("vit_tiny_patch16_224", "pretrained")
     assert found.resolve() == (folder / "model.safetensors").resolve()
-    net = R.build_timm_net("vit_tiny_patch16_224", found, image_size=32)  # position embeddings resampled
+    net = backbones.build_timm_net("vit_tiny_patch16_224", found, image_size=32)  # position embeddings resampled
     assert torch.equal(net.patch_embed.proj.weight, source.patch_embed.proj.weight)
     assert net.head.out_features == N_CLASSES and net.pos_embed.shape[1] == 1 + 2 * 2
     assert resolve_timm("vit_tiny_patch16_224", str(folder)) == folder / "model.safetensors"  # a directory works
     bad = offline / "bad.safetensors"
     save_file({"nothing": torch.zeros(1)}, bad)
     with pytest.raises(PipelineError, match=r"bad\.safetensors: not vit_tiny_patch16_224 weights") as err:
-        R.build_timm_net("vit_tiny_patch16_224", bad, image_size=32)
+        backbones.build_timm_net("vit_tiny_patch16_224", bad, image_size=32)
     assert "\n" not in str(err.value)
 
 
@@ -189,9 +192,9 @@ def test_timm_weights_found_in_models_pretrained_and_the_head_replaced(offline):
 def test_channels_last_applies_on_cuda_only():
     on, off = tiny("resnet18"), tiny("resnet18", channels_last=False)
     cuda, cpu = Runtime("cuda", "bf16"), Runtime("cpu", "fp32")
-    assert R.memory_format(on, cuda) == torch.channels_last
-    assert R.memory_format(off, cuda) == torch.contiguous_format
-    assert R.memory_format(on, cpu) == R.memory_format(off, cpu) == torch.contiguous_format  # CPU numerics unchanged
+    assert memory_format(on, cuda) == torch.channels_last
+    assert memory_format(off, cuda) == torch.contiguous_format
+    assert memory_format(on, cpu) == memory_format(off, cpu) == torch.contiguous_format  # CPU numerics unchanged
 
 
 @pytest.mark.param_effect("resnet50.compile")
@@ -210,8 +213,8 @@ def test_cache_images_decodes_each_image_once_and_stays_deterministic(frames, mo
     train, val, _ = frames
     val = val.head(10)
     decoded = []
-    real = R._decode
-    monkeypatch.setattr(R, "_decode", lambda path, size: decoded.append(path) or real(path, size))
+    real = data._decode
+    monkeypatch.setattr(data, "_decode", lambda path, size: decoded.append(path) or real(path, size))
     runs = {}
     for cache in (False, True, True):
         decoded.clear()
@@ -221,15 +224,15 @@ def test_cache_images_decodes_each_image_once_and_stays_deterministic(frames, mo
         assert len(decoded) == (n_train + len(val)) * (1 if cache else 2)  # once, or once per epoch
     assert runs[True][0] == runs[True][1]  # deterministic with the cache
     # the cached pixels are what the eval transform sees without the cache: same val inputs either way
-    norm = R.Norm()
+    norm = backbones.Norm()
     paths = val["clean_path"].tolist()
-    cached = R.CachedRows(
-        R.decode_images(paths, 32, norm),
+    cached = data.CachedRows(
+        data.decode_images(paths, 32, norm),
         paths,
         np.zeros(len(val)),
         np.ones(len(val)),
-        R.build_transform(32, None, norm),
+        data.build_transform(32, None, norm),
     )
-    plain = R.ImageRows(paths, np.zeros(len(val)), np.ones(len(val)), R.build_transform(32, None, norm), 32)
+    plain = data.ImageRows(paths, np.zeros(len(val)), np.ones(len(val)), data.build_transform(32, None, norm), 32)
     assert cached.pixels.shape == (len(val), 32, 32, 3) and cached.pixels.dtype == np.uint8
     assert all(torch.equal(cached[i][0], plain[i][0]) for i in range(len(val)))

@@ -17,7 +17,10 @@ from rakuten.contracts.metrics import scores
 from rakuten.contracts.model_files import check_proba, proba_frame
 from rakuten.core.config import parse_section
 from rakuten.core.errors import PipelineError
-from rakuten.models import camembert as C
+from rakuten.models.camembert import model as C
+from rakuten.models.camembert.config import SCRATCH, ScratchArchitecture
+from rakuten.models.camembert.encoder import SPECIAL_TOKENS, train_tokenizer
+from rakuten.models.camembert.trainer_setup import weighted_loss
 from tests.helpers.deep_frames import majority_weighted_f1, model_frame, parts
 from tests.helpers.stagerun import default_params
 
@@ -28,7 +31,7 @@ TINY = C.CamembertConfig(logging_steps=5, eval_batch_size=64, num_threads=1, see
     learning_rate=3e-3,
     warmup_ratio=0.1,
     group_by_length=False,
-    scratch=C.ScratchArchitecture(vocab_size=1000, hidden_size=64, num_layers=1, num_heads=2, intermediate_size=128),
+    scratch=ScratchArchitecture(vocab_size=1000, hidden_size=64, num_layers=1, num_heads=2, intermediate_size=128),
 )
 # random batches: on these 426 rows length-grouped batches learnt less in 12 epochs (test weighted F1 0.059,
 # majority 0.020); on the 4,000-row sample they learnt more (0.55 against 0.45), so the profiles keep them
@@ -103,8 +106,8 @@ def test_same_seed_same_metrics_on_cpu(frames):
 
 
 def test_tokenizer_uses_camembert_special_tokens():
-    tok = C.train_tokenizer(["une table en bois", "un jeu de société", "a wooden table"] * 20, vocab_size=60)
-    assert [tok.convert_tokens_to_ids(t) for t in C.SPECIAL_TOKENS] == [0, 1, 2, 3, 4]
+    tok = train_tokenizer(["une table en bois", "un jeu de société", "a wooden table"] * 20, vocab_size=60)
+    assert [tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS] == [0, 1, 2, 3, 4]
     ids = tok("une table")["input_ids"]
     assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id and len(ids) > 2
 
@@ -113,7 +116,7 @@ def test_balanced_loss_matches_weighted_cross_entropy():
     logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 3.0]])
     labels = torch.tensor([0, 1, 1])
     weights = torch.tensor([1.0, 3.0, 0.5])
-    got = C._weighted_loss(weights)({"logits": logits}, labels)
+    got = weighted_loss(weights)({"logits": logits}, labels)
     per_row = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
     expected = (per_row * weights[labels]).sum() / weights[labels].sum()
     assert float(got) == pytest.approx(float(expected), rel=1e-6)
@@ -122,7 +125,7 @@ def test_balanced_loss_matches_weighted_cross_entropy():
 def test_default_params_parse_and_both_profiles_are_complete():
     section = default_params()["camembert"]
     demo = parse_section(C.CamembertConfig, section, "camembert")
-    assert demo.profile == "demo" and demo.model == C.SCRATCH
+    assert demo.profile == "demo" and demo.model == SCRATCH
     full = parse_section(C.CamembertConfig, {**section, "profile": "full"}, "camembert")
     assert full.model == "camembert-base" and full.epochs == 3 and full.batch_size == 16
     assert full.weight_decay == pytest.approx(0.01)

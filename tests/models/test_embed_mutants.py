@@ -17,7 +17,8 @@ import pytest
 
 from rakuten.contracts.embeddings import EMBEDDINGS, IMAGE, IMAGE_OK, RECORD, TEXT, TEXT_OK
 from rakuten.core.errors import PipelineError
-from rakuten.models import embed, resnet50
+from rakuten.models import embed
+from rakuten.models.resnet50 import model as resnet50
 
 
 @dataclasses.dataclass(frozen=True)

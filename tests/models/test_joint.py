@@ -229,7 +229,8 @@ class StubText:
 
 def _stub_encoders(monkeypatch, calls: list | None = None):
     """camembert/resnet load + embed functions replaced by deterministic stubs of the row text / path."""
-    from rakuten.models import camembert, resnet50
+    from rakuten.models.camembert import model as camembert
+    from rakuten.models.resnet50 import model as resnet50
 
     def load(kind):
         def _load(directory):
@@ -298,7 +299,7 @@ def test_embed_frame_covers_every_row_with_flags_and_same_bytes(tiny_split, monk
 
 
 def test_wrong_embedding_shapes_are_one_line(tiny_split, monkeypatch):
-    from rakuten.models import camembert
+    from rakuten.models.camembert import model as camembert
 
     _stub_encoders(monkeypatch)
     monkeypatch.setattr(camembert, "embed_texts", lambda model, frame: np.zeros((len(frame) - 1, 4)))

@@ -15,7 +15,11 @@ from rakuten.contracts.metrics import scores
 from rakuten.contracts.model_files import check_proba
 from rakuten.core.config import parse_section
 from rakuten.core.errors import PipelineError
-from rakuten.models import resnet50 as R
+from rakuten.models.resnet50 import model as R
+from rakuten.models.resnet50.config import Augment
+from rakuten.models.resnet50.data import build_transform
+from rakuten.models.resnet50.frame import QUALITY_COLUMNS, usable_train_rows
+from rakuten.runtime import training
 from tests.helpers.deep_frames import majority_weighted_f1, model_frame, parts
 from tests.helpers.stagerun import default_params
 
@@ -97,7 +101,7 @@ def test_same_seed_same_metrics_on_cpu(frames):
 def test_early_stopping_when_val_f1_stops_improving(frames, monkeypatch):
     train, val, _ = frames
     flat = {"weighted_f1": 0.5, "macro_f1": 0.5, "accuracy": 0.5}  # val F1 never improves after epoch 1
-    monkeypatch.setattr(R, "scores", lambda y_true, y_pred: dict(flat))
+    monkeypatch.setattr(training, "scores", lambda y_true, y_pred: dict(flat))
     model = R.train(train, val, TINY.with_active(epochs=5, patience=2, max_train_rows=60))
     assert model.rows["epochs_run"] == 3 and model.rows["best_epoch"] == 1
 
@@ -114,7 +118,7 @@ def test_rows_left_out_of_training_are_counted(frames):
     train = train.copy()
     train.loc[:9, "keep_for_train"] = False
     train.loc[10:14, "readable"] = False
-    usable, rows = R.usable_train_rows(train, TINY.with_active(max_train_rows=200))
+    usable, rows = usable_train_rows(train, TINY.with_active(max_train_rows=200))
     assert rows["dropped_keep_for_train_false"] == 10 and rows["dropped_unreadable"] == 5
     assert rows["train_rows_used"] == len(usable) <= 200
     assert rows["train_rows"] - 15 - rows["dropped_max_train_rows"] == rows["train_rows_used"]
@@ -135,9 +139,9 @@ def test_transforms_give_normalised_tensors_of_the_configured_size(frames):
     path = frames[0]["clean_path"].iloc[0]
     img = Image.open(path).convert("RGB")
     torch.manual_seed(0)
-    x = R.build_transform(40, R.Augment())(img)
+    x = build_transform(40, Augment())(img)
     assert x.shape == (3, 40, 40) and x.dtype == torch.float32
-    e1, e2 = R.build_transform(40, None)(img), R.build_transform(40, None)(img)
+    e1, e2 = build_transform(40, None)(img), build_transform(40, None)(img)
     assert torch.equal(e1, e2)
 
 
@@ -145,10 +149,10 @@ def test_load_image_frame_joins_and_checks_rows(tmp_path, tiny_split):
     frame = model_frame(tiny_split)
     frame[["row_id", "prdtypecode"]].to_parquet(tmp_path / "catalog.parquet")
     frame[["row_id", "split"]].to_parquet(tmp_path / "split.parquet")
-    frame[list(R.QUALITY_COLUMNS)].to_parquet(tmp_path / "quality.parquet")
+    frame[list(QUALITY_COLUMNS)].to_parquet(tmp_path / "quality.parquet")
     joined = R.load_image_frame(tmp_path / "catalog.parquet", tmp_path / "split.parquet", tmp_path / "quality.parquet")
-    assert len(joined) == len(frame) and set(R.QUALITY_COLUMNS) <= set(joined.columns)
-    frame[list(R.QUALITY_COLUMNS)].iloc[1:].to_parquet(tmp_path / "quality.parquet")
+    assert len(joined) == len(frame) and set(QUALITY_COLUMNS) <= set(joined.columns)
+    frame[list(QUALITY_COLUMNS)].iloc[1:].to_parquet(tmp_path / "quality.parquet")
     with pytest.raises(PipelineError, match=f"no row for row_id {frame['row_id'].iloc[0]}"):
         R.load_image_frame(tmp_path / "catalog.parquet", tmp_path / "split.parquet", tmp_path / "quality.parquet")
 

@@ -13,10 +13,11 @@ from rakuten.contracts.classes import N_CLASSES, indices_to_codes
 from rakuten.contracts.metrics import scores
 from rakuten.contracts.model_files import check_proba, proba_frame
 from rakuten.core.errors import PipelineError
-from rakuten.models import camembert as C
+from rakuten.models.camembert import model as C
+from rakuten.models.camembert.config import LoraSettings, ScratchArchitecture
 from tests.helpers.deep_frames import majority_weighted_f1, model_frame, parts
 
-ARCH = C.ScratchArchitecture(vocab_size=1000, hidden_size=64, num_layers=1, num_heads=2, intermediate_size=128)
+ARCH = ScratchArchitecture(vocab_size=1000, hidden_size=64, num_layers=1, num_heads=2, intermediate_size=128)
 TINY = C.CamembertConfig(logging_steps=50, eval_batch_size=64, num_threads=1, seed=0, device="cpu").with_active(
     max_length=32, epochs=12, batch_size=16, learning_rate=3e-3, warmup_ratio=0.1, scratch=ARCH, group_by_length=False
 )  # random batches at this size (see test_models_camembert.TINY)
@@ -83,7 +84,7 @@ def test_each_family_round_trips_through_save_and_load(families, frames, family,
 
 def test_lora_trains_adapters_and_saves_a_plain_model(frames, tmp_path):
     train, val, test = frames
-    cfg = replace(TINY.with_active(epochs=3, learning_rate=1e-2), lora=C.LoraSettings(r=4, alpha=8.0, dropout=0.0))
+    cfg = replace(TINY.with_active(epochs=3, learning_rate=1e-2), lora=LoraSettings(r=4, alpha=8.0, dropout=0.0))
     model = C.train(train, val, cfg)
     assert not hasattr(model.model, "peft_config")  # adapters merged: a plain Hugging Face model
     assert not [n for n, _ in model.model.named_parameters() if "lora_" in n]

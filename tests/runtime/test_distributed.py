@@ -354,10 +354,10 @@ def test_per_rank_batch_keeps_the_global_batch():
 
 
 def test_sharded_weighted_sampler_splits_one_seeded_draw_between_ranks():
-    from rakuten.models import resnet50 as R
+    from rakuten.models.resnet50.parallel import ShardedWeightedSampler
 
     weights = np.array([1.0, 1.0, 4.0, 0.0, 2.0, 1.0, 3.0])
-    shares = [R.ShardedWeightedSampler(weights, 7, rank, 2, seed=5) for rank in (0, 1)]
+    shares = [ShardedWeightedSampler(weights, 7, rank, 2, seed=5) for rank in (0, 1)]
     for s in shares:
         s.set_epoch(1)
     drawn = [list(s) for s in shares]
@@ -372,15 +372,16 @@ def test_sharded_weighted_sampler_splits_one_seeded_draw_between_ranks():
 
 
 def test_training_arguments_split_the_global_batch():
-    from rakuten.models import camembert as C
+    from rakuten.models.camembert import model as C
+    from rakuten.models.camembert.trainer_setup import training_arguments
     from rakuten.runtime.torch_setup import Runtime
 
     cfg = C.CamembertConfig().with_active(batch_size=32)
-    one = C.training_arguments(cfg, Runtime("cpu", "fp32"), 426, "/tmp/x")
-    two = C.training_arguments(cfg, Runtime("cpu", "fp32"), 426, "/tmp/x", world_size=2)
+    one = training_arguments(cfg, Runtime("cpu", "fp32"), 426, "/tmp/x")
+    two = training_arguments(cfg, Runtime("cpu", "fp32"), 426, "/tmp/x", world_size=2)
     assert one["per_device_train_batch_size"] == 32 and "ddp_backend" not in one
     assert two["per_device_train_batch_size"] == 16 and two["ddp_backend"] == "gloo"
     assert two["ddp_find_unused_parameters"] is False and two["warmup_steps"] == one["warmup_steps"]
     assert two.get("average_tokens_across_devices", False) is False  # no x N loss scaling of a mean loss
     with pytest.raises(PipelineError, match="camembert.demo.batch_size = 32 is not a multiple of the 3 processes"):
-        C.training_arguments(cfg, Runtime("cpu", "fp32"), 426, "/tmp/x", world_size=3)
+        training_arguments(cfg, Runtime("cpu", "fp32"), 426, "/tmp/x", world_size=3)

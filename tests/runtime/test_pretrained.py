@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from rakuten.core.errors import PipelineError
-from rakuten.models import camembert as C
-from rakuten.models import resnet50 as R
+from rakuten.models.camembert import model as C
+from rakuten.models.camembert.config import SCRATCH
+from rakuten.models.resnet50.backbones import build_net
 from rakuten.runtime.pretrained import resolve_hf, resolve_timm, resolve_torchvision
 from tests.helpers.stagerun import error_lines, run_stage_script
 
@@ -46,7 +47,7 @@ def test_local_directory_is_used_first(tmp_path):
 
 
 def test_scratch_profile_needs_no_weights():
-    assert C.resolve_weights(C.CamembertConfig().with_active(model=C.SCRATCH)) is None
+    assert C.resolve_weights(C.CamembertConfig().with_active(model=SCRATCH)) is None
     assert resolve_torchvision("resnet18", "none") is None
 
 
@@ -67,7 +68,7 @@ def test_imagenet_weights_in_the_torch_cache_are_found(tmp_path):
     cached.parent.mkdir(parents=True)
     torch.save(torchvision.models.resnet18().state_dict(), cached)
     assert resolve_torchvision("resnet18", "imagenet") == cached
-    assert R.build_net("resnet18", cached).fc.out_features == 27
+    assert build_net("resnet18", cached).fc.out_features == 27
 
 
 def test_local_weights_file_is_loaded_and_the_head_replaced(tmp_path):
@@ -76,7 +77,7 @@ def test_local_weights_file_is_loaded_and_the_head_replaced(tmp_path):
     source = torchvision.models.resnet18()
     path = tmp_path / "my_resnet18.pth"
     torch.save(source.state_dict(), path)
-    net = R.build_net("resnet18", resolve_torchvision("resnet18", str(path)))
+    net = build_net("resnet18", resolve_torchvision("resnet18", str(path)))
     assert torch.equal(net.conv1.weight, source.conv1.weight)
     assert net.fc.out_features == 27
 
@@ -88,7 +89,7 @@ def test_missing_or_wrong_local_weights_file_is_one_line(tmp_path):
     bad = tmp_path / "bad.pth"
     torch.save({"not": torch.zeros(1)}, bad)
     with pytest.raises(PipelineError) as err:
-        R.build_net("resnet18", bad)
+        build_net("resnet18", bad)
     assert "not a resnet18 state dict" in _one_line(err)
 
 

@@ -19,7 +19,9 @@ from rakuten.contracts import registry
 from rakuten.contracts.classes import CLASS_CODES, N_CLASSES
 from rakuten.contracts.preprocessing import record
 from rakuten.core.config import parse_section
-from rakuten.fusion import fusion
+from rakuten.fusion import persistence
+from rakuten.fusion.model import FusedModel
+from rakuten.fusion.weights import SoftVote
 from rakuten.image.config import ImageCleanConfig
 from rakuten.serving import cli
 from rakuten.serving import predict as predict_mod
@@ -98,12 +100,12 @@ def workspace(tmp_path, monkeypatch):
     for name, section in (("fake_text", "text_clean"), ("fake_image", "image_clean")):
         (models / name).mkdir(parents=True)
         (models / name / "preprocessing.json").write_text(json.dumps({section: _record(trained, section)}))
-    fusion.save(
-        fusion.FusedModel(
+    persistence.save(
+        FusedModel(
             "soft_vote",
             ["fake_text", "fake_image"],
             ["text", "image"],
-            fusion.SoftVote([0.6, 0.4]),
+            SoftVote([0.6, 0.4]),
             np.array([0.6, 0.4]),
         ),
         models / "fusion",
@@ -215,12 +217,12 @@ def test_models_trained_on_different_preprocessing_are_one_error_line(workspace,
     monkeypatch.setitem(registry.MODELS, "fake_text2", registry.ModelSpec("fake_text2", "fake_text_model", "text"))
     (workspace / "models" / "fake_text2").mkdir()
     (workspace / "models" / "fake_text2" / "preprocessing.json").write_text(json.dumps({"text_clean": other}))
-    fusion.save(
-        fusion.FusedModel(
+    persistence.save(
+        FusedModel(
             "soft_vote",
             ["fake_text", "fake_text2", "fake_image"],
             ["text", "text", "image"],
-            fusion.SoftVote([0.3, 0.3, 0.4]),
+            SoftVote([0.3, 0.3, 0.4]),
             np.array([0.3, 0.3, 0.4]),
         ),
         workspace / "models" / "fusion",

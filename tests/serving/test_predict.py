@@ -10,7 +10,7 @@ import pytest
 from rakuten.contracts.classes import CLASS_CODES, CLASS_LABELS, N_CLASSES
 from rakuten.core.errors import PipelineError
 from rakuten.data.ingest import catalog_rows
-from rakuten.fusion import fusion
+from rakuten.fusion import fusion, persistence
 from rakuten.serving.predict import prediction_table
 from rakuten.serving.submission import official_submission, submission_frame
 from tests.helpers.fusion_fakes import (
@@ -123,7 +123,7 @@ def test_ingest_and_predict_build_the_same_rows(tiny_sample, tiny_catalog):
 def test_predict_stage_writes_submission(tmp_path, fitted):
     tables, model = fitted
     write_stage_inputs(tmp_path, tables)
-    fusion.save(model, tmp_path / "models/fusion")
+    persistence.save(model, tmp_path / "models/fusion")
     record_outputs(tmp_path, "models/fusion")  # the stage loads only what dvc.lock records
     result = run_stage_script("submission", tmp_path)
     assert result.returncode == 0, result.stderr

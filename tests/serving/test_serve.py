@@ -37,7 +37,10 @@ from rakuten.serving.http_guards import (
     raise_file_limit,
 )
 from rakuten.serving.predict import Predictor
-from rakuten.serving.serve import Gate, ServeLimits, create_app, model_metadata
+from rakuten.serving.serve.app import create_app
+from rakuten.serving.serve.limits import ServeLimits
+from rakuten.serving.serve.metadata import model_metadata
+from rakuten.serving.serve.service import Gate
 
 ROWS = 5
 
@@ -305,8 +308,10 @@ def test_gate_refuses_past_the_pending_limit():
 def test_limits_must_be_positive():
     from rakuten.core.errors import PipelineError
 
-    with pytest.raises(PipelineError, match=r"--max-pending: 0, expected a positive number"):
+    with pytest.raises(PipelineError, match=r"^serve.max_pending = 0, expected an integer in \[1, inf\]$"):
         ServeLimits(max_pending=0)
+    with pytest.raises(PipelineError, match=r"^serve.body_timeout_s = -1, expected a number in \(0, inf\]$"):
+        ServeLimits(body_timeout_s=-1)
 
 
 def test_page_is_served_with_the_form(client):
@@ -609,9 +614,9 @@ def test_docs_page_loads_no_script(client):
 
 
 def test_every_response_carries_the_security_headers(client, monkeypatch):
-    import rakuten.serving.serve as serve_module
+    from rakuten.serving.serve import single
 
-    monkeypatch.setattr(serve_module, "_predict_one", lambda *a: 1 / 0)
+    monkeypatch.setattr(single, "predict_one", lambda *a: 1 / 0)
     crashing = TestClient(client.app, raise_server_exceptions=False)
     responses = [
         client.get("/"),
@@ -641,7 +646,7 @@ def test_every_response_carries_the_security_headers(client, monkeypatch):
 
 
 def test_new_limits_are_serve_options():
-    from rakuten.serving.cli import build_parser
+    from rakuten.serving.cli import build_parser, serve_limits
 
     args = build_parser().parse_args(
         [
@@ -658,14 +663,21 @@ def test_new_limits_are_serve_options():
             "3",
         ]
     )
-    assert (args.max_connections, args.header_timeout_s, args.body_timeout_s, args.keep_alive_s, args.log_every_s) == (
+    limits = serve_limits(args, None, "params.yaml")
+    assert (
+        limits.max_connections,
+        limits.header_timeout_s,
+        limits.body_timeout_s,
+        limits.keep_alive_s,
+        limits.log_every_s,
+    ) == (
         7,
         0.5,
         2.0,
         1.0,
         3.0,
     )
-    with pytest.raises(Exception, match="--header-timeout-s: 0"):
+    with pytest.raises(Exception, match="serve.header_timeout_s = 0, expected a number in"):
         ServeLimits(header_timeout_s=0)
 
 

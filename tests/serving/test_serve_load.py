@@ -282,7 +282,7 @@ def test_service_survives_a_connection_flood_and_oversized_uploads(tiny_built_re
         assert upload["status"] == 413 and f"{limit_mb:g} MB limit" in upload["body"], upload
         assert upload["sent_mb"] < 100, upload  # refused while streaming: the limit plus socket buffers
     assert rss_growth_mb < MAX_RSS_GROWTH_MB, figures
-    # the cap plus 4 accept batches at worst (serve.connection_budget); without the cap: the attacker's 19,900
+    # the cap plus 4 accept batches at worst (http_guards.connection_budget); without the cap: the attacker's 19,900
     assert sampler.peak_fds <= fds_start + CAP + 4 * 2048, figures
     assert len(log_text.encode()) < MAX_LOG_GROWTH and len(guard_lines) < 40, figures
     assert "Traceback" not in log_text and "Too many open files" not in log_text

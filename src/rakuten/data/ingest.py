@@ -300,21 +300,7 @@ def load_catalog(root: str | Path, on_bad_image: str = "error", path_prefix: str
     root = Path(root)
     if not root.is_dir():
         raise PipelineError(f"{root}: directory not found; expected the official files there (see docs/data.md)")
-    report = IngestReport()
-    x_train = read_official_csv(root / X_TRAIN, X_COLUMNS)
-    y_train = read_official_csv(root / Y_TRAIN, Y_COLUMNS)
-    x_test = read_official_csv(root / X_TEST, X_COLUMNS)
-    if not len(x_train):
-        raise PipelineError(f"{root / X_TRAIN}: a header but no rows; expected at least one labelled product")
-    codes = validate_labels(x_train, y_train, root / X_TRAIN, root / Y_TRAIN)
-    if len(np.unique(codes)) < 2:
-        raise PipelineError(
-            f"{root / Y_TRAIN}: every labelled row has class {codes[0]}; expected at least 2 "
-            "classes to train a classifier"
-        )
-    overlap = x_train.index.intersection(x_test.index)
-    if len(overlap):
-        raise PipelineError(f"{root / X_TEST}: index {overlap[0]} also appears in {X_TRAIN}; expected disjoint indices")
+    x_train, x_test, codes = read_official_tables(root)
     prefix = Path(path_prefix) if path_prefix is not None else root
     train, train_status = catalog_rows(
         x_train,
@@ -334,8 +320,34 @@ def load_catalog(root: str | Path, on_bad_image: str = "error", path_prefix: str
     )
     catalog = pd.concat([train, test], ignore_index=True)
     statuses = np.concatenate([train_status, test_status])
+    if on_bad_image == "error":
+        refuse_bad_images(catalog, statuses)
+    return catalog, ingest_report(catalog, statuses, len(x_train), len(x_test))
+
+
+def read_official_tables(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """``(X_train, X_test, train labels)`` read and checked against each other (one line per problem)."""
+    x_train = read_official_csv(root / X_TRAIN, X_COLUMNS)
+    y_train = read_official_csv(root / Y_TRAIN, Y_COLUMNS)
+    x_test = read_official_csv(root / X_TEST, X_COLUMNS)
+    if not len(x_train):
+        raise PipelineError(f"{root / X_TRAIN}: a header but no rows; expected at least one labelled product")
+    codes = validate_labels(x_train, y_train, root / X_TRAIN, root / Y_TRAIN)
+    if len(np.unique(codes)) < 2:
+        raise PipelineError(
+            f"{root / Y_TRAIN}: every labelled row has class {codes[0]}; expected at least 2 "
+            "classes to train a classifier"
+        )
+    overlap = x_train.index.intersection(x_test.index)
+    if len(overlap):
+        raise PipelineError(f"{root / X_TEST}: index {overlap[0]} also appears in {X_TRAIN}; expected disjoint indices")
+    return x_train, x_test, codes
+
+
+def refuse_bad_images(catalog: pd.DataFrame, statuses: np.ndarray) -> None:
+    """One line naming the first row whose image is missing or unreadable (``on_bad_image: error``)."""
     bad = np.flatnonzero(statuses != "ok")
-    if len(bad) and on_bad_image == "error":
+    if len(bad):
         i = int(bad[0])
         split_file = X_TEST if catalog.at[i, "is_official_test"] else X_TRAIN
         raise PipelineError(
@@ -343,8 +355,13 @@ def load_catalog(root: str | Path, on_bad_image: str = "error", path_prefix: str
             f"{catalog.at[i, 'orig_index']}; expected a readable JPEG "
             "(set ingest.on_bad_image: flag to keep such rows for text-only prediction)"
         )
-    report.rows_train = len(x_train)
-    report.rows_official_test = len(x_test)
+
+
+def ingest_report(catalog: pd.DataFrame, statuses: np.ndarray, rows_train: int, rows_test: int) -> IngestReport:
+    """Row accounting of the ingested catalog: images missing or unreadable, empty texts (with a note)."""
+    report = IngestReport()
+    report.rows_train = rows_train
+    report.rows_official_test = rows_test
     report.images_missing = int((statuses == "missing").sum())
     report.images_unreadable = int(((statuses != "ok") & (statuses != "missing")).sum())
     report.missing_description = int(catalog["description"].isna().sum())
@@ -357,4 +374,4 @@ def load_catalog(root: str | Path, on_bad_image: str = "error", path_prefix: str
             "text_clean flags them and the image model still predicts them"
         )
         log.warning(report.notes[-1])
-    return catalog, report
+    return report

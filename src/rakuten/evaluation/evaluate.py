@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import confusion_matrix
 
+from rakuten.contracts import registry
 from rakuten.contracts.classes import CLASS_CODES
 from rakuten.contracts.metrics import per_class_report, scores
 
@@ -22,23 +23,29 @@ def confusion_pairs(y_true, y_pred) -> pd.DataFrame:
     return pd.DataFrame({"actual": np.asarray(y_true, dtype=np.int64), "predicted": np.asarray(y_pred, dtype=np.int64)})
 
 
-#: the study's weighted F1 per pipeline model / fusion strategy (docs/data.md, "Reference results")
+#: the study's weighted F1 per fusion strategy (docs/data.md, "Reference results"); each model's own figure
+#: is in the registry (ModelSpec.study_f1 / study_setting), so a new model brings its own
 STUDY_WEIGHTED_F1: dict[str, tuple[float, str]] = {
-    "tfidf_svm": (0.8172, "TF-IDF 10k + LinearSVC C=1 balanced"),
-    "fasttext": (0.8173, "fastText supervised, lr 0.5, dim 100, 100 epochs, bigrams"),
-    "camembert": (0.8859, "camembert-base fine-tuned 3 epochs"),
-    "resnet50": (0.5978, "ResNet50 ImageNet, fine-tuned on cleaned images"),
     "fusion_max_rule": (0.8899, "CamemBERT + ResNet50"),
     "fusion_soft_vote": (0.8899, "0.6 text / 0.4 image"),
     "fusion_stacking_xgboost": (0.9002, "best of the study"),
 }
+#: why a fusion strategy has no study figure
 STUDY_NOTES: dict[str, str] = {
     "fusion_stacking_logreg": "tested, below XGBoost (no figure given)",
     "fusion_stacking_linear_svm": "tested, below XGBoost (no figure given)",
     "fusion_voting_stacking": "below plain stacking (no figure given)",
     "fusion_soft_vote_fit": "not in the study (weights searched on val)",
-    "joint": "not in the study (text + image head on frozen camembert / resnet50 embeddings)",
 }
+
+
+def study_reference(name: str) -> tuple[float | None, str]:
+    """The study's weighted F1 of ``name`` (a registered model, or ``fusion_<strategy>``) and its setting,
+    or None and why there is no figure (an empty note for a name the study does not know)."""
+    model = registry.MODELS.get(name)
+    if model is not None:
+        return model.study_f1, model.study_setting
+    return STUDY_WEIGHTED_F1.get(name, (None, STUDY_NOTES.get(name, "")))
 
 
 def _fmt(value) -> str:
@@ -71,7 +78,7 @@ def results_markdown(table: pd.DataFrame, data_source: str, n_rows: dict[str, in
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in table.itertuples(index=False):
-        study, note = STUDY_WEIGHTED_F1.get(r.name, (None, STUDY_NOTES.get(r.name, "")))
+        study, note = study_reference(r.name)
         name = f"**{r.name}**" if r.name == f"fusion_{chosen}" else r.name
         lines.append(
             f"| {name} | {r.kind} | {_fmt(r.val_weighted_f1)} | {_fmt(r.test_weighted_f1)} | "

@@ -40,14 +40,14 @@ from rakuten.core.errors import PipelineError
 from rakuten.evaluation.gradcam import check_class, data_uri, grad_enabled_on, gradcam, overlay
 
 if TYPE_CHECKING:
-    from rakuten.models.camembert import CamembertModel
+    from rakuten.models.camembert.config import CamembertModel
     from rakuten.models.tfidf_svm import TfidfModel
 
 log = logging.getLogger(__name__)
 
 TFIDF_MODULE = "rakuten.models.tfidf_svm"
-TRANSFORMER_MODULE = "rakuten.models.camembert"
-IMAGE_MODULE = "rakuten.models.resnet50"
+TRANSFORMER_MODULE = "rakuten.models.camembert.model"
+IMAGE_MODULE = "rakuten.models.resnet50.model"
 #: smallest side of the overlay explain_frame_row embeds: the demo model's 32 px map is unreadable as is
 REPORT_OVERLAY_PX = 128
 

@@ -27,7 +27,7 @@ from rakuten.contracts.classes import N_CLASSES
 from rakuten.core.errors import PipelineError
 
 if TYPE_CHECKING:
-    from rakuten.models.resnet50 import ResnetModel
+    from rakuten.models.resnet50.config import ResnetModel
 
 log = logging.getLogger(__name__)
 
@@ -146,13 +146,14 @@ def find_target_layer(net: torch.nn.Module, arch: str, image_size: int) -> str:
 def _eval_input(model: ResnetModel, image_path: str | Path) -> torch.Tensor:
     """(1, 3, S, S) tensor of the cleaned image exactly as ``resnet50.predict_proba`` feeds it (JPEG draft
     decode + eval transform), on the net's device."""
-    from rakuten.models import resnet50
+    from rakuten.models.resnet50.backbones import backbone_norm
+    from rakuten.models.resnet50.data import ImageRows, build_transform
 
     if not Path(image_path).is_file():
         raise PipelineError(f"{image_path}: image not found; expected a cleaned image (data/processed/images)")
     cfg = model.config
-    transform = resnet50.build_transform(cfg.image_size, None, resnet50.backbone_norm(model.net, cfg.arch))
-    rows = resnet50.ImageRows([str(image_path)], np.zeros(1, dtype=np.int64), np.ones(1), transform, cfg.image_size)
+    transform = build_transform(cfg.image_size, None, backbone_norm(model.net, cfg.arch))
+    rows = ImageRows([str(image_path)], np.zeros(1, dtype=np.int64), np.ones(1), transform, cfg.image_size)
     return rows[0][0].unsqueeze(0).to(next(model.net.parameters()).device)
 
 

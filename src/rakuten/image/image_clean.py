@@ -94,6 +94,41 @@ def _aligned_hashes(row_ids: np.ndarray, hashes: pd.DataFrame) -> pd.DataFrame:
     return table.loc[row_ids]
 
 
+def _train_policy(
+    table: pd.DataFrame,
+    row_ids: np.ndarray,
+    readable: np.ndarray,
+    labels_split: pd.DataFrame | None,
+    cfg: ImageCleanConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(keep_for_train, sample_weight)``: the duplicate policy when labels are known, else every readable row."""
+    if labels_split is None:
+        return readable.copy(), np.ones(len(table))
+    labels, splits = _labels_and_splits(row_ids, labels_split)
+    return duplicate_policy(
+        table["near_dup_group"].to_numpy(),
+        labels,
+        splits == "train",
+        table["blur_score"].to_numpy(float),
+        readable,
+        cfg.near_duplicates.cross_class_weight,
+    )
+
+
+def _log_counts(table: pd.DataFrame, readable: np.ndarray) -> None:
+    log.info(
+        "%d images: %d unreadable, %d exact-duplicate groups, %d near-duplicate clusters, "
+        "%d blurry, %d red cast, %d bordered",
+        len(table),
+        int((~readable).sum()),
+        int(table["exact_dup_group"].max() + 1),
+        int(table["near_dup_group"].max() + 1),
+        int(table["is_blurry"].sum()),
+        int(table["is_red_cast"].sum()),
+        int(table["has_border"].sum()),
+    )
+
+
 def _no_hashes(row_ids: np.ndarray) -> pd.DataFrame:
     """The hash columns of rows that are not hashed: no SHA-1, no pHash, in no group."""
     n = len(row_ids)
@@ -145,32 +180,9 @@ def clean_frame(
     for column in ("sha1", "phash", "exact_dup_group", "near_dup_group"):
         table[column] = hashes[column].to_numpy()
     table.attrs["timing_s"] = {"images": time.perf_counter() - start, "hashing": hashing_s}
-    if labels_split is not None:
-        labels, splits = _labels_and_splits(row_ids, labels_split)
-        keep, weight = duplicate_policy(
-            table["near_dup_group"].to_numpy(),
-            labels,
-            splits == "train",
-            table["blur_score"].to_numpy(float),
-            readable,
-            cfg.near_duplicates.cross_class_weight,
-        )
-    else:
-        keep, weight = readable.copy(), np.ones(len(table))
-    table["keep_for_train"] = keep
-    table["sample_weight"] = weight
+    table["keep_for_train"], table["sample_weight"] = _train_policy(table, row_ids, readable, labels_split, cfg)
     table["clean_path"] = [(out_dir / f"{r}.jpg").as_posix() for r in row_ids]
-    log.info(
-        "%d images: %d unreadable, %d exact-duplicate groups, %d near-duplicate clusters, "
-        "%d blurry, %d red cast, %d bordered",
-        len(table),
-        int((~readable).sum()),
-        int(table["exact_dup_group"].max() + 1),
-        int(table["near_dup_group"].max() + 1),
-        int(table["is_blurry"].sum()),
-        int(table["is_red_cast"].sum()),
-        int(table["has_border"].sum()),
-    )
+    _log_counts(table, readable)
     out = table[COLUMNS]
     out.attrs = table.attrs
     return out

@@ -1,34 +1,33 @@
 """Near-duplicate search: every pair of hashes within a Hamming radius, without comparing all pairs.
 
-**Multi-index hashing** (Norouzi et al., 2012). The ``B``-bit hash is cut into ``m`` disjoint
-chunks; two hashes within radius ``r`` differ by at most ``r // m`` bits on at least one chunk
-(pigeonhole). For each chunk a bucket table (rows sorted by chunk value; start and size per
-value) gives, for every query, the rows whose chunk is within ``r // m`` bits of its own: these
-are the only candidates, each verified with a popcount of the whole hash. The result is exact:
-the same pairs as a brute-force comparison (``tests/image/test_image_hash.py`` checks it).
+**Multi-index hashing** (Norouzi et al., 2012). The ``B``-bit hash is cut into ``m`` disjoint chunks; two hashes
+within radius ``r`` differ by at most ``r // m`` bits on at least one chunk (pigeonhole). For each chunk a
+bucket table (rows sorted by chunk value; start and size per value) gives, for every query, the rows whose chunk
+is within ``r // m`` bits of its own: these are the only candidates, each verified with a popcount of the whole
+hash. The result is exact: the same pairs as a brute-force comparison (checked in ``tests/image/test_image_hash.py``).
 
 Two choices keep the cost linear on catalogs of look-alike products:
 
-* **Number of chunks, measured.** For each number of flips per chunk only the fewest chunks that
-  guarantee it are worth having (the widest chunks); for 256 bits and ``r = 24`` that is 25
-  chunks of ~10 bits with exact matches, or 13 chunks of 19-20 bits with one flip (21 probes).
-  The one with less work on the catalog's own hashes (probes + candidates counted from the
-  bucket tables) is used (25 chunks on the 5,800-row default sample, 13 on the 10k-84,916-row
-  bench catalogs). The 16 chunks of 16 bits used before share each chunk value among
-  ``n / 65536`` random rows (16x more than 20 bits), so candidates grew as ``n**2``.
-* **Which bits go in which chunk, by entropy.** pHash bits of product photos are far from fair
-  coins (the low-frequency signs of centred products on white are nearly constant), and a chunk of
-  adjacent coefficients (one row of the DCT block) is then nearly constant too: its buckets hold
-  a large share of the catalog whatever ``n``. The bits are dealt to chunks so that each chunk gets
-  the same total binary entropy (measured on the indexed hashes; greedy, highest entropy first),
-  which evens bucket sizes. Any partition keeps the pigeonhole guarantee, so this is exact too.
+* **Number of chunks, measured.** For each number of flips per chunk only the fewest chunks that guarantee it
+  are worth having (the widest chunks); for 256 bits and ``r = 24`` that is 25 chunks of ~10 bits with exact
+  matches, or 13 chunks of 19-20 bits with one flip (21 probes). The one with less work on the catalog's own
+  hashes (probes + candidates counted from the bucket tables) is used (25 chunks on the 5,800-row default
+  sample, 13 on the 10k-84,916-row bench catalogs). The 16 chunks of 16 bits used before share each chunk value
+  among ``n / 65536`` random rows (16x more than 20 bits), so candidates grew as ``n**2``.
+* **Which bits go in which chunk, by entropy.** pHash bits of product photos are far from fair coins (the
+  low-frequency signs of centred products on white are nearly constant), and a chunk of adjacent coefficients
+  (one row of the DCT block) is then nearly constant too: its buckets hold a large share of the catalog whatever
+  ``n``. The bits are dealt to chunks so that each chunk gets the same total binary entropy (measured on the
+  indexed hashes; greedy, highest entropy first), which evens bucket sizes. Any partition keeps the pigeonhole
+  guarantee, so this is exact too.
 
-The remaining cost is the true look-alike pairs (hashes a few bits beyond the radius): those are
-verified, never missed or invented.
+The remaining cost is the true look-alike pairs (hashes a few bits beyond the radius): those are verified, never
+missed or invented.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from itertools import combinations
 
 import numpy as np
@@ -155,47 +154,29 @@ def radius_pairs(
     the same rows (variant 0 usually equal to the index). ``block`` bounds the candidates held in
     memory at once; ``stats`` (optional) receives the chunking and the number of candidates verified.
     """
-    n, nbytes = index.shape
+    n = len(index)
     empty = np.zeros(0, np.int64)
     if n < 2:
         if stats is not None:
             stats.update(candidates_verified=0)
         return empty, empty, empty
-    n_variants = queries.shape[1]
     index_bits = np.unpackbits(index, axis=1)
     chunks, flips = choose_chunks(index_bits, radius)
     index_words, query_words = _words(index), _words(queries)
     query_keys = np.stack(
         [
             np.stack([_chunk_values(np.unpackbits(queries[:, v], axis=1), pos) for pos in chunks], 1)
-            for v in range(n_variants)
+            for v in range(queries.shape[1])
         ]
     )  # (n_variants, n, n_chunks)
     found: list[np.ndarray] = []
     verified = 0
     for c, positions in enumerate(chunks):
-        order, starts, sizes = _bucket_table(_chunk_values(index_bits, positions), len(positions))
+        table = _bucket_table(_chunk_values(index_bits, positions), len(positions))
         masks = _flip_masks(len(positions), flips)
-        for v in range(n_variants):
+        for v in range(queries.shape[1]):
             keys = query_keys[v, :, c][:, None] ^ masks[None, :]  # (n, probes)
-            counts = sizes[keys]
-            per_row = np.cumsum(counts.sum(axis=1))
-            lo = 0
-            while lo < n:
-                base = per_row[lo - 1] if lo else 0
-                hi = max(lo + 1, int(np.searchsorted(per_row, base + block, side="right")))
-                cnt, k = counts[lo:hi].ravel(), keys[lo:hi].ravel()
-                nz = cnt > 0
-                cnt, k = cnt[nz], k[nz]
-                rows = np.repeat(np.arange(lo, hi), masks.size)[nz]
-                lo = hi
-                if not len(cnt):
-                    continue
-                qi = np.repeat(rows, cnt)
-                offsets = np.arange(len(qi)) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-                j = order[np.repeat(starts[k], cnt) + offsets]
-                keep = qi != j
-                qi, j = qi[keep], j[keep]
+            for qi, j in _candidate_blocks(keys, table, block):
                 verified += len(qi)
                 close = hamming(query_words[qi, v], index_words[j]) <= radius
                 if close.any():
@@ -213,10 +194,37 @@ def radius_pairs(
     codes = np.unique(np.concatenate(found))
     i, j = codes // n, codes % n
     dist = np.minimum(
-        np.min([hamming(query_words[i, v], index_words[j]) for v in range(n_variants)], axis=0),
-        np.min([hamming(query_words[j, v], index_words[i]) for v in range(n_variants)], axis=0),
+        np.min([hamming(query_words[i, v], index_words[j]) for v in range(queries.shape[1])], axis=0),
+        np.min([hamming(query_words[j, v], index_words[i]) for v in range(queries.shape[1])], axis=0),
     )
     return i, j, dist
+
+
+def _candidate_blocks(
+    keys: np.ndarray, table: tuple[np.ndarray, np.ndarray, np.ndarray], block: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Candidate pairs ``(query row, index row)``, never a row with itself, that probe ``keys`` (n, probes)
+    draw from a chunk's bucket ``table``, in blocks of whole query rows holding about ``block`` candidates."""
+    order, starts, sizes = table
+    n, probes = keys.shape
+    counts = sizes[keys]
+    per_row = np.cumsum(counts.sum(axis=1))
+    lo = 0
+    while lo < n:
+        base = per_row[lo - 1] if lo else 0
+        hi = max(lo + 1, int(np.searchsorted(per_row, base + block, side="right")))
+        cnt, k = counts[lo:hi].ravel(), keys[lo:hi].ravel()
+        nz = cnt > 0
+        cnt, k = cnt[nz], k[nz]
+        rows = np.repeat(np.arange(lo, hi), probes)[nz]
+        lo = hi
+        if not len(cnt):
+            continue
+        qi = np.repeat(rows, cnt)
+        offsets = np.arange(len(qi)) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+        j = order[np.repeat(starts[k], cnt) + offsets]
+        keep = qi != j
+        yield qi[keep], j[keep]
 
 
 def components(n: int, i: np.ndarray, j: np.ndarray) -> np.ndarray:
@@ -320,48 +328,37 @@ def near_duplicate_groups(
 ) -> np.ndarray:
     """Near-duplicate cluster per row (-1 none) from hash variants (n, n_variants, nbytes).
 
-    Rows with ``usable=False`` (no decodable image) never join a cluster. Rows of one exact
-    duplicate group are always in the same cluster (distance 0).
+    Rows with ``usable=False`` (no decodable image) never join a cluster. Rows of one exact duplicate group are
+    always in the same cluster (distance 0).
 
-    Two rows are near duplicates when some crop variant of one is within ``radius`` bits of the
-    other's hash (the candidate search) *and*, when ``thumbs`` (n, n_variants, side, side, 3) is
-    given, their colour thumbnails differ by at most ``max_difference`` grey levels
-    (:func:`colour_differences`): an independent check, because look-alike products share a grey
-    pHash far more often than a colour picture. Clusters are then built with ``linkage``:
-    ``complete`` (:func:`complete_clusters`: every two rows of a cluster are near duplicates) or
-    ``single`` (connected components, the former behaviour).
+    Two rows are near duplicates when some crop variant of one is within ``radius`` bits of the other's hash (the
+    candidate search) *and*, when ``thumbs`` (n, n_variants, side, side, 3) is given, their colour thumbnails differ
+    by at most ``max_difference`` grey levels (:func:`colour_differences`): an independent check, because look-alike
+    products share a grey pHash far more often than a colour picture. Clusters are then built with ``linkage``:
+    ``complete`` (:func:`complete_clusters`: every two rows of a cluster are near duplicates) or ``single``
+    (connected components, the former behaviour).
 
-    Rows whose variants are byte-identical (the same file many times over, e.g. a seller's
-    placeholder photo, or re-encodings that hash alike) are at distance 0 of each other and at the
-    same distance of every other row: they collapse to one representative (their first row)
-    before the pair search, which then runs over representatives only, and each row is linked to
-    its representative. The pairs found and the candidates verified no longer grow as the square
-    of the number of copies. ``stats`` also receives ``rows`` (usable rows), ``representatives``
+    Rows whose variants are byte-identical (the same file many times over, e.g. a seller's placeholder photo, or
+    re-encodings that hash alike) are at distance 0 of each other and at the same distance of every other row: they
+    collapse to one representative (their first row) before the pair search, which then runs over representatives
+    only, and each row is linked to its representative. The pairs found and the candidates verified no longer grow
+    as the square of the number of copies. ``stats`` also receives ``rows`` (usable rows), ``representatives``
     (distinct variant sets searched), ``candidate_pairs`` (within the radius) and ``verified_pairs``.
     """
     if linkage not in ("complete", "single"):
         raise ValueError(f"linkage must be 'complete' or 'single', got {linkage!r}")
     rows = np.flatnonzero(usable)
-    flat = np.ascontiguousarray(variants[rows]).reshape(len(rows), int(np.prod(variants.shape[1:])))
-    _, first, inverse = np.unique(
-        flat.view(np.dtype((np.void, flat.shape[1] * flat.itemsize))).ravel(), return_index=True, return_inverse=True
-    )
-    order = np.argsort(first, kind="stable")  # representatives in row order, as the rows themselves
-    rank = np.empty_like(order)
-    rank[order] = np.arange(len(order))
-    reps = first[order]
+    reps, member_of = _representatives(variants[rows])
     i, j, dist = radius_pairs(variants[rows[reps], 0], variants[rows[reps]], radius, stats=stats)
     candidates = len(i)
+    diff = dist.astype(np.float64)
     if thumbs is not None and len(i):
         diff = colour_differences(thumbs, rows[reps[i]], rows[reps[j]])  # rows indexed, no copy of the thumbnails
         keep = diff <= max_difference
         i, j, dist, diff = i[keep], j[keep], dist[keep], diff[keep]
-    else:
-        diff = dist.astype(np.float64)
     if linkage == "complete":
         edge_order = np.lexsort((j, i, dist, diff))  # closest first; ties by rows: the same on any machine
         i, j = complete_linkage_edges(len(reps), i, j, edge_order)  # the clusters, as star edges for `components`
-    member_of = rank[inverse.reshape(-1)]
     copies = np.flatnonzero(reps[member_of] != np.arange(len(rows)))  # rows that are not their own representative
     i = np.concatenate([rows[reps[i]], rows[reps[member_of[copies]]]])
     j = np.concatenate([rows[reps[j]], rows[copies]])
@@ -373,12 +370,30 @@ def near_duplicate_groups(
             verified_pairs=int(len(diff)),
         )
     if exact_groups is not None and (exact_groups >= 0).any():
-        members = np.flatnonzero(exact_groups >= 0)
-        groups = exact_groups[members]
-        order = np.argsort(groups, kind="stable")
-        members, groups = members[order], groups[order]
-        first = members[np.searchsorted(groups, groups)]  # first member of each row's group
-        link = members != first
-        i = np.concatenate([i, first[link]])
-        j = np.concatenate([j, members[link]])
+        first, members = _exact_group_edges(exact_groups)
+        i, j = np.concatenate([i, first]), np.concatenate([j, members])
     return components(len(usable), i, j)
+
+
+def _representatives(variants: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Collapse rows whose variants (n, n_variants, nbytes) are byte-identical: the representatives
+    (each set's first row, in row order) and each row's representative, as an index into them."""
+    flat = np.ascontiguousarray(variants).reshape(len(variants), int(np.prod(variants.shape[1:])))
+    _, first, inverse = np.unique(
+        flat.view(np.dtype((np.void, flat.shape[1] * flat.itemsize))).ravel(), return_index=True, return_inverse=True
+    )
+    order = np.argsort(first, kind="stable")  # representatives in row order, as the rows themselves
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    return first[order], rank[inverse.reshape(-1)]
+
+
+def _exact_group_edges(exact_groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Edges ``(first member, member)`` joining every other row of an exact duplicate group to its first row."""
+    members = np.flatnonzero(exact_groups >= 0)
+    groups = exact_groups[members]
+    order = np.argsort(groups, kind="stable")
+    members, groups = members[order], groups[order]
+    first = members[np.searchsorted(groups, groups)]  # first member of each row's group
+    link = members != first
+    return first[link], members[link]

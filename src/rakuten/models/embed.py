@@ -7,8 +7,8 @@ change (their ``models/<name>`` folders are this stage's deps).
 
 The encoders are the pipeline's own stage models (``embed.text_model: camembert`` ->
 ``models/camembert``, ``embed.image_model: resnet50`` -> ``models/resnet50``), their pooled sentence
-embedding (:func:`rakuten.models.camembert.embed_texts`) and pre-logit image features
-(:func:`rakuten.models.resnet50.embed_images`). ``rakuten predict`` computes the same embeddings for new
+embedding (:func:`rakuten.models.camembert.model.embed_texts`) and pre-logit image features
+(:func:`rakuten.models.resnet50.model.embed_images`). ``rakuten predict`` computes the same embeddings for new
 products with :func:`with_embeddings`.
 """
 
@@ -24,12 +24,12 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from rakuten.contracts import preprocessing
+from rakuten.contracts import preprocessing, registry
 from rakuten.contracts.embeddings import EMBEDDINGS, IMAGE, IMAGE_OK, RECORD, TEXT, TEXT_OK, embeddings_table
 from rakuten.core.config import knob
 from rakuten.core.errors import PipelineError
 from rakuten.core.integrity import ArtifactRecords
-from rakuten.models import camembert, resnet50
+from rakuten.models.resnet50 import model as resnet50
 from rakuten.models.runner import load_text_frame
 from rakuten.runtime.torch_setup import set_threads
 
@@ -37,9 +37,10 @@ log = logging.getLogger(__name__)
 
 NAME = "embed"
 REPORT = Path("reports/embed.json")
-#: encoder choice -> the module that loads and runs it (the stage of that name trains it into models/<name>)
-TEXT_ENCODERS = {"camembert": camembert}
-IMAGE_ENCODERS = {"resnet50": resnet50}
+#: encoder choice -> the module that loads and runs it (the stage of that name trains it into models/<name>):
+#: the registered models marked ``encoder`` (rakuten.contracts.registry), per modality
+TEXT_ENCODERS = registry.load_encoders("text")
+IMAGE_ENCODERS = registry.load_encoders("image")
 
 
 @dataclass(frozen=True)

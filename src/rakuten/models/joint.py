@@ -11,14 +11,14 @@ Missing inputs: a row whose text is empty or whose image is unusable has that mo
 complete training rows at random, so the head learns to answer from either one alone.
 
 Trained on ``split == train``, best epoch on val weighted F1 (early stopping), deterministic on CPU
-(seeded, pinned numerics); a few seconds on CPU for the 5,000-row sample. The module never imports
+(seeded, pinned numerics; the epoch loop shared with the image model, :func:`rakuten.runtime.training.fit`);
+a few seconds on CPU for the 5,000-row sample. The module never imports
 the encoders: ``rakuten predict`` attaches the embeddings of new rows first
 (:func:`rakuten.models.embed.with_embeddings`, told which encoders by :func:`encoders`).
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -28,11 +28,9 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 import torch
-from tqdm import tqdm
 
 from rakuten.contracts import embeddings
-from rakuten.contracts.classes import CLASS_CODES, N_CLASSES, indices_to_codes
-from rakuten.contracts.metrics import scores
+from rakuten.contracts.classes import CLASS_CODES, N_CLASSES
 from rakuten.core.config import knob, parse_section
 from rakuten.core.errors import PipelineError
 from rakuten.core.io import atomic_path
@@ -47,6 +45,7 @@ from rakuten.runtime.torch_setup import (
     set_threads,
     softmax_proba,
 )
+from rakuten.runtime.training import EpochOutcome, LoopSettings, best_entry, fit, history_rows
 
 log = logging.getLogger(__name__)
 
@@ -205,11 +204,53 @@ def _logits(net: JointHead, inputs: Inputs, runtime: Runtime) -> np.ndarray:
     with torch.inference_mode():
         for start in range(0, len(inputs), PREDICT_BATCH):
             part = inputs.rows(torch.arange(start, min(start + PREDICT_BATCH, len(inputs)))).to(runtime.device)
-            with torch.autocast(
-                runtime.device, dtype=runtime.autocast_dtype, enabled=runtime.autocast_dtype is not None
-            ):
+            with runtime.autocast():
                 out.append(net(part.text, part.image, part.text_mask, part.image_mask).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, N_CLASSES))
+
+
+@dataclass
+class _Epochs:
+    """One epoch of the head for :func:`rakuten.runtime.training.fit`: a seeded shuffle, fresh modality dropout,
+    AdamW steps over the batches, then the logits of the val rows."""
+
+    net: JointHead
+    cfg: JointConfig
+    runtime: Runtime
+    train_in: Inputs
+    val_in: Inputs
+    y: torch.Tensor
+    gen: torch.Generator
+    optimizer: torch.optim.Optimizer
+    weight: torch.Tensor | None
+
+    def run(self, epoch: int) -> EpochOutcome:
+        net, cfg, device = self.net, self.cfg, self.runtime.device
+        net.train()
+        order = torch.randperm(len(self.y), generator=self.gen)
+        masked = drop_modality(self.train_in, cfg.modality_dropout, self.gen)
+        loss_sum = 0.0
+        for start in range(0, len(order), cfg.batch_size):
+            idx = order[start : start + cfg.batch_size]
+            batch, target = masked.rows(idx).to(device), self.y[idx].to(device)
+            with self.runtime.autocast():
+                logits = net(batch.text, batch.image, batch.text_mask, batch.image_mask)
+            loss = torch.nn.functional.cross_entropy(logits.float(), target, weight=self.weight)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            loss_sum += float(loss.detach()) * len(idx)
+        return EpochOutcome(loss_sum / len(self.y), _logits(net, self.val_in, self.runtime))
+
+
+def _row_accounting(train_in: Inputs, n_train: int, n_val: int) -> dict:
+    """Train and val rows, and the train rows whose text or image is missing (that modality zeroed)."""
+    return {
+        "train_rows": int(n_train),
+        "val_rows": int(n_val),
+        "train_rows_text_missing": int((train_in.text_mask == 0).sum()),
+        "train_rows_image_missing": int((train_in.image_mask == 0).sum()),
+    }
 
 
 def train(
@@ -228,12 +269,7 @@ def train(
     dims = {"text": int(train_in.text.shape[1]), "image": int(train_in.image.shape[1])}
     val_in = frame_inputs(val_frame, dims)
     labels, val_labels = frame_labels(train_frame), frame_labels(val_frame)
-    rows = {
-        "train_rows": int(len(train_frame)),
-        "val_rows": int(len(val_frame)),
-        "train_rows_text_missing": int((train_in.text_mask == 0).sum()),
-        "train_rows_image_missing": int((train_in.image_mask == 0).sum()),
-    }
+    rows = _row_accounting(train_in, len(train_frame), len(val_frame))
     log.info(
         "joint (%s, hidden %d): %d train / %d val rows, text %d + image %d dims, on %s %s, %d CPU threads",
         cfg.fusion,
@@ -256,54 +292,22 @@ def train(
         if cfg.class_weighting == "balanced"
         else None
     )
-    y = torch.from_numpy(labels)
-    history: list[dict] = []
-    best_f1, best_state, stale = -1.0, None, 0
-    for epoch in tqdm(range(1, cfg.epochs + 1), desc="joint epochs", leave=False, disable=cfg.epochs < 5):
-        net.train()
-        order = torch.randperm(len(y), generator=gen)
-        masked = drop_modality(train_in, cfg.modality_dropout, gen)
-        loss_sum = 0.0
-        for start in range(0, len(order), cfg.batch_size):
-            idx = order[start : start + cfg.batch_size]
-            batch, target = masked.rows(idx).to(runtime.device), y[idx].to(runtime.device)
-            with torch.autocast(
-                runtime.device, dtype=runtime.autocast_dtype, enabled=runtime.autocast_dtype is not None
-            ):
-                logits = net(batch.text, batch.image, batch.text_mask, batch.image_mask)
-            loss = torch.nn.functional.cross_entropy(logits.float(), target, weight=weight)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += float(loss.detach()) * len(idx)
-        val_logits = _logits(net, val_in, runtime)
-        val_loss = float(torch.nn.functional.cross_entropy(torch.from_numpy(val_logits), torch.from_numpy(val_labels)))
-        entry = {
-            "epoch": epoch,
-            "train_loss": round(loss_sum / len(y), 6),
-            "val_loss": round(val_loss, 6),
-            **scores(indices_to_codes(val_labels), indices_to_codes(val_logits.argmax(axis=1))),
-        }
-        history.append(entry)
-        log.debug(
-            "joint epoch %d: train loss %.4f, val loss %.4f, val weighted F1 %.4f",
-            epoch,
-            entry["train_loss"],
-            entry["val_loss"],
-            entry["weighted_f1"],
-        )
-        if entry["weighted_f1"] > best_f1:
-            best_f1, best_state, stale = entry["weighted_f1"], copy.deepcopy(net.state_dict()), 0
-        else:
-            stale += 1
-            if stale >= cfg.patience:
-                break
-    net.load_state_dict(best_state)
-    best = max(history, key=lambda h: h["weighted_f1"])
-    rows.update({"best_epoch": int(best["epoch"]), "epochs_run": len(history)})
-    log.info("joint: best val weighted F1 %.4f at epoch %d of %d", best["weighted_f1"], best["epoch"], len(history))
+    epochs = _Epochs(net, cfg, runtime, train_in, val_in, torch.from_numpy(labels), gen, optimizer, weight)
+    loop = LoopSettings(cfg.epochs, cfg.patience, NAME, epoch_log_level=logging.DEBUG, progress=True)
+    fitted = fit(net, epochs.run, val_labels, loop)
+    net.load_state_dict(fitted.best_state)
+    best = best_entry(fitted.history)
+    rows.update(history_rows(fitted.history))
+    log.info(
+        "joint: best val weighted F1 %.4f at epoch %d of %d", best["weighted_f1"], best["epoch"], rows["epochs_run"]
+    )
     return JointModel(
-        net=net.eval(), config=cfg, dims=dims, encoders=dict(encoders or DEFAULT_ENCODERS), history=history, rows=rows
+        net=net.eval(),
+        config=cfg,
+        dims=dims,
+        encoders=dict(encoders or DEFAULT_ENCODERS),
+        history=fitted.history,
+        rows=rows,
     )
 
 

@@ -1,7 +1,8 @@
-"""What the two deep models share: device and precision choice, seeding, CPU threads, labels, class weights.
+"""What the torch models share: device and precision choice, seeding, CPU threads, labels, class weights.
 
 Why one place: "same seed -> same metrics on CPU" and "CUDA when present, bf16/fp16 there, fp32 on
-CPU" must hold identically for CamemBERT and ResNet, and the rules are easy to get subtly wrong.
+CPU" must hold identically for CamemBERT, ResNet and the joint head, and the rules are easy to get
+subtly wrong. Their shared early-stopping loop is :mod:`rakuten.runtime.training`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ class Runtime:
     @property
     def autocast_dtype(self) -> torch.dtype | None:
         return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision)
+
+    def autocast(self) -> torch.autocast:
+        """Mixed precision for this runtime's forward passes: the half type on CUDA, a no-op in fp32."""
+        return torch.autocast(self.device, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
 
 
 def choose_runtime(device: str = "auto", precision: str = "auto") -> Runtime:

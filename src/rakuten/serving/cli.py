@@ -1,7 +1,7 @@
 """The ``rakuten`` command (console script): classify new products with the trained pipeline.
 
     rakuten predict --input X_new.csv --images images/ --output predictions.csv [--explain explanations.jsonl]
-    rakuten serve [--models models] [--host 127.0.0.1] [--port 8000]
+    rakuten serve [--models models] [--params params.yaml] [--host 127.0.0.1] [--port 8000] [--max-image-mb 10 ...]
     rakuten check [--params params.yaml] [FOLDER ...]
 
 Expected failures (bad CSV, missing artifacts) print one ``error:`` line and exit 2.
@@ -15,10 +15,14 @@ import logging
 import sys
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
+from rakuten.core.config import ConfigError, check_value, defaults, iter_knobs, parse_section
 from rakuten.core.errors import PipelineError
 from rakuten.core.logs import setup_logging
+
+if TYPE_CHECKING:
+    from rakuten.serving.serve.limits import ServeLimits
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +30,13 @@ log = logging.getLogger(__name__)
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rakuten", description="Rakuten multimodal product classification.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_predict(sub)
+    _add_serve(sub)
+    _add_check(sub)
+    return parser
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "predict",
         help="classify new products (CSV in the X_test layout + an image folder)",
@@ -81,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write, per row, why it was put in its predicted class (JSON Lines: the TF-IDF "
         "terms, the transformer's word attributions, the image model's Grad-CAM as a PNG data URI)",
     )
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    from rakuten.serving.serve.limits import SECTION, ServeLimits
+
     s = sub.add_parser(
         "serve",
         help="serve the trained models over HTTP, with a web page to try them",
@@ -96,8 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--params",
         default=None,
         type=Path,
-        help="today's params file (default: params.yaml when "
-        "present); only supplies the runtime knobs, as in `rakuten predict`",
+        help="today's params file (default: params.yaml when present); supplies the runtime knobs, as in "
+        f"`rakuten predict`, and the limits below from its section {SECTION} when present (the options "
+        "given here override it)",
     )
     s.add_argument(
         "--lock",
@@ -108,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     s.add_argument("--port", default=8000, type=int, help="port (default: 8000)")
+    add_knob_options(s, ServeLimits)
+
+
+def _add_check(sub: argparse._SubParsersAction) -> None:
     c = sub.add_parser(
         "check",
         help="check the input folders before `dvc repro` / `dvc status` (a FIFO there hangs DVC)",
@@ -129,16 +150,63 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FOLDER",
         help="check these files or folders instead of the dvc.yaml inputs",
     )
-    from rakuten.serving.serve import ServeLimits
 
-    for f in dataclasses.fields(ServeLimits):
-        s.add_argument(
-            f"--{f.name.replace('_', '-')}",
-            type=type(f.default),
-            default=f.default,
-            help=f"{f.metadata['help']} (default: {f.default})",
+
+# ------------------------------------------------------------------------------- options from knobs
+
+
+def option_name(knob_name: str) -> str:
+    """The command-line option of a knob: ``max_image_mb`` -> ``--max-image-mb``."""
+    return "--" + knob_name.replace("_", "-")
+
+
+def add_knob_options(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One option per knob of the declaration ``cls`` (:func:`rakuten.core.config.knob`), with the
+    knob's help and default. The value is kept as typed: :func:`knob_options` parses and checks it
+    against the same declaration, so a bad value is one error line, like a bad value in a params file."""
+    declared = defaults(cls)
+    for name, tp, declaration in iter_knobs(cls):
+        if tp not in (int, float, str):
+            raise TypeError(f"{cls.__name__}.{name}: no command-line option for a knob of type {tp}")
+        parser.add_argument(
+            option_name(name), dest=name, default=None, help=f"{declaration.help} (default: {declared[name]})"
         )
-    return parser
+
+
+def knob_options(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The knobs of ``cls`` given on the command line (see :func:`add_knob_options`), parsed and
+    checked by their declarations; a bad value is one :class:`PipelineError` line naming the option
+    and what it expects (``--max-pending = 0, expected an integer in [1, inf]``)."""
+    given = {}
+    for name, tp, _ in iter_knobs(cls):
+        text = getattr(args, name)
+        if text is None:
+            continue
+        try:
+            given[name] = check_value(cls, name, _typed(text, tp), option_name(name))
+        except ConfigError as exc:
+            raise PipelineError(str(exc)) from None
+    return given
+
+
+def _typed(text: str, tp: type) -> Any:
+    """``text`` as a value of ``tp`` when it reads as one; else the text itself, which the knob's
+    check then refuses, naming what it expected."""
+    try:
+        return tp(text)
+    except ValueError:
+        return text
+
+
+def serve_limits(args: argparse.Namespace, params: dict | None, params_name: str) -> ServeLimits:
+    """The service's limits: declared defaults, then the params file's ``serve`` section (when it has
+    one), then the options given on the command line."""
+    from rakuten.serving.serve.limits import SECTION, ServeLimits
+
+    base = ServeLimits()
+    if params is not None and SECTION in params:
+        base = parse_section(ServeLimits, params[SECTION], SECTION, params_name)
+    return dataclasses.replace(base, **knob_options(args, ServeLimits))
 
 
 def _records(args: argparse.Namespace):
@@ -180,11 +248,11 @@ def _predict(args: argparse.Namespace) -> None:
 
 def _serve(args: argparse.Namespace) -> None:
     from rakuten.core.params import load_params
-    from rakuten.serving.serve import ServeLimits, serve
+    from rakuten.serving.serve.server import serve
 
-    limits = ServeLimits(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ServeLimits)})
     params_path = args.params or Path("params.yaml")
     params = load_params(params_path) if args.params is not None or params_path.is_file() else None
+    limits = serve_limits(args, params, str(params_path))
     if not 0 < args.port < 65536:
         raise PipelineError(f"--port {args.port}: expected 1 to 65535")
     # read and checked before minutes of model loading: a merge-conflicted lock fails here, in one line

@@ -6,9 +6,9 @@ uvicorn protocol class), know nothing of models or products, and are what a secu
 - :class:`Guard` counts every request body as it streams, with or without a ``Content-Length``, and
   stops it past the path's limit (413) or when it stalls (408), closing the connection; it also adds
   :data:`SECURITY_HEADERS` to every response.
-- :func:`guarded_protocol` closes connections that do not finish their request headers in time and caps
-  the number of open connections; :func:`connection_budget` fits that cap under the open-file limit
-  that :func:`raise_file_limit` raised.
+- :func:`guarded_protocol` (:class:`ConnectionGuard`) closes connections that do not finish their
+  request headers in time and caps the number of open connections; :func:`connection_budget` fits
+  that cap under the open-file limit that :func:`raise_file_limit` raised.
 - :class:`RateLimitFilter` keeps a flood of identical warnings to a few lines with counts.
 """
 
@@ -111,6 +111,120 @@ ACCEPT_BACKLOG = 2048  # uvicorn's default listen backlog: also the most connect
 FILE_RESERVE = 256  # descriptors kept for everything but connections (models, log, temporary files)
 
 
+class ConnectionGuard:
+    """The connection bounds of :func:`guarded_protocol`: a mixin placed before uvicorn's ``H11Protocol``.
+
+    The class :func:`guarded_protocol` makes holds one server's settings (``max_connections``,
+    ``header_timeout_s``, ``burst``) and counts (``open_count``; ``waiting``, the connections waiting
+    for request headers, oldest first; ``closed``, by reason; ``trim_pending``), shared by its
+    connections. Each connection: ``_counted`` (in ``open_count``), ``_awaiting`` (on the header
+    clock, ``_timer``, since the cycle ``_marker``), ``_readable`` (read at least once)."""
+
+    max_connections: int
+    header_timeout_s: float
+    burst: int
+    open_count: int
+    waiting: dict[Any, None]
+    closed: dict[str, int]
+    trim_pending: bool
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        cls = type(self)
+        self._counted, self._awaiting, self._timer, self._marker, self._readable = False, False, None, None, False
+        if cls.open_count >= cls.max_connections + cls.burst:
+            cls.closed["refused"] += 1
+            log.warning(
+                "%d connections open: a new one was closed at once (--max-connections %d plus %d accepted in one go)",
+                cls.open_count,
+                cls.max_connections,
+                cls.burst,
+            )
+            transport.abort()
+            return
+        cls.open_count += 1
+        self._counted = True
+        super().connection_made(transport)
+        self._await_headers()
+        # the socket is first read in the next loop turn, before that turn's timers run
+        self.loop.call_soon(setattr, self, "_readable", True)
+        if cls.open_count > cls.max_connections and not cls.trim_pending:
+            cls.trim_pending = True
+            self.loop.call_later(0, cls._trim)  # a timer: runs after the next turn's reads
+
+    @classmethod
+    def _trim(cls) -> None:
+        """Close the oldest idle connections that were read at least once, down to the cap."""
+        cls.trim_pending = False
+        evicted = 0
+        for conn in list(cls.waiting):
+            if cls.open_count <= cls.max_connections:
+                break
+            if conn._readable:
+                conn._forget()
+                conn.transport.abort()
+                evicted += 1
+        if evicted:
+            cls.closed["evicted"] += evicted
+            log.warning(
+                "over %d connections open: closed %d waiting for their request headers (--max-connections)",
+                cls.max_connections,
+                evicted,
+            )
+        if cls.open_count > cls.max_connections and any(not c._readable for c in cls.waiting):
+            cls.trim_pending = True  # some were accepted too recently to judge: look again next turn
+            asyncio.get_running_loop().call_later(0, cls._trim)
+
+    def _await_headers(self) -> None:
+        """Start the header clock: until a new request cycle starts, this connection is idle."""
+        type(self).waiting[self] = None
+        self._awaiting, self._marker = True, self.cycle
+        self._timer = self.loop.call_later(self.header_timeout_s, self._header_timeout)
+
+    def _stop_waiting(self) -> None:
+        type(self).waiting.pop(self, None)
+        self._awaiting = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _forget(self) -> None:
+        if self._counted:
+            type(self).open_count -= 1
+            self._counted = False
+        self._stop_waiting()
+
+    def _header_timeout(self) -> None:
+        self._timer = None
+        if self._awaiting and not self.transport.is_closing():
+            type(self).closed["header_timeout"] += 1
+            log.info(
+                "closed a connection without complete request headers after %g s (--header-timeout-s)",
+                self.header_timeout_s,
+            )
+            self._forget()
+            self.transport.close()
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self._awaiting and self.cycle is not self._marker:  # request headers complete: a cycle began
+            self._stop_waiting()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if (
+            not self.transport.is_closing()
+            and not self._awaiting
+            and (self.cycle is None or self.cycle.response_complete)
+        ):
+            self._await_headers()  # kept alive: the next request's headers are on the clock too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is None:  # refused in connection_made: nothing was set up
+            return
+        self._forget()
+        super().connection_lost(exc)
+
+
 def guarded_protocol(
     max_connections: int, header_timeout_s: float, burst: int = ACCEPT_BACKLOG
 ) -> type[asyncio.Protocol]:
@@ -118,7 +232,7 @@ def guarded_protocol(
 
     uvicorn has a keep-alive timeout, but none for the request headers of a connection, and no cap on
     open connections (``limit_concurrency`` answers 503 yet keeps every socket open): thousands of
-    connections that never finish their headers exhaust the file limit. Here:
+    connections that never finish their headers exhaust the file limit. Here (:class:`ConnectionGuard`):
 
     - a connection whose request headers are not complete ``header_timeout_s`` after it opened (or
       after its last response) is closed;
@@ -132,112 +246,16 @@ def guarded_protocol(
     One class per server: the counts are class attributes, shared by its connections."""
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    ceiling = max_connections + burst
-
-    class GuardedH11Protocol(H11Protocol):
-        open_count = 0
-        waiting: dict[Any, None] = {}  # connections waiting for request headers, oldest first
-        closed = {"refused": 0, "evicted": 0, "header_timeout": 0}
-        trim_pending = False
-
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            cls = type(self)
-            self._counted, self._awaiting, self._timer, self._marker, self._readable = False, False, None, None, False
-            if cls.open_count >= ceiling:
-                cls.closed["refused"] += 1
-                log.warning(
-                    "%d connections open: a new one was closed at once (--max-connections %d plus %d "
-                    "accepted in one go)",
-                    cls.open_count,
-                    max_connections,
-                    burst,
-                )
-                transport.abort()
-                return
-            cls.open_count += 1
-            self._counted = True
-            super().connection_made(transport)
-            self._await_headers()
-            # the socket is first read in the next loop turn, before that turn's timers run
-            self.loop.call_soon(setattr, self, "_readable", True)
-            if cls.open_count > max_connections and not cls.trim_pending:
-                cls.trim_pending = True
-                self.loop.call_later(0, cls._trim)  # a timer: runs after the next turn's reads
-
-        @classmethod
-        def _trim(cls) -> None:
-            """Close the oldest idle connections that were read at least once, down to the cap."""
-            cls.trim_pending = False
-            evicted = 0
-            for conn in list(cls.waiting):
-                if cls.open_count <= max_connections:
-                    break
-                if conn._readable:
-                    conn._forget()
-                    conn.transport.abort()
-                    evicted += 1
-            if evicted:
-                cls.closed["evicted"] += evicted
-                log.warning(
-                    "over %d connections open: closed %d waiting for their request headers (--max-connections)",
-                    max_connections,
-                    evicted,
-                )
-            if cls.open_count > max_connections and any(not c._readable for c in cls.waiting):
-                cls.trim_pending = True  # some were accepted too recently to judge: look again next turn
-                asyncio.get_running_loop().call_later(0, cls._trim)
-
-        def _await_headers(self) -> None:
-            """Start the header clock: until a new request cycle starts, this connection is idle."""
-            type(self).waiting[self] = None
-            self._awaiting, self._marker = True, self.cycle
-            self._timer = self.loop.call_later(header_timeout_s, self._header_timeout)
-
-        def _stop_waiting(self) -> None:
-            type(self).waiting.pop(self, None)
-            self._awaiting = False
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-
-        def _forget(self) -> None:
-            if self._counted:
-                type(self).open_count -= 1
-                self._counted = False
-            self._stop_waiting()
-
-        def _header_timeout(self) -> None:
-            self._timer = None
-            if self._awaiting and not self.transport.is_closing():
-                type(self).closed["header_timeout"] += 1
-                log.info(
-                    "closed a connection without complete request headers after %g s (--header-timeout-s)",
-                    header_timeout_s,
-                )
-                self._forget()
-                self.transport.close()
-
-        def handle_events(self) -> None:
-            super().handle_events()
-            if self._awaiting and self.cycle is not self._marker:  # request headers complete: a cycle began
-                self._stop_waiting()
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            if (
-                not self.transport.is_closing()
-                and not self._awaiting
-                and (self.cycle is None or self.cycle.response_complete)
-            ):
-                self._await_headers()  # kept alive: the next request's headers are on the clock too
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            if self.transport is None:  # refused in connection_made: nothing was set up
-                return
-            self._forget()
-            super().connection_lost(exc)
-
-    return GuardedH11Protocol
+    server = {
+        "max_connections": max_connections,
+        "header_timeout_s": header_timeout_s,
+        "burst": burst,
+        "open_count": 0,
+        "waiting": {},
+        "closed": {"refused": 0, "evicted": 0, "header_timeout": 0},
+        "trim_pending": False,
+    }
+    return type("GuardedH11Protocol", (ConnectionGuard, H11Protocol), server)
 
 
 class RateLimitFilter(logging.Filter):
@@ -314,7 +332,7 @@ def connection_budget(files: int, max_connections: int) -> tuple[int, int]:
 def run_server(app: ASGIApp, host: str, port: int, limits: Any) -> None:
     """uvicorn, with the connection guards (:func:`guarded_protocol`), the keep-alive timeout, the file
     limit raised, and rate-limited logging of what clients can flood (:class:`RateLimitFilter`).
-    ``limits``: :class:`rakuten.serving.serve.ServeLimits` (its connection, timeout and log knobs)."""
+    ``limits``: :class:`rakuten.serving.serve.limits.ServeLimits` (its connection, timeout and log knobs)."""
     import uvicorn
 
     files = raise_file_limit()

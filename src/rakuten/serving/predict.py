@@ -6,7 +6,7 @@ with ingest's own function, are cleaned with the text/image sections recorded wi
 models (:mod:`rakuten.contracts.preprocessing`, never today's ``params.yaml``), and the models' probabilities
 go through the same float32 tables' rounding as in the pipeline. A product with empty text or a
 missing image is still classified, from the models whose input it has (see
-:class:`rakuten.fusion.fusion.FusedModel`), and the ``inputs_used`` column says so.
+:class:`rakuten.fusion.model.FusedModel`), and the ``inputs_used`` column says so.
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ from rakuten.core.config import parse_section
 from rakuten.core.errors import PipelineError
 from rakuten.core.integrity import ArtifactRecords
 from rakuten.data.ingest import X_COLUMNS, catalog_rows, read_official_csv
-from rakuten.fusion import fusion
+from rakuten.fusion import persistence
+from rakuten.fusion.model import FusedModel, availability
+from rakuten.fusion.probs import normalise_rows
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +87,7 @@ def default_cleaners() -> Cleaners:
 
 
 def trained_preprocessing(
-    models_dir: Path, model: "fusion.FusedModel", params: dict | None, params_name: str, cleaners: Cleaners
+    models_dir: Path, model: FusedModel, params: dict | None, params_name: str, cleaners: Cleaners
 ) -> dict[str, Any]:
     """The parsed ``text_clean`` / ``image_clean`` configs the fused models were trained with.
 
@@ -151,7 +153,7 @@ class LoadedModels:
     """
 
     models_dir: Path
-    fused: "fusion.FusedModel"
+    fused: FusedModel
     members: dict[str, tuple[Any, Any]]
     encoders: dict[str, tuple[Any, Any, dict[str, str]]]
     hashes: dict[str, str] = field(default_factory=dict)  # folder -> md5 checked before loading it
@@ -160,7 +162,7 @@ class LoadedModels:
     def load(
         cls,
         models_dir: str | Path = "models",
-        fused: "fusion.FusedModel | None" = None,
+        fused: FusedModel | None = None,
         records: ArtifactRecords | None = None,
     ) -> "LoadedModels":
         """Every folder is checked against ``records`` (default: the dvc.lock of the project holding
@@ -170,7 +172,7 @@ class LoadedModels:
         hashes = {}
         if fused is None:
             hashes["fusion"] = records.verify(models_dir / "fusion")
-            fused = fusion.load(models_dir / "fusion")
+            fused = persistence.load(models_dir / "fusion")
         for name in fused.models:  # every folder checked before any is loaded: a bad one loads nothing
             hashes[name] = records.verify(trained_model_dir(models_dir, name))
         members, encoders = {}, {}
@@ -213,10 +215,10 @@ class LoadedModels:
             log.info("predicting with %s", name)
             mats.append(as_stored(module.predict_proba(model, self.model_input(name, frame))).astype(np.float64))
         text_ok, image_ok = input_flags(frame)
-        available = fusion.availability(self.fused.modalities, text_ok, image_ok)
+        available = availability(self.fused.modalities, text_ok, image_ok)
         # rows renormalised as the fusion stage does before publishing reports/probs/fusion.parquet
         return (
-            fusion.normalise_rows(self.fused.predict_proba(mats, available)),
+            normalise_rows(self.fused.predict_proba(mats, available)),
             self.fused.inputs_used(text_ok, image_ok),
         )
 
@@ -224,7 +226,7 @@ class LoadedModels:
 def predict_frame(
     frame: pd.DataFrame,
     models_dir: str | Path = "models",
-    fused: "fusion.FusedModel | None" = None,
+    fused: FusedModel | None = None,
     records: ArtifactRecords | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """Fused probabilities and inputs used of cleaned rows, loading the (verified) models for this one call."""
@@ -284,8 +286,8 @@ class Predictor:
         for name, cfg in sections.items():
             if hasattr(cfg, "n_jobs"):
                 cfg = dataclasses.replace(cfg, n_jobs=1)
-            if hasattr(getattr(cfg, "normalise", None), "n_process"):
-                cfg = dataclasses.replace(cfg, normalise=dataclasses.replace(cfg.normalise, n_process=1))
+            if hasattr(getattr(cfg, "normalise", None), "n_jobs"):
+                cfg = dataclasses.replace(cfg, normalise=dataclasses.replace(cfg.normalise, n_jobs=1))
             sections[name] = cfg
         return Predictor(self.models, sections, self.cleaners)
 

@@ -16,7 +16,7 @@ from rakuten.core.knob_yaml import render_section
 #: section -> ``module:Class`` of its declaration
 SECTIONS: dict[str, str] = {
     "data": "rakuten.data.source:DataConfig",
-    "sample": "rakuten.data.sample:SampleConfig",
+    "sample": "rakuten.data.sample.config:SampleConfig",
     "ingest": "rakuten.data.source:IngestConfig",
     "image_hash": "rakuten.image.image_hash:HashConfig",
     "split": "rakuten.data.split:SplitConfig",

@@ -1,8 +1,8 @@
 """The challenge submission: the saved fused model applied to the official X_test rows' probabilities.
 
 Kept apart from :mod:`rakuten.serving.predict` (new products: cleaning and the trained models) because the
-``predict`` stage only reads the probability tables the model stages wrote: it must not depend on
-the cleaning or model code it never runs.
+``submission`` stage only reads the probability tables the model stages wrote: it must not depend on
+the cleaning or model code it never runs (it imports the fused model's classes only, :mod:`rakuten.fusion.model`).
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from rakuten.contracts.classes import indices_to_codes
+from rakuten.contracts.classes import PROBA_COLUMNS, indices_to_codes
 from rakuten.core.errors import PipelineError
-from rakuten.fusion import fusion
+from rakuten.fusion.model import FusedModel, availability
 
 
 def submission_frame(official_rows: pd.DataFrame, proba: np.ndarray) -> pd.DataFrame:
@@ -31,7 +31,7 @@ def submission_frame(official_rows: pd.DataFrame, proba: np.ndarray) -> pd.DataF
 
 def official_submission(
     catalog: pd.DataFrame,
-    model: "fusion.FusedModel",
+    model: FusedModel,
     tables: dict[str, pd.DataFrame],
     text_ok: pd.Series | None = None,
     image_ok: pd.Series | None = None,
@@ -55,10 +55,10 @@ def official_submission(
                 f"reports/probs/{name}.parquet: no official_test row for row_id {missing[0]} "
                 f"(X_test index {orig}); expected one per X_test row (rerun `dvc repro {name}`)"
             )
-        mats.append(t.loc[ids, list(fusion.PROBA_COLUMNS)].to_numpy(dtype=np.float64))
+        mats.append(t.loc[ids, list(PROBA_COLUMNS)].to_numpy(dtype=np.float64))
     t_ok = np.ones(len(ids), bool) if text_ok is None else text_ok.reindex(ids).fillna(True).to_numpy(bool)
     i_ok = np.ones(len(ids), bool) if image_ok is None else image_ok.reindex(ids).fillna(True).to_numpy(bool)
-    proba = model.predict_proba(mats, fusion.availability(model.modalities, t_ok, i_ok))
+    proba = model.predict_proba(mats, availability(model.modalities, t_ok, i_ok))
     submission = submission_frame(official, proba)
     inputs = pd.Series(model.inputs_used(t_ok, i_ok)).value_counts()
     report = {

@@ -65,7 +65,7 @@ class NormaliseConfig:
     remove_units: bool = knob(True, "measurement units and quantities glued to them (48cm, 300W)")
     min_token_length: int = knob(2, "shorter tokens are dropped", lo=1, hi=20)
     batch_size: int = knob(512, "texts per spaCy batch", lo=1, runtime=True)
-    n_process: int = knob(1, "spaCy processes", lo=1, hi=64, runtime=True)
+    n_jobs: int = knob(1, "spaCy worker processes (the same rows whatever the count)", lo=1, hi=64, runtime=True)
 
 
 def strip_accents(text: str) -> str:
@@ -184,7 +184,7 @@ class Normaliser:
     def normalise(self, texts: Sequence[str]) -> list[str]:
         """Normalised text for each input text, in order."""
         cfg = self.config
-        docs = self.nlp.pipe(texts, batch_size=cfg.batch_size, n_process=cfg.n_process)
+        docs = self.nlp.pipe(texts, batch_size=cfg.batch_size, n_process=cfg.n_jobs)
         return [
             self.normalise_doc(doc)
             for doc in tqdm(docs, total=len(texts), desc="spaCy", unit="row", mininterval=5, disable=len(texts) < 2000)

@@ -1,0 +1,107 @@
+"""The trained image model at work: class probabilities and pooled pre-logit features of cleaned images.
+
+Both read the images through the eval transform, in batches of ``eval_batch_size``, on the device the
+network sits on (fp32 on CPU; the config's precision on CUDA).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from rakuten.contracts.classes import N_CLASSES
+from rakuten.models.resnet50.backbones import backbone_library, backbone_norm, torchvision_head
+from rakuten.models.resnet50.config import ResnetConfig, ResnetModel
+from rakuten.models.resnet50.data import ImageRows, build_transform, make_loader
+from rakuten.models.resnet50.frame import image_paths
+from rakuten.runtime.torch_setup import Runtime, choose_runtime, softmax_proba
+
+
+def memory_format(cfg: ResnetConfig, runtime: Runtime) -> torch.memory_format:
+    """channels-last only on CUDA and only when asked: CPU numerics stay those of contiguous tensors."""
+    if runtime.device == "cuda" and cfg.channels_last:
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def batch_logits(
+    net: torch.nn.Module, loader, runtime: Runtime, desc: str, fmt: torch.memory_format = torch.channels_last
+) -> np.ndarray:
+    """``net``'s float32 logits over every batch of ``loader`` (eval mode, no gradients)."""
+    net.eval()
+    out = []
+    with torch.inference_mode():
+        for x, _, _ in tqdm(loader, desc=desc, leave=False, disable=len(loader) < 5):
+            x = x.to(runtime.device, non_blocking=True)
+            if runtime.device == "cuda":
+                x = x.contiguous(memory_format=fmt)
+            with runtime.autocast():
+                out.append(net(x).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, N_CLASSES))
+
+
+def _eval_rows(model: ResnetModel, frame: pd.DataFrame) -> tuple[torch.utils.data.DataLoader, Runtime]:
+    """Loader of ``frame``'s images with the model's eval transform, and the runtime of the model's device."""
+    cfg = model.config
+    device = next(model.net.parameters()).device
+    runtime = Runtime("cpu", "fp32") if device.type == "cpu" else choose_runtime("cuda", cfg.precision)
+    ds = ImageRows(
+        image_paths(frame),
+        np.zeros(len(frame), dtype=np.int64),
+        np.ones(len(frame)),
+        build_transform(cfg.image_size, None, backbone_norm(model.net, cfg.arch)),
+        cfg.image_size,
+    )
+    return make_loader(ds, cfg.eval_batch_size, cfg, runtime), runtime
+
+
+def predict_proba(model: ResnetModel, frame: pd.DataFrame) -> np.ndarray:
+    """(n, 27) class probabilities in canonical order from the cleaned images (``clean_path``)."""
+    if len(frame) == 0:
+        return np.zeros((0, N_CLASSES))
+    loader, runtime = _eval_rows(model, frame)
+    fmt = memory_format(model.config, runtime)
+    return softmax_proba(batch_logits(model.net, loader, runtime, "resnet predict", fmt))
+
+
+def feature_dim(model: ResnetModel) -> int:
+    """Width of :func:`embed_images`' vectors: the input of the classification head."""
+    if backbone_library(model.config.arch) == "timm":
+        return int(getattr(model.net, "head_hidden_size", None) or model.net.num_features)
+    return int(torchvision_head(model.net)[2].in_features)
+
+
+def _pooled(net: torch.nn.Module, x: torch.Tensor, is_timm: bool) -> torch.Tensor:
+    """Pooled pre-logit features: timm's ``forward_head(..., pre_logits=True)``; for torchvision, the input
+    of the head layer (ResNet: the pooled vector before ``fc``), caught with a forward hook."""
+    if is_timm:
+        return net.forward_head(net.forward_features(x), pre_logits=True)
+    seen: list[torch.Tensor] = []
+    handle = torchvision_head(net)[2].register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+    try:
+        net(x)
+    finally:
+        handle.remove()
+    return seen[0]
+
+
+def embed_images(model: ResnetModel, frame: pd.DataFrame) -> np.ndarray:
+    """float32 (n, :func:`feature_dim`) pooled pre-logit features of the cleaned images (eval transform,
+    batches of ``eval_batch_size``, on the model's device): the image half of a joint text+image model."""
+    dim = feature_dim(model)
+    if len(frame) == 0:
+        return np.zeros((0, dim), dtype=np.float32)
+    loader, runtime = _eval_rows(model, frame)
+    fmt = memory_format(model.config, runtime)
+    is_timm = backbone_library(model.config.arch) == "timm"
+    net, out = model.net.eval(), []
+    with torch.inference_mode():
+        for x, _, _ in tqdm(loader, desc="resnet embed", leave=False, disable=len(loader) < 5):
+            x = x.to(runtime.device, non_blocking=True)
+            if runtime.device == "cuda":
+                x = x.contiguous(memory_format=fmt)
+            with runtime.autocast():
+                out.append(_pooled(net, x, is_timm).float().reshape(len(x), -1).cpu().numpy())
+    return np.concatenate(out).astype(np.float32, copy=False)
