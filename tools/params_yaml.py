@@ -50,7 +50,7 @@ def sync_dvc_yaml(root: Path = REPO) -> str:
     out: list[str] = []
     stage, in_params = None, False
     for line in (root / "dvc.yaml").read_text(encoding="utf-8").splitlines(keepends=True):
-        text, indent = line.strip(), len(line) - len(line.lstrip())
+        text, indent = line.split("#")[0].strip(), len(line) - len(line.lstrip())
         if indent == 2 and text.endswith(":") and not text.startswith("-"):
             stage, in_params = text[:-1], False
         elif indent == 4 and text and not text.startswith("-"):

@@ -1,7 +1,7 @@
 """Knob groups every torch stage shares, declared once and composed into each section by inheritance.
 
-Why: ``device``, ``precision``, ``num_threads``, ``compile`` and the launch knobs mean the same thing in
-``camembert``, ``resnet50`` and ``joint``; declaring them once keeps their defaults, bounds and help
+Why: ``device``, ``precision``, ``num_threads``, ``compile``, ``eval_batch_size`` and the launch knobs mean
+the same thing in ``camembert``, ``resnet50`` and ``joint``; declaring them once keeps their defaults, bounds and help
 from drifting apart (as Hugging Face composes ``TrainingArguments`` from argument dataclasses). A
 section lists the groups it takes as base classes: ``class ResnetConfig(ProfileView, TorchKnobs,
 CompileKnob, LaunchKnobs)``; its YAML block stays flat (``resnet50.device``, ``resnet50.launcher``).
@@ -46,6 +46,19 @@ class CompileKnob:
 
     compile: bool = knob(
         False, "torch.compile the network for training (GPU: faster after a one-off compile of ~1 min)"
+    )
+
+
+@dataclass(frozen=True)
+class EvalBatchKnob:
+    """Rows per forward pass when a trained network scores val, test and new rows."""
+
+    eval_batch_size: int = knob(
+        128,
+        "batch size of evaluation and prediction. Tracked: the batch sets the padding of texts and the kernels' "
+        "blocking, so the last bits of the probabilities may move",
+        lo=1,
+        hi=4096,
     )
 
 

@@ -3,33 +3,48 @@
 Why here: the map names declarations from every layer, so it sits in the top one. It is what
 ``params.yaml`` is generated from (``python -m tools.params_yaml --write``; ``--check`` in the tests),
 and what tells each stage's tracked params apart from its runtime knobs
-(:func:`rakuten.core.knob_yaml.tracked_keys`). Classes are named as ``module:Class`` and imported on
-use, so reading the map costs nothing and a stage never imports the declarations of another.
+(:func:`rakuten.core.knob_yaml.tracked_keys`). No stage imports it: a stage parses only its own
+sections, so it never reruns for another stage's declarations.
 """
 
 from __future__ import annotations
 
-import importlib
-
 from rakuten.core.knob_yaml import render_section
+from rakuten.data.sample.config import SampleConfig
+from rakuten.data.source import DataConfig, IngestConfig
+from rakuten.data.split import SplitConfig
+from rakuten.evaluation.report.config import ReportConfig
+from rakuten.fusion.config import FusionConfig
+from rakuten.image.config import ImageCleanConfig
+from rakuten.image.image_hash import HashConfig
+from rakuten.models.camembert.config import CamembertConfig
+from rakuten.models.embed import EmbedConfig
+from rakuten.models.fasttext import FastTextConfig
+from rakuten.models.joint import JointConfig
+from rakuten.models.resnet50.config import ResnetConfig
+from rakuten.models.tfidf_svm import TfidfSvmConfig
+from rakuten.serving.serve.limits import SECTION as SERVE
+from rakuten.serving.serve.limits import ServeLimits
+from rakuten.text.text_clean import TextCleanConfig
 
-#: section -> ``module:Class`` of its declaration
-SECTIONS: dict[str, str] = {
-    "data": "rakuten.data.source:DataConfig",
-    "sample": "rakuten.data.sample.config:SampleConfig",
-    "ingest": "rakuten.data.source:IngestConfig",
-    "image_hash": "rakuten.image.image_hash:HashConfig",
-    "split": "rakuten.data.split:SplitConfig",
-    "text_clean": "rakuten.text.text_clean:TextCleanConfig",
-    "image_clean": "rakuten.image.config:ImageCleanConfig",
-    "tfidf_svm": "rakuten.models.tfidf_svm:TfidfSvmConfig",
-    "fasttext": "rakuten.models.fasttext:FastTextConfig",
-    "camembert": "rakuten.models.camembert:CamembertConfig",
-    "resnet50": "rakuten.models.resnet50:ResnetConfig",
-    "embed": "rakuten.models.embed:EmbedConfig",
-    "joint": "rakuten.models.joint:JointConfig",
-    "fusion": "rakuten.fusion.fusion:FusionConfig",
-    "report": "rakuten.evaluation.report:ReportConfig",
+#: section -> its declaration, in pipeline order (``serve`` last: the service, not a stage, reads it)
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "sample": SampleConfig,
+    "ingest": IngestConfig,
+    "image_hash": HashConfig,
+    "split": SplitConfig,
+    "text_clean": TextCleanConfig,
+    "image_clean": ImageCleanConfig,
+    "tfidf_svm": TfidfSvmConfig,
+    "fasttext": FastTextConfig,
+    "camembert": CamembertConfig,
+    "resnet50": ResnetConfig,
+    "embed": EmbedConfig,
+    "joint": JointConfig,
+    "fusion": FusionConfig,
+    "report": ReportConfig,
+    SERVE: ServeLimits,
 }
 
 HEADER = """\
@@ -42,8 +57,7 @@ HEADER = """\
 
 def declaration(section: str) -> type:
     """The class section ``section`` is parsed into."""
-    module, _, name = SECTIONS[section].partition(":")
-    return getattr(importlib.import_module(module), name)
+    return SECTIONS[section]
 
 
 def render_params() -> str:

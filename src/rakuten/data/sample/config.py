@@ -41,7 +41,7 @@ class SampleConfig:
     n_test: int = knob(800, "official test rows (the real catalog: 13812)", lo=0)
     image_size: int = knob(128, "image side in px (the real catalog: 500)", lo=32, hi=1024)
     seed: int = knob(42, "generator seed: same seed, byte-identical catalog", lo=0)
-    n_jobs: int = knob(2, "worker processes (output does not depend on it)", lo=1, hi=256)
+    n_jobs: int = knob(2, "worker processes (output does not depend on it)", lo=1, hi=256, runtime=True)
 
     #: what the generator plants: fixed by its design (mimicking the real catalog), not params
     planted: ClassVar[Planted] = Planted()

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rakuten.core.config import ConfigError, ProfileView, knob
-from rakuten.runtime.knobs import CompileKnob, LaunchKnobs, TorchKnobs
+from rakuten.runtime.knobs import CompileKnob, EvalBatchKnob, LaunchKnobs, TorchKnobs
 
 NAME = "camembert"
 PROFILES = ("demo", "full", "strongest")
@@ -88,7 +88,7 @@ class LoraSettings:
 
 
 @dataclass(frozen=True)
-class CamembertConfig(ProfileView, TorchKnobs, CompileKnob, LaunchKnobs):
+class CamembertConfig(ProfileView, TorchKnobs, CompileKnob, EvalBatchKnob, LaunchKnobs):
     """``camembert``: shared knobs plus two profiles; ``cfg.epochs`` etc. read the selected profile."""
 
     profile: str = knob(
@@ -102,7 +102,6 @@ class CamembertConfig(ProfileView, TorchKnobs, CompileKnob, LaunchKnobs):
     class_weighting: str = knob(
         "none", "none | balanced (cross-entropy weights n / (k * n_class))", choices=("none", "balanced")
     )
-    eval_batch_size: int = knob(128, "batch size of evaluation and prediction", lo=1, hi=4096)
     logging_steps: int = knob(20, "train-loss points in the dvclive curves", lo=1)
     seed: int = knob(42, "seed of initialisation, shuffling and the row subset", lo=0)
     lora: LoraSettings = knob(LoraSettings(), "LoRA adapters instead of full fine-tuning (r = 0: off)")

@@ -12,7 +12,7 @@ import torch
 
 from rakuten.core.config import ConfigError, ProfileView, knob
 from rakuten.models.resnet50.backbones import backbone_library
-from rakuten.runtime.knobs import CompileKnob, LaunchKnobs, TorchKnobs
+from rakuten.runtime.knobs import CompileKnob, EvalBatchKnob, LaunchKnobs, TorchKnobs
 
 NAME = "resnet50"
 PROFILES = ("demo", "full", "strongest")
@@ -78,7 +78,7 @@ class ResnetProfile:
 
 
 @dataclass(frozen=True)
-class ResnetConfig(ProfileView, TorchKnobs, CompileKnob, LaunchKnobs):
+class ResnetConfig(ProfileView, TorchKnobs, CompileKnob, EvalBatchKnob, LaunchKnobs):
     """``resnet50``: shared knobs plus two profiles; ``cfg.epochs`` etc. read the selected profile."""
 
     profile: str = knob(
@@ -95,7 +95,6 @@ class ResnetConfig(ProfileView, TorchKnobs, CompileKnob, LaunchKnobs):
         True, "per-image weights from image_clean; keep_for_train=false rows are always left out"
     )
     augment: Augment = knob(Augment(), "training augmentations")
-    eval_batch_size: int = knob(128, "batch size of evaluation and prediction", lo=1, hi=4096)
     num_workers: int = knob(
         0, "DataLoader worker processes (0 = decode in the main process; 8+ on a GPU box)", lo=0, hi=64
     )
