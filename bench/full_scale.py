@@ -12,7 +12,7 @@ sum over its processes: shared pages count once per process, so an upper bound) 
 process. The DVC overhead between stages (hashing outputs, checking the cache) is the whole run's
 wall time minus the stages' sum. Writes ``reports/bench/full_scale.json`` (with the run's
 metrics, split balance, near-duplicate clusters and detector scores against the planted defects,
-read from its reports) and prints the table the README shows.
+read from its reports) and prints the table docs/benchmarks.md shows.
 
     python bench/full_scale.py                       # ~40 min on 2 cores, ~25 GB of disk in --workdir
     python bench/full_scale.py --set camembert.demo.max_train_rows=0   # extra -S overrides

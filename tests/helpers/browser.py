@@ -54,10 +54,12 @@ class Seen:
 
 
 def require_chromium() -> None:
-    """Fail, with the install line, where the browser is missing: README command 0 installs it, and a
+    """Fail, with the install line, where the browser is missing: tools/test.sh installs it when absent, and a
     skipped browser test would hide a broken page in CI."""
     if not CHROMIUM.is_file():
-        pytest.fail(f"{CHROMIUM} not found: install it with `apt-get install -y chromium` (README command 0)")
+        pytest.fail(
+            f"{CHROMIUM} not found: install it with `apt-get install -y chromium` (tools/test.sh does it when absent)"
+        )
 
 
 def _watch(page, seen: Seen) -> None:

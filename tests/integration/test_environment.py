@@ -60,8 +60,8 @@ def test_installed_versions_equal_the_lock():
         for name, version in sorted(pins.items())
         if have.get(name) != version
     ]
-    assert not wrong, "the environment differs from requirements.lock (reinstall with README command 1):\n" + "\n".join(
-        wrong
+    assert not wrong, (
+        "the environment differs from requirements.lock (reinstall: the README set-up command):\n" + "\n".join(wrong)
     )
 
 

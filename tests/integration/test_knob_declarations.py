@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 SHARED = ("device", "precision", "num_threads", "compile", "launcher", "processes", "eval_batch_size")
 #: a second declaration of the same name that is a different knob, with the reason
 SECOND = {
-    "num_threads": "embed's inference threads: runtime (same bits with 1 or 2), default 2; training threads are tracked",
+    "num_threads": "embed's inference threads: runtime (same bits with 1 or 2), default 2; training's are tracked",
     "eval_batch_size": "embed's rows per forward pass: runtime (same bits whatever the batch)",
 }
 

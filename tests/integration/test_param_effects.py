@@ -44,8 +44,10 @@ EXEMPT: dict[str, str] = {
     "(test_image_pipeline::test_same_result_in_process_and_in_parallel)",
     "fasttext.threads": "speed only, and reproducible only at 1 (test_models_fasttext::"
     "test_single_thread_training_is_deterministic); Hogwild results are not comparable",
-    "camembert.num_threads": "torch CPU threads: speed only; numerics pinned by rakuten.core.numerics (test_determinism)",
-    "resnet50.num_threads": "torch CPU threads: speed only; numerics pinned by rakuten.core.numerics (test_determinism)",
+    "camembert.num_threads": "torch CPU threads: speed only; numerics pinned by rakuten.core.numerics "
+    "(test_determinism)",
+    "resnet50.num_threads": "torch CPU threads: speed only; numerics pinned by rakuten.core.numerics "
+    "(test_determinism)",
     "joint.num_threads": "torch CPU threads: speed only; numerics pinned by rakuten.core.numerics (set_threads, as "
     "camembert / resnet50)",
 }
@@ -581,7 +583,7 @@ def _resampled_counts(model, frame) -> dict[int, int]:
     """Class counts after the pipeline's resampling steps (what the classifier is fitted on)."""
     x = model.pipeline.named_steps["tfidf"].transform(frame["text_norm"].tolist())
     y = frame["prdtypecode"].to_numpy()
-    for name, step in model.pipeline.steps[1:-1]:
+    for _name, step in model.pipeline.steps[1:-1]:
         x, y = step.fit_resample(x, y)
     return dict(zip(*np.unique(y, return_counts=True)))
 
@@ -1092,7 +1094,7 @@ def _deep_text_frame(n_per_class: int = 3, n_classes: int = 6) -> pd.DataFrame:
     vocab = [f"mot{i}" for i in range(60)]
     rows = []
     for k in range(n_classes):
-        for j in range(n_per_class):
+        for _ in range(n_per_class):
             words = " ".join(rng.choice(vocab, 30))
             rows.append(
                 {
@@ -1436,7 +1438,8 @@ def image_frame(tmp_path_factory) -> pd.DataFrame:
 
 
 def _resnet_config(profile: str = "demo", **changes):
-    """A tiny config; profile knobs in ``changes`` go to the selected profile (full, strongest: resnet18, no weights)."""
+    """A tiny config; profile knobs in ``changes`` go to the selected profile (full, strongest: resnet18, no
+    weights)."""
     from rakuten.models.resnet50 import model as R
 
     shared = {k: v for k, v in changes.items() if k in {f.name for f in dataclasses.fields(R.ResnetConfig)}}

@@ -1,5 +1,5 @@
 """Property-based tests of the input boundary (hypothesis): whatever a CSV, an image file or a product
-text holds, the README "Bad input" contract holds.
+text holds, the input contract (docs/input-contract.md) holds.
 
 Allowed outcomes only: a normal result whose values equal the input (ids exactly as written, texts
 unchanged), or one :class:`PipelineError` line naming the file; never another exception, a changed

@@ -1,4 +1,4 @@
-"""The files every model stage writes, and their validation (README, "The stages": the model contract).
+"""The files every model stage writes, and their validation (docs/architecture.md: the model contract).
 
 ``reports/probs/<name>.parquet``: ``row_id``, ``split`` (val/test/official_test), ``prdtypecode``
 (nullable Int64, empty for official test rows) and one probability column per class in canonical

@@ -24,7 +24,7 @@ class DataConfig:
     )
     raw_dir: str = knob(
         "data/raw",
-        "the real files in the official layout (docs/data.md, README: Running on the real data)",
+        "the real files in the official layout (docs/data.md; README: Running on the real data)",
         nonempty=True,
     )
 

@@ -6,8 +6,10 @@ from drifting apart (as Hugging Face composes ``TrainingArguments`` from argumen
 section lists the groups it takes as base classes: ``class ResnetConfig(ProfileView, TorchKnobs,
 CompileKnob, LaunchKnobs)``; its YAML block stays flat (``resnet50.device``, ``resnet50.launcher``).
 
-Every knob here is tracked (changing it reruns the stage): the thread count and the precision change
-the floating-point reduction order of training, and the launch knobs change how batches are split.
+Every knob here is tracked (changing it reruns the stage), though the thread count and the device do not
+change the trained bits on CPU (the numeric policy pins them, ``tests/integration/test_determinism.py``):
+each is saved in the model's config file (``resnet.json``, ``camembert.json``, ``joint.json``), which is an
+output. Only the launch knobs are left out of that file (``rakuten.runtime.distributed.LAUNCH_KNOBS``).
 """
 
 from __future__ import annotations
@@ -33,8 +35,8 @@ class TorchKnobs:
     precision: str = knob("auto", "auto = bf16 (or fp16) on CUDA, fp32 on CPU | fp32 | fp16 | bf16", choices=PRECISIONS)
     num_threads: int = knob(
         1,
-        "torch CPU threads (0 = all cores); 1 is fastest on a shared 2-core box. Tracked: the thread count "
-        "changes the reduction order of training, so the trained bits",
+        "torch CPU threads (0 = all cores); 1 is fastest on a shared 2-core box. Tracked: saved in the model's "
+        "config file",
         lo=0,
         hi=256,
     )
