@@ -146,14 +146,18 @@ def params_m(net: torch.nn.Module) -> float:
 # ------------------------------------------------------------------------------------- catalog
 
 
-def catalog_frame(rows: int, out_dir: Path | None = None, image_size: int = 64, seed: int = 42) -> pd.DataFrame:
+def catalog_frame(
+    rows: int, out_dir: Path | None = None, image_size: int = 64, seed: int = 42, n_jobs: int = 1
+) -> pd.DataFrame:
     """A generated catalog's first ``rows`` labelled rows as a model frame: ``text_light`` (title +
     description cleaned as text_clean does, no translation) and, with ``out_dir``, the JPEGs written
     there (``clean_path``, every image readable and kept with weight 1)."""
     from rakuten.data.sample.config import SampleConfig
     from rakuten.text.cleaning import clean_text, concat_fields, truncate_words
 
-    cfg = SampleConfig(n_train=max(rows, 2 * len(CLASS_CODES)), n_test=0, seed=seed, image_size=image_size, n_jobs=1)
+    cfg = SampleConfig(
+        n_train=max(rows, 2 * len(CLASS_CODES)), n_test=0, seed=seed, image_size=image_size, n_jobs=n_jobs
+    )
     if out_dir is None:
         from rakuten.data.sample.tables import generate_tables
 

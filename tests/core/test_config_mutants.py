@@ -283,7 +283,7 @@ def test_parse_types_directly():
     assert str(exc.value) == "k: unsupported knob type <class 'bytes'>"
     assert C._parse(tuple[str, ...], ("", "b"), "k", Knob("", nonempty=True)) == ("", "b")  # items may be empty
     assert C._parse(dict[str, str], {"a": ""}, "k", Knob("", nonempty=True)) == {"a": ""}
-    with pytest.raises(ConfigError, match=r"^k = \{\}, expected a non-empty mapping name -> a non-empty string$"):
+    with pytest.raises(ConfigError, match=r"^k = \{\}, expected a non-empty mapping name -> a string$"):
         C._parse(dict[str, str], {}, "k", Knob("", nonempty=True))
     assert C._parse(dict[str, str], {}, "k", k) == {}
     assert C._parse(tuple[int, ...], [], "k", k) == ()
@@ -483,3 +483,19 @@ def test_profile_view():
     import copy
 
     assert copy.deepcopy(full) == full
+
+
+@dataclasses.dataclass(frozen=True)
+class _Part:
+    n: int = knob(1, "n", lo=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Holder:
+    part: _Part | None = knob(None, "an optional nested section")
+
+
+def test_check_value_reaches_a_knob_inside_an_optional_section():
+    assert C.check_value(_Holder, "part.n", 3, "grid") == 3
+    with pytest.raises(ConfigError, match=r"^grid = 0, expected an integer in \[1, inf\]$"):
+        C.check_value(_Holder, "part.n", 0, "grid")

@@ -122,6 +122,33 @@ def test_balanced_loss_matches_weighted_cross_entropy():
     assert float(got) == pytest.approx(float(expected), rel=1e-6)
 
 
+def test_build_trainer_takes_the_runs_arguments_and_only_explicit_overrides(frames, tmp_path):
+    from rakuten.models.camembert.data import EncodedTexts, encode
+    from rakuten.models.camembert.encoder import build_model
+    from rakuten.models.camembert.training import build_trainer
+    from rakuten.runtime.torch_setup import Runtime, frame_labels
+
+    train, _, _ = frames
+    texts = train["text_light"].tolist()[:40]
+    tokenizer, model = build_model(TINY, texts)
+    data = EncodedTexts(encode(tokenizer, texts, TINY.max_length), frame_labels(train.head(40)))
+    cpu = Runtime("cpu", "fp32")
+    run = build_trainer(replace(TINY, class_weighting="balanced"), cpu, model, tokenizer, (data, data), str(tmp_path))
+    assert run.args.num_train_epochs == TINY.epochs and run.args.load_best_model_at_end
+    assert run.args.per_device_train_batch_size == TINY.batch_size and run.compute_loss_func is not None
+    bench = build_trainer(
+        TINY,
+        cpu,
+        model,
+        tokenizer,
+        (data, data),
+        str(tmp_path),
+        overrides={"max_steps": 3, "eval_strategy": "no", "load_best_model_at_end": False},
+    )
+    assert bench.args.max_steps == 3 and not bench.args.load_best_model_at_end and bench.compute_loss_func is None
+    assert bench.args.learning_rate == TINY.learning_rate  # everything else stays the run's
+
+
 def test_default_params_parse_and_both_profiles_are_complete():
     section = default_params()["camembert"]
     demo = parse_section(C.CamembertConfig, section, "camembert")

@@ -225,6 +225,7 @@ class _Epochs:
     weight: torch.Tensor | None
 
     def run(self, epoch: int) -> EpochOutcome:
+        """Train epoch ``epoch``; its mean train loss and the val logits."""
         net, cfg, device = self.net, self.cfg, self.runtime.device
         net.train()
         order = torch.randperm(len(self.y), generator=self.gen)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -71,9 +71,11 @@ def build_trainer(
     output_dir: str,
     here: World | None = None,
     live_dir: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
 ):
     """The ``Trainer`` of a run: :func:`training_arguments`, dynamic padding, val weighted F1 each epoch,
-    the class-weighted loss when asked, dvclive curves when ``live_dir`` is given."""
+    the class-weighted loss when asked, dvclive curves when ``live_dir`` is given. ``overrides``: arguments
+    that replace the run's (bench/: ``max_steps``, no evaluation or checkpoints); training never passes any."""
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
     here = here or World()
@@ -83,7 +85,9 @@ def build_trainer(
         loss_func = weighted_loss(torch.tensor(class_weights(train_ds.labels), dtype=torch.float32))
     return Trainer(
         model=model,
-        args=TrainingArguments(**training_arguments(cfg, runtime, len(train_ds), output_dir, here.size)),
+        args=TrainingArguments(
+            **{**training_arguments(cfg, runtime, len(train_ds), output_dir, here.size), **(overrides or {})}
+        ),
         train_dataset=train_ds,
         eval_dataset=val_ds,
         data_collator=DataCollatorWithPadding(tokenizer),

@@ -180,6 +180,7 @@ class Epochs:
     sampler: torch.utils.data.Sampler | None = None
 
     def run(self, epoch: int) -> EpochOutcome | None:
+        """Train epoch ``epoch``; rank 0 (or the only process) returns its mean loss and val logits."""
         here, runtime = self.parts.here, self.parts.runtime
         self.train_net.train()
         if here.distributed:
