@@ -124,6 +124,19 @@ def test_the_toy_model_was_trained_fused_and_scored(repo):
     assert json.loads(dvc("status", "--json", cwd=repo).stdout) == {}
 
 
+def test_a_forced_rerun_of_the_toy_stage_gives_the_same_bytes(repo):
+    """The doc's module saves the same model as the same bytes: retraining it reruns nothing downstream."""
+
+    def outs() -> dict[str, str]:
+        lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["toy"]
+        return {o["path"]: o["md5"] for o in lock["outs"]}
+
+    before = outs()
+    assert "Running stage 'toy'" in dvc("repro", "--force", "--single-item", "toy", cwd=repo).stdout
+    assert outs() == before
+    assert json.loads(dvc("status", "--json", cwd=repo).stdout) == {}  # fusion and the rest: still up to date
+
+
 def test_rakuten_predict_uses_the_toy_model(repo, tmp_path):
     out = tmp_path / "predictions.csv"
     result = sh(

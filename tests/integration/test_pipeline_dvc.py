@@ -234,7 +234,7 @@ def dvc_status(repo: Path) -> dict:
         ("src/rakuten/core/io.py", "every stage"),
         ("src/rakuten/contracts/classes.py", "its importers"),  # the class order of every probability table
         # not resnet50: the models share no module; embed runs the trained camembert as the joint model's text encoder
-        ("src/rakuten/models/camembert.py", {"camembert", "embed"}),
+        ("src/rakuten/models/camembert/training.py", {"camembert", "embed"}),
     ],
 )
 def test_editing_a_module_reruns_exactly_the_stages_that_execute_it(repo, module, expected):

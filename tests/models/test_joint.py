@@ -21,6 +21,7 @@ from rakuten.contracts.classes import N_CLASSES, codes_to_indices, indices_to_co
 from rakuten.contracts.metrics import scores
 from rakuten.core.errors import PipelineError
 from rakuten.fusion import fusion
+from rakuten.fusion.weights import SoftVote
 from rakuten.models import embed, joint
 from tests.helpers.deep_frames import majority_weighted_f1, parts
 from tests.helpers.stagerun import error_lines, record_outputs, run_stage_script
@@ -346,7 +347,7 @@ def test_fusion_availability_of_the_multimodal_modality():
     image_ok = np.array([True, False, True, False])
     avail = fusion.availability(["text", "image", "multimodal"], text_ok, image_ok)
     assert avail.tolist() == [[True, True, True], [True, False, True], [False, True, True], [False, False, False]]
-    model = fusion.FusedModel("soft_vote", ["joint"], ["multimodal"], fusion.SoftVote([1.0]), np.array([1.0]))
+    model = fusion.FusedModel("soft_vote", ["joint"], ["multimodal"], SoftVote([1.0]), np.array([1.0]))
     assert model.inputs_used(text_ok, image_ok) == [
         "text+image",
         "text only (image missing)",
@@ -364,7 +365,7 @@ def test_fusion_fallback_keeps_joint_when_one_input_is_missing():
         "soft_vote",
         ["tfidf_svm", "resnet50", "joint"],
         ["text", "image", "multimodal"],
-        fusion.SoftVote([1, 1, 1]),
+        SoftVote([1, 1, 1]),
         np.array([0.2, 0.3, 0.5]),
     )
     text_ok, image_ok = np.array([True, True, False]), np.array([True, False, True])
@@ -388,7 +389,7 @@ def test_predict_embeds_new_rows_with_the_saved_encoders(tiny_split, trained, mo
     assert joint.frame_inputs(expected_input, dims).text.shape == (len(rows), TEXT_DIM)
     joint.save(trained, tmp_path / "joint")
     record_outputs(tmp_path, "joint")  # every load checks the folders against the dvc.lock holding them
-    fused = fusion.FusedModel("soft_vote", ["joint"], ["multimodal"], fusion.SoftVote([1.0]), np.array([1.0]))
+    fused = fusion.FusedModel("soft_vote", ["joint"], ["multimodal"], SoftVote([1.0]), np.array([1.0]))
     with pytest.raises(PipelineError, match=r"camembert: trained model not found; run `dvc repro camembert`"):
         predict_frame(rows, tmp_path, fused)
     (tmp_path / "camembert").mkdir()
