@@ -4,7 +4,7 @@
 either is out of date (``tests/integration/test_params_generated.py`` runs it). A stage's params are the
 tracked keys (:func:`rakuten.core.knob_yaml.tracked_keys`) of every section its script parses with
 ``from_params(Class, params, "section")``, found in the script's code (``ast``, no import), so the
-sections a stage reads are declared once, in the script.
+sections a stage reads are declared once, in the script (``stages/model.py <name>`` reads section ``<name>``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from rakuten.core.knob_yaml import tracked_keys
 from rakuten.serving.sections import SECTIONS, declaration, render_params
 
 REPO = Path(__file__).resolve().parents[1]
+#: the stage script of a registered model without a script of its own: its argument names its section
+GENERIC_STAGE = "stages/model.py"
 
 
 def parsed_sections(script: Path) -> list[str]:
@@ -37,8 +39,11 @@ def stage_params(root: Path = REPO) -> dict[str, list[str]]:
     spec = yaml.safe_load((root / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
     out = {}
     for name, stage in spec.items():
-        script = root / stage["cmd"].split()[-1]
-        keys = [key for section in parsed_sections(script) for key in tracked_keys(declaration(section), section)]
+        _, script, *args = stage["cmd"].split()
+        sections = parsed_sections(root / script)
+        if script == GENERIC_STAGE:  # `python stages/model.py <name>` parses section <name>
+            sections += [section for section in args if section not in sections]
+        keys = [key for section in sections for key in tracked_keys(declaration(section), section)]
         if keys:
             out[name] = keys
     return out

@@ -210,6 +210,22 @@ def test_save_load_roundtrip(tmp_path, complementary):
     assert (tmp_path / "fusion" / "fusion.json").is_file()
 
 
+def test_saved_classes_keep_their_pickled_module_and_load_in_a_fresh_process(tmp_path, complementary):
+    """fusion.joblib names its classes ``rakuten.fusion.<Class>`` (fusion was one module when the committed
+    models were saved): the file stays byte for byte what earlier runs wrote, and those files still load."""
+    import re
+    import subprocess
+    import sys
+
+    _, result = complementary
+    persistence.save(result.model, tmp_path / "fusion")
+    data = (tmp_path / "fusion" / "fusion.joblib").read_bytes()
+    assert set(re.findall(rb"rakuten[\w.]*", data)) == {b"rakuten.fusion"}  # joblib's raw arrays follow the pickle
+    code = f"from rakuten.fusion.persistence import load; print(type(load({str(tmp_path / 'fusion')!r})).__name__)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "FusedModel", done.stderr[-2000:]
+
+
 def test_misaligned_tables_are_one_clear_error():
     tables, _ = make_tables({"tfidf_svm": FIRST_HALF, "resnet50": SECOND_HALF})
     tables["resnet50"] = tables["resnet50"].iloc[1:]

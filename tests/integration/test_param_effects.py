@@ -718,17 +718,17 @@ def val_probs():
 
 
 def _fitted(cfg, name, probs, y):
-    from rakuten.fusion import fusion
+    from rakuten.fusion.selection import strategy_factories
 
-    return fusion.strategy_factories(cfg)[name]().fit(probs, y)
+    return strategy_factories(cfg)[name]().fit(probs, y)
 
 
 @pytest.mark.param_effect("fusion.models", "fusion.weights")
 def test_soft_vote_weights_follow_the_models_and_their_weights(val_probs):
-    from rakuten.fusion import fusion
+    from rakuten.fusion.config import FusionConfig
 
     probs, y = val_probs
-    five = fusion.FusionConfig()
+    five = FusionConfig()
     two = replace(five, models=("tfidf_svm", "resnet50"))
     assert _fitted(five, "soft_vote", [*probs * 2, probs[0]], y).weights_.tolist() == pytest.approx(
         [0.15, 0.15, 0.15, 0.25, 0.3]
@@ -743,15 +743,17 @@ def test_soft_vote_weights_follow_the_models_and_their_weights(val_probs):
 @pytest.mark.param_effect("fusion.strategy")
 def test_fusion_strategy_auto_chooses_and_a_forced_one_is_kept():
     from rakuten.fusion import fusion
+    from rakuten.fusion.meta import XgboostMeta
+    from rakuten.fusion.strategies import MaxRule
     from tests.helpers.fusion_fakes import FIRST_HALF, SECOND_HALF, make_tables
 
     tables, _ = make_tables({"tfidf_svm": FIRST_HALF, "resnet50": SECOND_HALF}, per_class=5)
-    cheap = dict(xgboost=fusion.XgboostMeta(n_estimators=2, max_depth=2, learning_rate=0.3, subsample=1.0))
+    cheap = dict(xgboost=XgboostMeta(n_estimators=2, max_depth=2, learning_rate=0.3, subsample=1.0))
     auto = fusion.fuse_tables(tables, ["text", "image"], _fusion_config(strategy="auto", **cheap))
     forced = fusion.fuse_tables(tables, ["text", "image"], _fusion_config(strategy="max_rule", **cheap))
     scores = auto.comparison.set_index("strategy")["val_cv_weighted_f1"]
     assert auto.model.strategy == scores.idxmax() != "max_rule"
-    assert forced.model.strategy == "max_rule" and isinstance(forced.model.combiner, fusion.MaxRule)
+    assert forced.model.strategy == "max_rule" and isinstance(forced.model.combiner, MaxRule)
     assert forced.comparison.set_index("strategy")["chosen"]["max_rule"]
 
 
@@ -777,13 +779,11 @@ def test_voting_stacking_meta_learner(val_probs):
 
 @pytest.mark.param_effect("fusion.cv_folds", "fusion.seed")
 def test_fusion_cv_folds_and_seed_set_the_validation_folds(val_probs):
-    from rakuten.fusion import fusion
+    from rakuten.fusion.selection import cv_splits
 
     _, y = val_probs
     folds = {
-        (k, s): fusion.cv_splits(
-            y, None, _fusion_config(cv_folds=k, seed=s).cv_folds, _fusion_config(cv_folds=k, seed=s).seed
-        )
+        (k, s): cv_splits(y, None, _fusion_config(cv_folds=k, seed=s).cv_folds, _fusion_config(cv_folds=k, seed=s).seed)
         for k, s in ((3, 0), (5, 0), (3, 1))
     }
     assert len(folds[(3, 0)]) == 3 and len(folds[(5, 0)]) == 5
@@ -793,7 +793,7 @@ def test_fusion_cv_folds_and_seed_set_the_validation_folds(val_probs):
 @pytest.mark.param_effect("fusion.logreg.C", "fusion.logreg.max_iter", "fusion.linear_svm.C")
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_linear_meta_learners_regularisation(val_probs):
-    from rakuten.fusion.fusion import LinearSvmMeta, LogregMeta
+    from rakuten.fusion.meta import LinearSvmMeta, LogregMeta
 
     probs, y = val_probs
 
@@ -815,7 +815,7 @@ def test_linear_meta_learners_regularisation(val_probs):
     "fusion.xgboost.subsample",
 )
 def test_xgboost_meta_learner_params(val_probs):
-    from rakuten.fusion.fusion import XgboostMeta
+    from rakuten.fusion.meta import XgboostMeta
 
     probs, y = val_probs
     base = XgboostMeta(n_estimators=3, max_depth=2, learning_rate=0.3, subsample=1.0)

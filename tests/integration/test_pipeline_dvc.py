@@ -75,15 +75,18 @@ def test_a_head_param_reruns_joint_and_never_the_embeddings(repo):
     """The frozen-embedding cache: a sweep of the head (`-S joint.hidden=...`) leaves `embed` up to date."""
     params = yaml.safe_load((repo / "params.yaml").read_text())
     hidden, batch = params["joint"]["hidden"], params["embed"]["eval_batch_size"]
+    image_model = params["embed"]["image_model"]
     try:
         _set_params(repo, {"joint.hidden": hidden + 16})
         assert set(dvc_status(repo)) == {"joint"}  # not embed: it does not read the joint section
         result = dvc("repro", "joint", cwd=repo)
         assert "Running stage 'joint'" in result.stdout and "Running stage 'embed'" not in result.stdout
         _set_params(repo, {"embed.eval_batch_size": batch // 2})
-        assert "embed" in dvc_status(repo)  # an embed param recomputes the embeddings (then joint follows)
+        assert "embed" not in dvc_status(repo)  # a runtime knob: the same embeddings whatever the batch
+        _set_params(repo, {"embed.image_model": image_model + "_other"})
+        assert "embed" in dvc_status(repo)  # a tracked embed param recomputes the embeddings (then joint follows)
     finally:
-        _set_params(repo, {"joint.hidden": hidden, "embed.eval_batch_size": batch})
+        _set_params(repo, {"joint.hidden": hidden, "embed.eval_batch_size": batch, "embed.image_model": image_model})
     result = dvc("repro", cwd=repo)  # the head retrains to the same bytes, so nothing downstream reruns
     assert "Running stage 'joint'" in result.stdout and "Running stage 'fusion'" not in result.stdout
     assert dvc_status(repo) == {}

@@ -159,7 +159,9 @@ def toy(tmp_path) -> Path:
             "src/rakuten/pkg/c.py": "def helper():\n    return 1\n",
             "src/rakuten/pkg/d.py": "",
             "src/rakuten/models/__init__.py": "",
+            "src/rakuten/contracts/__init__.py": "",
             "src/rakuten/contracts/registry.py": REGISTRY,
+            "src/rakuten/serving/__init__.py": "",
             "src/rakuten/models/alpha.py": "import rakuten.core\n",
             "src/rakuten/serving/serve.py": """
             from rakuten.contracts import registry
@@ -172,7 +174,7 @@ def toy(tmp_path) -> Path:
         """,
             "stages/first.py": "import rakuten.pkg.a\n",
             "stages/reads_registry.py": "from rakuten.serving.serve import names\nnames()\n",
-            "stages/loads_models.py": "from rakuten import serve\n\ndef main():\n    serve.predict('alpha')\n",
+            "stages/loads_models.py": "from rakuten.serving import serve\n\ndef main():\n    serve.predict('alpha')\n",
             "dvc.yaml": yaml.safe_dump(
                 {
                     "stages": {

@@ -20,7 +20,9 @@ from rakuten.contracts import embeddings, registry
 from rakuten.contracts.classes import N_CLASSES, codes_to_indices, indices_to_codes
 from rakuten.contracts.metrics import scores
 from rakuten.core.errors import PipelineError
-from rakuten.fusion import fusion
+from rakuten.fusion.config import FusionConfig
+from rakuten.fusion.model import FusedModel, availability
+from rakuten.fusion.probs import normalise_rows
 from rakuten.fusion.weights import SoftVote
 from rakuten.models import embed, joint
 from tests.helpers.deep_frames import majority_weighted_f1, parts
@@ -339,15 +341,15 @@ def test_joint_is_a_registered_multimodal_model():
     assert registry.spec("joint").modality == "multimodal" and "multimodal" in registry.MODALITIES
     module = registry.load_module("joint")
     assert all(hasattr(module, f) for f in ("train", "predict_proba", "save", "load", "encoders"))
-    assert "joint" in fusion.FusionConfig().models and fusion.FusionConfig().weights["joint"] > 0
+    assert "joint" in FusionConfig().models and FusionConfig().weights["joint"] > 0
 
 
 def test_fusion_availability_of_the_multimodal_modality():
     text_ok = np.array([True, True, False, False])
     image_ok = np.array([True, False, True, False])
-    avail = fusion.availability(["text", "image", "multimodal"], text_ok, image_ok)
+    avail = availability(["text", "image", "multimodal"], text_ok, image_ok)
     assert avail.tolist() == [[True, True, True], [True, False, True], [False, True, True], [False, False, False]]
-    model = fusion.FusedModel("soft_vote", ["joint"], ["multimodal"], SoftVote([1.0]), np.array([1.0]))
+    model = FusedModel("soft_vote", ["joint"], ["multimodal"], SoftVote([1.0]), np.array([1.0]))
     assert model.inputs_used(text_ok, image_ok) == [
         "text+image",
         "text only (image missing)",
@@ -355,13 +357,13 @@ def test_fusion_availability_of_the_multimodal_modality():
         "none (text empty, image missing): all models on blank input",
     ]
     with pytest.raises(PipelineError, match="unknown modality 'audio'"):
-        fusion.availability(["audio"], text_ok, image_ok)
+        availability(["audio"], text_ok, image_ok)
 
 
 def test_fusion_fallback_keeps_joint_when_one_input_is_missing():
     rng = np.random.default_rng(0)
     mats = [rng.dirichlet(np.ones(N_CLASSES), 3) for _ in range(3)]
-    model = fusion.FusedModel(
+    model = FusedModel(
         "soft_vote",
         ["tfidf_svm", "resnet50", "joint"],
         ["text", "image", "multimodal"],
@@ -369,7 +371,7 @@ def test_fusion_fallback_keeps_joint_when_one_input_is_missing():
         np.array([0.2, 0.3, 0.5]),
     )
     text_ok, image_ok = np.array([True, True, False]), np.array([True, False, True])
-    out = model.predict_proba(mats, fusion.availability(model.modalities, text_ok, image_ok))
+    out = model.predict_proba(mats, availability(model.modalities, text_ok, image_ok))
     assert np.allclose(out[1], (0.2 * mats[0][1] + 0.5 * mats[2][1]) / 0.7)  # image missing: text + joint
     assert np.allclose(out[2], (0.3 * mats[1][2] + 0.5 * mats[2][2]) / 0.8)  # text empty: image + joint
 
@@ -389,7 +391,7 @@ def test_predict_embeds_new_rows_with_the_saved_encoders(tiny_split, trained, mo
     assert joint.frame_inputs(expected_input, dims).text.shape == (len(rows), TEXT_DIM)
     joint.save(trained, tmp_path / "joint")
     record_outputs(tmp_path, "joint")  # every load checks the folders against the dvc.lock holding them
-    fused = fusion.FusedModel("soft_vote", ["joint"], ["multimodal"], SoftVote([1.0]), np.array([1.0]))
+    fused = FusedModel("soft_vote", ["joint"], ["multimodal"], SoftVote([1.0]), np.array([1.0]))
     with pytest.raises(PipelineError, match=r"camembert: trained model not found; run `dvc repro camembert`"):
         predict_frame(rows, tmp_path, fused)
     (tmp_path / "camembert").mkdir()
@@ -399,7 +401,7 @@ def test_predict_embeds_new_rows_with_the_saved_encoders(tiny_split, trained, mo
     proba, used = predict_frame(rows, tmp_path, fused)
     assert calls == [("text", tmp_path / "camembert"), ("image", tmp_path / "resnet50")]
     direct = joint.predict_proba(trained, expected_input).astype(np.float32).astype(np.float64)
-    assert np.allclose(proba, fusion.normalise_rows(direct), atol=1e-7)
+    assert np.allclose(proba, normalise_rows(direct), atol=1e-7)
     assert len(used) == len(rows)
 
 

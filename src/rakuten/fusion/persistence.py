@@ -7,9 +7,10 @@ from pathlib import Path
 
 import joblib
 
+import rakuten.fusion
 from rakuten.core.errors import PipelineError
 from rakuten.core.io import atomic_path
-from rakuten.fusion.meta import MetaLearner
+from rakuten.fusion.meta import LinearSvmMeta, LogregMeta, MetaLearner, XgboostMeta
 from rakuten.fusion.model import FusedModel
 from rakuten.fusion.strategies import MaxRule, Stacking, VotingStacking
 from rakuten.fusion.weights import FittedSoftVote, SoftVote
@@ -19,6 +20,21 @@ SUMMARY_FILE = "fusion.json"
 #: the classes a saved fused model can hold (its combiner and what that holds). Unpickling runs their code,
 #: so they are imported here, where tools/import_closure.py sees them, for every stage that loads a fused model
 COMBINERS = (MaxRule, SoftVote, FittedSoftVote, Stacking, VotingStacking, MetaLearner)
+#: the module a pickle names the saved classes by: ``rakuten.fusion``, where fusion lived as one module.
+#: Pickles record each class's module, so keeping that name keeps ``fusion.joblib`` byte for byte what
+#: earlier runs wrote (its DVC hash too) and lets fused models saved before the package split still load.
+PICKLED_AS = "rakuten.fusion"
+
+
+def _keep_pickled_names(classes: tuple[type, ...]) -> None:
+    """Name each class ``rakuten.fusion.<Class>`` for pickle, and make that name resolve to it (as an
+    attribute of the package, set here rather than re-exported by its ``__init__``)."""
+    for cls in classes:
+        cls.__module__ = PICKLED_AS
+        setattr(rakuten.fusion, cls.__name__, cls)
+
+
+_keep_pickled_names((FusedModel, *COMBINERS, LogregMeta, LinearSvmMeta, XgboostMeta))
 
 
 def save(model: FusedModel, out_dir: str | Path) -> None:

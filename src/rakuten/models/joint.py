@@ -273,17 +273,9 @@ def train(
     rows = _row_accounting(train_in, len(train_frame), len(val_frame))
     log.info(
         "joint (%s, hidden %d): %d train / %d val rows, text %d + image %d dims, on %s %s, %d CPU threads",
-        cfg.fusion,
-        cfg.hidden,
-        len(train_frame),
-        len(val_frame),
-        dims["text"],
-        dims["image"],
-        runtime.device,
-        runtime.precision,
-        threads,
+        *(cfg.fusion, cfg.hidden, len(train_frame), len(val_frame), dims["text"], dims["image"]),
+        *(runtime.device, runtime.precision, threads),
     )
-
     seed_everything(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     net = JointHead(dims["text"], dims["image"], cfg.hidden, cfg.dropout, cfg.fusion).to(runtime.device)

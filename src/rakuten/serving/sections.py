@@ -9,6 +9,7 @@ sections, so it never reruns for another stage's declarations.
 
 from __future__ import annotations
 
+from rakuten.contracts import registry
 from rakuten.core.knob_yaml import render_section
 from rakuten.data.sample.config import SampleConfig
 from rakuten.data.source import DataConfig, IngestConfig
@@ -17,15 +18,17 @@ from rakuten.evaluation.report.config import ReportConfig
 from rakuten.fusion.config import FusionConfig
 from rakuten.image.config import ImageCleanConfig
 from rakuten.image.image_hash import HashConfig
-from rakuten.models.camembert.config import CamembertConfig
 from rakuten.models.embed import EmbedConfig
-from rakuten.models.fasttext import FastTextConfig
-from rakuten.models.joint import JointConfig
-from rakuten.models.resnet50.config import ResnetConfig
-from rakuten.models.tfidf_svm import TfidfSvmConfig
 from rakuten.serving.serve.limits import SECTION as SERVE
 from rakuten.serving.serve.limits import ServeLimits
 from rakuten.text.text_clean import TextCleanConfig
+
+
+def model_sections() -> dict[str, type]:
+    """One section per registered model, named after it and declared by its :attr:`ModelSpec.config` class,
+    so a model added to the registry gets its params.yaml section without an edit here."""
+    return {name: getattr(registry.load_module(name), spec.config) for name, spec in registry.MODELS.items()}
+
 
 #: section -> its declaration, in pipeline order (``serve`` last: the service, not a stage, reads it)
 SECTIONS: dict[str, type] = {
@@ -36,12 +39,8 @@ SECTIONS: dict[str, type] = {
     "split": SplitConfig,
     "text_clean": TextCleanConfig,
     "image_clean": ImageCleanConfig,
-    "tfidf_svm": TfidfSvmConfig,
-    "fasttext": FastTextConfig,
-    "camembert": CamembertConfig,
-    "resnet50": ResnetConfig,
+    **model_sections(),
     "embed": EmbedConfig,
-    "joint": JointConfig,
     "fusion": FusionConfig,
     "report": ReportConfig,
     SERVE: ServeLimits,
