@@ -140,18 +140,18 @@ def test_results_markdown_exact_text():
             [
                 "# Results on the held-out test split",
                 "",
-                "Data: the **synthetic sample catalog** (data.source = sample): figures check the pipeline, they are not "
+                "Data: the **synthetic sample catalog** (data.source = sample): figures check the pipeline, they are not "  # noqa: E501
                 "comparable with the study's. Rows: val 2, test 3.",
                 "",
                 CHOSEN,
                 "",
                 HEADER,
                 "|---|---|---|---|---|---|---|---|",
-                "| tfidf_svm | model | 0.5000 | 0.6000 | 0.5500 | 0.6500 | 0.8172 | TF-IDF 10k + LinearSVC C=1 balanced |",
-                "| resnet50 | model | — | 0.4000 | 0.3000 | 0.4500 | 0.5978 | ResNet50 ImageNet, fine-tuned on cleaned images |",
+                "| tfidf_svm | model | 0.5000 | 0.6000 | 0.5500 | 0.6500 | 0.8172 | TF-IDF 10k + LinearSVC C=1 balanced |",  # noqa: E501
+                "| resnet50 | model | — | 0.4000 | 0.3000 | 0.4500 | 0.5978 | ResNet50 ImageNet, fine-tuned on cleaned images |",  # noqa: E501
                 "| fusion | fusion | 0.7500 | 0.7000 | 0.6800 | 0.7200 | — |  |",
                 "| **fusion_soft_vote** | fusion | 0.7500 | 0.7000 | 0.6800 | 0.7200 | 0.8899 | 0.6 text / 0.4 image |",
-                "| fusion_stacking_logreg | fusion | — | 0.1235 | 0.1000 | 0.2000 | — | tested, below XGBoost (no figure "
+                "| fusion_stacking_logreg | fusion | — | 0.1235 | 0.1000 | 0.2000 | — | tested, below XGBoost (no figure "  # noqa: E501
                 "given) |",
                 "",
                 # best model by test weighted F1: tfidf_svm 0.6; gain 0.7 - 0.6
