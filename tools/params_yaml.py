@@ -1,7 +1,7 @@
 """``params.yaml`` and the ``params:`` lists of ``dvc.yaml``, generated from the knob declarations.
 
 ``python -m tools.params_yaml --write`` rewrites both; ``--check`` exits 1, naming what differs, when
-either is out of date (``tests/integration/test_params_generated.py`` runs it). A stage's params are the
+either is out of date (``tests/integration/test_knob_declarations.py`` runs it). A stage's params are the
 tracked keys (:func:`rakuten.core.knob_yaml.tracked_keys`) of every section its script parses with
 ``from_params(Class, params, "section")``, found in the script's code (``ast``, no import), so the
 sections a stage reads are declared once, in the script (``stages/model.py <name>`` reads section ``<name>``).

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from rakuten.core.config import _union_args, iter_knobs, runtime_keys
+from rakuten.core.config import _union_args, iter_knobs
+from rakuten.core.knob_yaml import untracked_keys
 from rakuten.serving.sections import SECTIONS, declaration
 from tests.helpers.dvc_repo import copy_built_repo, dvc
 from tools import params_yaml
@@ -39,7 +40,7 @@ def test_each_stage_tracks_the_non_runtime_knobs_of_the_sections_its_script_pars
 def test_no_runtime_knob_is_tracked_by_any_stage():
     spec = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
     tracked = {key for stage in spec.values() for key in stage.get("params", [])}
-    runtime = [f"{section}.{key}" for section in SECTIONS for key in runtime_keys(declaration(section))]
+    runtime = [f"{section}.{key}" for section in SECTIONS for key in untracked_keys(declaration(section))]
     assert runtime, "no runtime knob declared"
     for key in runtime:
         parents = {".".join(key.split(".")[:i]) for i in range(1, key.count(".") + 2)}
@@ -62,6 +63,14 @@ def _knob_declarations() -> dict[str, list[str]]:
                         where = f"{path.relative_to(REPO)}:{item.lineno} ({node.name})"
                         found.setdefault(item.target.id, []).append(where)
     return found
+
+
+def test_a_runtime_knob_that_shapes_a_report_stays_tracked():
+    """The contact sheets are no part of the cleaning a model is trained with, but they are image_clean's
+    output: changing them must redraw them."""
+    spec = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    assert "image_clean.contact_sheet" in spec["image_clean"]["params"]
+    assert "contact_sheet" not in untracked_keys(declaration("image_clean"))
 
 
 def test_shared_knobs_are_declared_once():
@@ -94,7 +103,7 @@ def test_changing_every_runtime_knob_leaves_dvc_status_clean(tiny_built_repo, tm
     changed = []
     for section in SECTIONS:
         cls = declaration(section)
-        runtime = runtime_keys(cls)
+        runtime = untracked_keys(cls)
         for name, tp, declared in iter_knobs(cls):
             inside = name in runtime or any(name.startswith(r + ".") for r in runtime)
             tp = next((a for a in (_union_args(tp) or (tp,)) if a is not type(None)), tp)

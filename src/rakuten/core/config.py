@@ -45,8 +45,10 @@ class Knob:
 
     Bounds and choices apply to the value, or to each item of a list / each value of a mapping;
     ``nonempty`` applies to the string, list or mapping itself. ``runtime`` marks a knob that changes
-    how fast or where a step runs (processes, batch sizes, a cache folder, side reports), never what
-    it produces: it is not saved with a model's preprocessing and changing it retrains nothing.
+    how fast or where a step runs (processes, batch sizes, a cache folder), never what the models are
+    trained on: it is not saved with a model's preprocessing, changing it retrains nothing, and DVC does
+    not track it. ``report`` qualifies a runtime knob that still shapes a side report of its stage (the
+    contact sheets): it stays out of the preprocessing record, but DVC tracks it so the report is redrawn.
     """
 
     help: str
@@ -57,6 +59,7 @@ class Knob:
     choices: tuple[str, ...] | None = None
     nonempty: bool = False
     runtime: bool = False
+    report: bool = False
 
 
 def knob(
@@ -70,6 +73,7 @@ def knob(
     choices: typing.Iterable[str] | None = None,
     nonempty: bool = False,
     runtime: bool = False,
+    report: bool = False,
 ) -> Any:
     """A dataclass field declaring one knob (no ``default``: the key is required, e.g. inside a profile).
 
@@ -77,7 +81,9 @@ def knob(
     that returns a fresh copy, so instances never share them.
     """
     meta = {
-        "knob": Knob(help, lo, hi, lo_open, hi_open, tuple(choices) if choices is not None else None, nonempty, runtime)
+        "knob": Knob(
+            help, lo, hi, lo_open, hi_open, tuple(choices) if choices is not None else None, nonempty, runtime, report
+        )
     }
     if default is dataclasses.MISSING:
         return dataclasses.field(metadata=meta)

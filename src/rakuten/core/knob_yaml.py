@@ -39,7 +39,8 @@ def _render_fields(cls: type, value: Any, indent: str) -> list[str]:
         if current is None:  # an optional key left out (e.g. a profile's absent ``scratch``)
             continue
         declared = knob_of(field)
-        lines += _comment((RUNTIME_NOTE if declared.runtime else "") + declared.help, indent)
+        untracked = declared.runtime and not declared.report
+        lines += _comment((RUNTIME_NOTE if untracked else "") + declared.help, indent)
         if dataclasses.is_dataclass(current):
             lines.append(f"{indent}{field.name}:")
             lines += _render_fields(type(current), current, indent + "  ")
@@ -57,15 +58,21 @@ def render_section(name: str, cls: type) -> str:
     return "\n".join([*_comment(doc, ""), f"{name}:", *_render_fields(cls, cls(), "  ")]) + "\n"
 
 
+def untracked_keys(cls: type) -> list[str]:
+    """Dotted names (inside the section) of the knobs DVC does not track: runtime ones, except those that
+    shape a report of the stage (``report=True``)."""
+    return [name for name, _, declared in iter_knobs(cls) if declared.runtime and not declared.report]
+
+
 def tracked_keys(cls: type, section: str) -> list[str]:
     """The dotted keys of ``section`` a stage's outputs depend on: the whole section when no knob of it is
     runtime, else each non-runtime knob (a nested group named once when nothing inside it is runtime)."""
-    runtime = [name for name, _, declared in iter_knobs(cls) if declared.runtime]
+    runtime = untracked_keys(cls)
     if not runtime:
         return [section]
     keys: list[str] = []
-    for name, _, declared in iter_knobs(cls):
-        if declared.runtime or any(name.startswith(r + ".") for r in runtime):
+    for name, _, _ in iter_knobs(cls):
+        if name in runtime or any(name.startswith(r + ".") for r in runtime):
             continue
         if any(name.startswith(k + ".") for k in keys):
             continue  # inside a nested group already listed whole

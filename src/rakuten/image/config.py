@@ -87,4 +87,9 @@ class ImageCleanConfig:
     blur: Blur = knob(Blur(), "blur detection and sharpening")
     red_cast: RedCast = knob(RedCast(), "red cast detection and correction")
     border: Border = knob(Border(), "border crop and zoom")
-    contact_sheet: ContactSheet = knob(ContactSheet(), "before/after contact sheets", runtime=True)
+    contact_sheet: ContactSheet = knob(
+        ContactSheet(),
+        "before/after contact sheets (not part of the cleaning models are trained on)",
+        runtime=True,
+        report=True,
+    )
