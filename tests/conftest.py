@@ -14,11 +14,11 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from rakuten.data.ingest import load_catalog
-from rakuten.data.sample.config import SampleConfig
 from rakuten.data.sample.generate import write_sample
 from rakuten.data.split import split_catalog
+from tests.helpers.tiny_profile import tiny_sample_config
 
-TINY = SampleConfig(n_train=540, n_test=60, image_size=64, seed=7, n_jobs=1)
+TINY = tiny_sample_config(seed=7)
 
 # Hypothesis profiles (tests/integration/test_properties.py). `ci`, the default: few examples, derandomized so every
 # run tests the same inputs, no example database. `thorough`, by hand: HYPOTHESIS_PROFILE=thorough

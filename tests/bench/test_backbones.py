@@ -12,6 +12,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers.stagerun import REPO
 
 # bench/ is a folder of scripts (importing them here would set HF_HUB_OFFLINE for the whole session):
@@ -42,6 +44,7 @@ def _positive(value) -> bool:
     return isinstance(value, (int, float)) and value > 0
 
 
+@pytest.mark.slow
 def test_gpu_mode_code_paths_run_on_the_cpu(tmp_path):
     out = tmp_path / "gpu.json"
     _run(["bench/deep.py", "--cpu-smoke", "--out", str(out)])
@@ -57,6 +60,7 @@ def test_gpu_mode_code_paths_run_on_the_cpu(tmp_path):
     assert all(c["proba_rows_sum_to_1"] for c in check.values()), check
 
 
+@pytest.mark.slow
 def test_cpu_backbone_table_at_tiny_size(tmp_path):
     out = tmp_path / "backbones.json"
     keys = [
@@ -97,6 +101,7 @@ def test_cpu_backbone_table_at_tiny_size(tmp_path):
     assert report["families"]["resnet50"]["arch"] == "resnet18"  # --tiny: the family's small member
 
 
+@pytest.mark.slow
 def test_every_family_is_one_the_library_builds():
     probe = json.loads(_run(["-c", _PROBE]).strip().splitlines()[-1])
     assert len(probe["keys"]) == len(set(probe["keys"])) == 14

@@ -8,7 +8,6 @@ unknown keys and missing keys with one line naming the dotted key.
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import asdict, dataclass, replace
 from typing import Any
@@ -29,7 +28,7 @@ from rakuten.core.config import (
 from rakuten.core.errors import PipelineError
 from rakuten.core.params import load_params
 from rakuten.serving.sections import SECTIONS, declaration
-from tests.helpers.stagerun import REPO, with_overrides
+from tests.helpers.stagerun import REPO, with_overrides, without
 
 #: section -> its declaration: the library's one map (rakuten.serving.sections)
 DECLARATIONS = {section: declaration(section) for section in SECTIONS}
@@ -53,14 +52,7 @@ def _same(a: Any, b: Any) -> bool:
     return a == b and isinstance(a, bool) == isinstance(b, bool) and isinstance(a, str) == isinstance(b, str)
 
 
-def _without(params: dict, dotted: str) -> dict:
-    out = copy.deepcopy(params)
-    *parents, last = dotted.split(".")
-    node = out
-    for part in parents:
-        node = node[part]
-    del node[last]
-    return out
+_without = without
 
 
 def _error(params: dict, section: str) -> str:

@@ -81,6 +81,7 @@ def test_results_markdown_puts_study_figures_beside_models(evaluated):
     assert "real challenge files" in E.results_markdown(table, "raw", {"test": 216}, result.model.strategy)
 
 
+@pytest.mark.slow
 def test_stage_chain_fusion_then_evaluate(tmp_path):
     tables, _ = make_tables(MODELS, per_class=8, strength=2.5)
     write_stage_inputs(tmp_path, tables)

@@ -7,7 +7,6 @@ image readable and kept with weight 1.
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 
@@ -25,12 +24,3 @@ def model_frame(tiny_split: pd.DataFrame) -> pd.DataFrame:
 def parts(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(train, val, test) rows."""
     return tuple(frame[frame["split"] == s].reset_index(drop=True) for s in ("train", "val", "test"))
-
-
-def majority_weighted_f1(train: pd.DataFrame, rows: pd.DataFrame) -> float:
-    """Weighted F1 of always predicting the most frequent train class."""
-    from rakuten.contracts.metrics import scores
-
-    majority = int(train["prdtypecode"].astype(int).mode().iloc[0])
-    y = rows["prdtypecode"].to_numpy(dtype=np.int64)
-    return scores(y, np.full(len(y), majority))["weighted_f1"]

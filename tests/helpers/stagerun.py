@@ -16,15 +16,34 @@ def default_params() -> dict:
     return yaml.safe_load((REPO / "params.yaml").read_text())
 
 
+def _parent(tree: dict, key: str, create: bool = False) -> tuple[dict, str]:
+    """The mapping holding dotted ``key`` in ``tree``, and the key's last part (the one walker of the tests)."""
+    *parents, last = key.split(".")
+    for part in parents:
+        tree = tree.setdefault(part, {}) if create else tree[part]
+    return tree, last
+
+
 def with_overrides(params: dict, overrides: dict) -> dict:
     """Copy of ``params`` with dotted-key overrides applied (``{"split.val": 0.2}``)."""
     out = copy.deepcopy(params)
     for key, value in overrides.items():
-        node = out
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
+        node, last = _parent(out, key, create=True)
         node[last] = value
+    return out
+
+
+def dotted_value(params: dict, key: str):
+    """The value at dotted ``key`` (``"fusion.xgboost.max_depth"``)."""
+    node, last = _parent(params, key)
+    return node[last]
+
+
+def without(params: dict, key: str) -> dict:
+    """Copy of ``params`` with dotted ``key`` removed."""
+    out = copy.deepcopy(params)
+    node, last = _parent(out, key)
+    del node[last]
     return out
 
 

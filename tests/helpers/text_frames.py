@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from rakuten.core.config import parse_section
@@ -20,23 +19,6 @@ def text_model_frame(tiny_split: pd.DataFrame) -> pd.DataFrame:
         cfg = parse_section(TextCleanConfig, section, "text_clean")
         _FRAMES[key] = tiny_split.merge(clean_frame(tiny_split, cfg), on="row_id")
     return _FRAMES[key].copy()
-
-
-def majority_baseline_f1(train: pd.DataFrame, test: pd.DataFrame) -> float:
-    """Weighted F1 of always predicting the most frequent training class."""
-    from rakuten.contracts.metrics import scores
-
-    majority = int(train["prdtypecode"].mode().iloc[0])
-    y = test["prdtypecode"].to_numpy(dtype=np.int64)
-    return scores(y, np.full(len(y), majority))["weighted_f1"]
-
-
-def weighted_f1(module, model, frame: pd.DataFrame) -> float:
-    from rakuten.contracts.classes import indices_to_codes
-    from rakuten.contracts.metrics import scores
-
-    pred = indices_to_codes(module.predict_proba(model, frame).argmax(axis=1))
-    return scores(frame["prdtypecode"].to_numpy(dtype=np.int64), pred)["weighted_f1"]
 
 
 def write_stage_inputs(workdir, tiny_split: pd.DataFrame, frame: pd.DataFrame) -> None:

@@ -23,3 +23,11 @@ TINY_PARAMS: dict = {
     "fusion.cv_folds": 3,
     "fusion.xgboost.n_estimators": 20,
 }
+
+
+def tiny_sample_config(seed: int = 7):
+    """The tiny catalog of the unit tests' session fixtures: the sizes above, with its own seed."""
+    from rakuten.data.sample.config import SampleConfig
+
+    size = {key.split(".")[1]: value for key, value in TINY_PARAMS.items() if key.startswith("sample.")}
+    return SampleConfig(seed=seed, **size)

@@ -86,6 +86,7 @@ def _differences(a: Path, b: Path) -> dict[str, str]:
     return found
 
 
+@pytest.mark.slow
 def test_two_machines_give_byte_identical_outputs(tiny_sample, tmp_path):
     a, b = _runs(tiny_sample, tmp_path, unpinned=False)
     assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
@@ -97,6 +98,7 @@ def test_two_machines_give_byte_identical_outputs(tiny_sample, tmp_path):
 
 
 @pytest.mark.skipif(not _has_avx512(), reason="the control needs an AVX-512 CPU (else A and B run the same code)")
+@pytest.mark.slow
 def test_without_the_policy_the_same_settings_change_the_bits(tiny_sample, tmp_path):
     a, b = _runs(tiny_sample, tmp_path, unpinned=True)
     found = _differences(a, b)

@@ -13,6 +13,7 @@ from rakuten.core.config import _union_args, iter_knobs
 from rakuten.core.knob_yaml import untracked_keys
 from rakuten.serving.sections import SECTIONS, declaration
 from tests.helpers.dvc_repo import copy_built_repo, dvc
+from tests.helpers.stagerun import dotted_value, with_overrides
 from tools import params_yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -109,13 +110,9 @@ def test_changing_every_runtime_knob_leaves_dvc_status_clean(tiny_built_repo, tm
             tp = next((a for a in (_union_args(tp) or (tp,)) if a is not type(None)), tp)
             if not inside or dataclasses.is_dataclass(tp):
                 continue
-            *parents, last = name.split(".")
-            node = params[section]
-            for part in parents:
-                node = node[part]
-            new = _changed(node[last], tp, declared)
+            new = _changed(dotted_value(params, f"{section}.{name}"), tp, declared)
             if new is not None:
-                node[last] = new
+                params = with_overrides(params, {f"{section}.{name}": new})
                 changed.append(f"{section}.{name}")
     assert len(changed) >= 8, changed
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")

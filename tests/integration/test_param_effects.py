@@ -31,6 +31,26 @@ MARKER = "param_effect"
 
 #: leaf knobs without an effect test, each with the reason why none is needed
 EXEMPT: dict[str, str] = {
+    # the service's limits (section serve, read by `rakuten serve`, by no stage): each is exercised against the
+    # running app in tests/serving (test_serve.py, test_serve_load.py, test_http_guards_mutants.py) and their
+    # declarations by tests/serving/test_serve_limits.py
+    **{
+        f"serve.{name}": "service limit: tests/serving"
+        for name in (
+            "max_image_mb",
+            "max_image_pixels",
+            "max_text_chars",
+            "max_batch_rows",
+            "max_batch_mb",
+            "chunk_rows",
+            "max_pending",
+            "max_connections",
+            "header_timeout_s",
+            "body_timeout_s",
+            "keep_alive_s",
+            "log_every_s",
+        )
+    },
     # speed knobs: same results by design, shown by the tests named
     "sample.n_jobs": "worker processes: same bytes with 1 or 2 (test_data_sample::test_other_seed_and_worker_count)",
     "text_clean.n_jobs": "runtime knob (processes): same rows whatever the count (light_clean keeps input order)",

@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from rakuten.contracts.classes import N_CLASSES, indices_to_codes
-from rakuten.contracts.metrics import scores
+from rakuten.contracts.classes import N_CLASSES
 from rakuten.contracts.model_files import check_proba
 from rakuten.core.config import parse_section
 from rakuten.core.errors import PipelineError
@@ -23,7 +22,8 @@ from rakuten.models.resnet50 import backbones, data
 from rakuten.models.resnet50 import model as R
 from rakuten.models.resnet50.inference import memory_format
 from rakuten.runtime.torch_setup import Runtime
-from tests.helpers.deep_frames import majority_weighted_f1, model_frame, parts
+from tests.helpers.deep_frames import model_frame, parts
+from tests.helpers.scoring import majority_weighted_f1, model_weighted_f1
 from tests.helpers.stagerun import default_params
 
 BASE = R.ResnetConfig(eval_batch_size=64, num_threads=1, seed=0, device="cpu")
@@ -84,9 +84,7 @@ def test_each_family_trains_predicts_and_round_trips(family, frames):
 def test_the_fastest_family_beats_the_majority_class(family, frames):
     _, model, _ = family
     train, _, test = frames
-    pred = indices_to_codes(R.predict_proba(model, test).argmax(axis=1))
-    f1 = scores(test["prdtypecode"].to_numpy(dtype=np.int64), pred)["weighted_f1"]
-    assert f1 > majority_weighted_f1(train, test) + 0.05
+    assert model_weighted_f1(R, model, test) > majority_weighted_f1(train, test) + 0.05
 
 
 def test_torchvision_embeddings_are_the_pooled_vector_before_fc(frames):

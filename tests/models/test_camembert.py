@@ -12,8 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from rakuten.contracts.classes import N_CLASSES, PROBA_COLUMNS, indices_to_codes
-from rakuten.contracts.metrics import scores
+from rakuten.contracts.classes import N_CLASSES, PROBA_COLUMNS
 from rakuten.contracts.model_files import check_proba, proba_frame
 from rakuten.core.config import parse_section
 from rakuten.core.errors import PipelineError
@@ -21,7 +20,8 @@ from rakuten.models.camembert import model as C
 from rakuten.models.camembert.config import SCRATCH, ScratchArchitecture
 from rakuten.models.camembert.encoder import SPECIAL_TOKENS, train_tokenizer
 from rakuten.models.camembert.trainer_setup import weighted_loss
-from tests.helpers.deep_frames import majority_weighted_f1, model_frame, parts
+from tests.helpers.deep_frames import model_frame, parts
+from tests.helpers.scoring import majority_weighted_f1, model_weighted_f1
 from tests.helpers.stagerun import default_params
 
 TINY = C.CamembertConfig(logging_steps=5, eval_batch_size=64, num_threads=1, seed=0, device="cpu").with_active(
@@ -50,8 +50,7 @@ def trained(frames, tmp_path_factory):
 
 
 def _f1(model, rows: pd.DataFrame) -> float:
-    pred = indices_to_codes(C.predict_proba(model, rows).argmax(axis=1))
-    return scores(rows["prdtypecode"].to_numpy(dtype=np.int64), pred)["weighted_f1"]
+    return model_weighted_f1(C, model, rows)
 
 
 def test_predictions_have_the_contract_shape_and_sum_to_one(trained, tiny_split):

@@ -13,8 +13,9 @@ from rakuten.contracts.model_files import check_proba
 from rakuten.core.config import parse_section
 from rakuten.core.errors import PipelineError
 from rakuten.models import fasttext
+from tests.helpers.scoring import majority_weighted_f1, model_weighted_f1
 from tests.helpers.stagerun import default_params, with_overrides
-from tests.helpers.text_frames import majority_baseline_f1, text_model_frame, weighted_f1
+from tests.helpers.text_frames import text_model_frame
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def model(frames, config):
 
 def test_fasttext_beats_the_majority_baseline_by_far(model, frames):
     train, held_out = frames
-    f1, baseline = weighted_f1(fasttext, model, held_out), majority_baseline_f1(train, held_out)
+    f1, baseline = model_weighted_f1(fasttext, model, held_out), majority_weighted_f1(train, held_out)
     assert f1 >= baseline + 0.4, (f1, baseline)
 
 

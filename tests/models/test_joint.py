@@ -17,15 +17,15 @@ import pytest
 import torch
 
 from rakuten.contracts import embeddings, registry
-from rakuten.contracts.classes import N_CLASSES, codes_to_indices, indices_to_codes
-from rakuten.contracts.metrics import scores
+from rakuten.contracts.classes import N_CLASSES, codes_to_indices
 from rakuten.core.errors import PipelineError
 from rakuten.fusion.config import FusionConfig
 from rakuten.fusion.model import FusedModel, availability
 from rakuten.fusion.probs import normalise_rows
 from rakuten.fusion.weights import SoftVote
 from rakuten.models import embed, joint
-from tests.helpers.deep_frames import majority_weighted_f1, parts
+from tests.helpers.deep_frames import parts
+from tests.helpers.scoring import majority_weighted_f1, proba_weighted_f1
 from tests.helpers.stagerun import error_lines, record_outputs, run_stage_script
 
 TEXT_DIM, IMAGE_DIM = 24, 16
@@ -70,10 +70,6 @@ def _proba(cfg: joint.JointConfig, frame: pd.DataFrame) -> np.ndarray:
     return joint.predict_proba(joint.train(train, val, cfg), test)
 
 
-def _weighted_f1(rows: pd.DataFrame, proba: np.ndarray) -> float:
-    return scores(rows["prdtypecode"].to_numpy(dtype=np.int64), indices_to_codes(proba.argmax(axis=1)))["weighted_f1"]
-
-
 # ------------------------------------------------------------------------------------------ the head
 
 
@@ -81,7 +77,7 @@ def test_head_beats_the_majority_baseline(frame, trained):
     train, val, test = parts(frame)
     proba = joint.predict_proba(trained, test)
     assert proba.shape == (len(test), N_CLASSES)
-    assert _weighted_f1(test, proba) > majority_weighted_f1(train, test) + 0.3
+    assert proba_weighted_f1(test, proba) > majority_weighted_f1(train, test) + 0.3
     assert trained.rows["best_epoch"] == max(trained.history, key=lambda h: h["weighted_f1"])["epoch"]
 
 

@@ -10,8 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from rakuten.contracts.classes import N_CLASSES, indices_to_codes
-from rakuten.contracts.metrics import scores
+from rakuten.contracts.classes import N_CLASSES
 from rakuten.contracts.model_files import check_proba
 from rakuten.core.config import parse_section
 from rakuten.core.errors import PipelineError
@@ -20,7 +19,8 @@ from rakuten.models.resnet50.config import Augment
 from rakuten.models.resnet50.data import build_transform
 from rakuten.models.resnet50.frame import QUALITY_COLUMNS, usable_train_rows
 from rakuten.runtime import training
-from tests.helpers.deep_frames import majority_weighted_f1, model_frame, parts
+from tests.helpers.deep_frames import model_frame, parts
+from tests.helpers.scoring import majority_weighted_f1, model_weighted_f1
 from tests.helpers.stagerun import default_params
 
 TINY = R.ResnetConfig(eval_batch_size=64, num_threads=1, seed=0, device="cpu").with_active(
@@ -49,8 +49,7 @@ def trained(frames, tmp_path_factory):
 
 
 def _f1(model, rows: pd.DataFrame) -> float:
-    pred = indices_to_codes(R.predict_proba(model, rows).argmax(axis=1))
-    return scores(rows["prdtypecode"].to_numpy(dtype=np.int64), pred)["weighted_f1"]
+    return model_weighted_f1(R, model, rows)
 
 
 def test_predictions_have_the_contract_shape_and_sum_to_one(trained, tiny_split):

@@ -9,13 +9,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from rakuten.contracts.classes import N_CLASSES, indices_to_codes
-from rakuten.contracts.metrics import scores
+from rakuten.contracts.classes import N_CLASSES
 from rakuten.contracts.model_files import check_proba, proba_frame
 from rakuten.core.errors import PipelineError
 from rakuten.models.camembert import model as C
 from rakuten.models.camembert.config import LoraSettings, ScratchArchitecture
-from tests.helpers.deep_frames import majority_weighted_f1, model_frame, parts
+from tests.helpers.deep_frames import model_frame, parts
+from tests.helpers.scoring import majority_weighted_f1, model_weighted_f1
 
 ARCH = ScratchArchitecture(vocab_size=1000, hidden_size=64, num_layers=1, num_heads=2, intermediate_size=128)
 TINY = C.CamembertConfig(logging_steps=50, eval_batch_size=64, num_threads=1, seed=0, device="cpu").with_active(
@@ -46,10 +46,10 @@ def families(frames):
 
 
 def _f1(model, rows) -> float:
-    pred = indices_to_codes(C.predict_proba(model, rows).argmax(axis=1))
-    return scores(rows["prdtypecode"].to_numpy(dtype=np.int64), pred)["weighted_f1"]
+    return model_weighted_f1(C, model, rows)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_each_family_writes_contract_probabilities_and_embeddings(families, frames, family):
     model = families[family]
@@ -64,6 +64,7 @@ def test_each_family_writes_contract_probabilities_and_embeddings(families, fram
     assert np.isfinite(emb).all() and len(np.unique(emb.round(4), axis=0)) > 1
 
 
+@pytest.mark.slow
 def test_the_families_learn_beyond_the_majority_baseline(families, frames):
     train, _, test = frames
     f1 = {family: _f1(model, test) for family, model in families.items()}
@@ -71,6 +72,7 @@ def test_the_families_learn_beyond_the_majority_baseline(families, frames):
     assert min(f1.values()) > baseline + 0.05, f1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_each_family_round_trips_through_save_and_load(families, frames, family, tmp_path):
     model = families[family]

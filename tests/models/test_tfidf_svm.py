@@ -13,8 +13,9 @@ from rakuten.contracts.model_files import check_proba
 from rakuten.core.config import parse_section
 from rakuten.core.errors import PipelineError
 from rakuten.models import tfidf_svm
+from tests.helpers.scoring import majority_weighted_f1, model_weighted_f1
 from tests.helpers.stagerun import default_params, with_overrides
-from tests.helpers.text_frames import majority_baseline_f1, text_model_frame, weighted_f1
+from tests.helpers.text_frames import text_model_frame
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def svm(frames, config):
 
 def test_svm_beats_the_majority_baseline_by_far(svm, frames):
     train, held_out = frames
-    f1, baseline = weighted_f1(tfidf_svm, svm, held_out), majority_baseline_f1(train, held_out)
+    f1, baseline = model_weighted_f1(tfidf_svm, svm, held_out), majority_weighted_f1(train, held_out)
     assert f1 >= baseline + 0.4, (f1, baseline)
 
 
@@ -63,7 +64,7 @@ def test_every_classifier_and_resampler_learns(frames, config, overrides):
     train, held_out = frames
     model = tfidf_svm.train(train, None, replace(config, **overrides))
     check_proba(tfidf_svm.predict_proba(model, held_out))
-    assert weighted_f1(tfidf_svm, model, held_out) >= majority_baseline_f1(train, held_out) + 0.3
+    assert model_weighted_f1(tfidf_svm, model, held_out) >= majority_weighted_f1(train, held_out) + 0.3
 
 
 @pytest.mark.param_effect("tfidf_svm.C")

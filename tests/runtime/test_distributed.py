@@ -154,6 +154,7 @@ def two_runs(tiny_split, tmp_path_factory) -> dict:
 
 
 @pytest.mark.param_effect("camembert.launcher", "camembert.processes", "resnet50.launcher", "resnet50.processes")
+@pytest.mark.slow
 def test_two_gloo_processes_train_both_stages_and_only_rank_0_writes(two_runs):
     done = two_runs["run"]
     assert done.returncode == 0, done.stderr[-3000:]
