@@ -17,15 +17,13 @@ naming what differs (``tests/integration/test_registry_sync.py`` checks the comm
 from __future__ import annotations
 
 import difflib
-import json
 import re
 import sys
 from pathlib import Path
 from typing import Sequence
 
-import yaml
-
 from rakuten.contracts import registry
+from rakuten.core.knob_yaml import scalar
 from rakuten.fusion.model import modality_inputs
 from rakuten.fusion.strategies import STRATEGIES
 
@@ -40,15 +38,6 @@ FUSION_ARTIFACT = {
 }
 PROBS_DEP = re.compile(r"^\s+- reports/probs/(?P<name>[A-Za-z0-9_.-]+)\.parquet\s*(#.*)?$")
 MODEL_DEP = re.compile(r"^\s+- models/(?P<name>[A-Za-z0-9_.-]+)/?\s*(#.*)?$")
-
-
-def scalar(text: str) -> str:
-    """``text`` as a YAML scalar: plain when it reads back the same, else double-quoted."""
-    try:
-        plain = yaml.safe_load(f"k: {text}") == {"k": text} and "\n" not in text
-    except yaml.YAMLError:
-        plain = False
-    return text if plain else json.dumps(text, ensure_ascii=False)
 
 
 def labels(modality: str) -> list[str]:

@@ -55,6 +55,27 @@ def dvc(
     return sh([sys.executable, "-m", "dvc", *args], cwd, check, timeout, env)
 
 
+def predict_cli(repo: Path, out: Path, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
+    """`rakuten predict` (the copy's own code) on the sample's official X_test rows, run from the copy."""
+    return sh(
+        [
+            sys.executable,
+            "-m",
+            "rakuten.serving.cli",
+            "predict",
+            "--input",
+            "data/sample/X_test_update.csv",
+            "--images",
+            "data/sample/images/image_test",
+            "--output",
+            str(out),
+            *extra,
+        ],
+        repo,
+        check,
+    )
+
+
 def git(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     return sh(["git", *args], cwd, check)
 

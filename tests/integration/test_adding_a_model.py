@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.helpers.dvc_repo import copy_built_repo, dvc, git, sh
+from tests.helpers.dvc_repo import copy_built_repo, dvc, git, predict_cli, sh
 from tests.helpers.stagerun import REPO
 
 pytestmark = pytest.mark.slow
@@ -139,21 +139,7 @@ def test_a_forced_rerun_of_the_toy_stage_gives_the_same_bytes(repo):
 
 def test_rakuten_predict_uses_the_toy_model(repo, tmp_path):
     out = tmp_path / "predictions.csv"
-    result = sh(
-        [
-            sys.executable,
-            "-m",
-            "rakuten.serving.cli",
-            "predict",
-            "--input",
-            "data/sample/X_test_update.csv",
-            "--images",
-            "data/sample/images/image_test",
-            "--output",
-            str(out),
-        ],
-        repo,
-    )
+    result = predict_cli(repo, out)
     assert "predicting with toy" in result.stderr, result.stderr[-2000:]
     # the fused probabilities of the X_test rows, which the toy model is part of, to the CSV's 6 decimals
     pred = pd.read_csv(out, index_col=0)

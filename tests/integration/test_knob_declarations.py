@@ -9,8 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from rakuten.core.config import _union_args, iter_knobs
-from rakuten.core.knob_yaml import untracked_keys
+from rakuten.core.config import _union_args, iter_knobs, untracked_keys
 from rakuten.serving.sections import SECTIONS, declaration
 from tests.helpers.dvc_repo import copy_built_repo, dvc
 from tests.helpers.stagerun import dotted_value, with_overrides

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.helpers.dvc_repo import copy_built_repo, dvc, sh
+from tests.helpers.dvc_repo import copy_built_repo, dvc, predict_cli, sh
 from tests.helpers.stagerun import with_overrides
 from tools.import_closure import Project, stage_script, stages
 
@@ -90,26 +89,6 @@ def test_a_head_param_reruns_joint_and_never_the_embeddings(repo):
     result = dvc("repro", cwd=repo)  # the head retrains to the same bytes, so nothing downstream reruns
     assert "Running stage 'joint'" in result.stdout and "Running stage 'fusion'" not in result.stdout
     assert dvc_status(repo) == {}
-
-
-def predict_cli(repo: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    """`rakuten predict` (the copy's own code) on the sample's official X_test rows, run from the copy."""
-    return sh(
-        [
-            sys.executable,
-            "-m",
-            "rakuten.serving.cli",
-            "predict",
-            "--input",
-            "data/sample/X_test_update.csv",
-            "--images",
-            "data/sample/images/image_test",
-            "--output",
-            str(out),
-            *extra,
-        ],
-        repo,
-    )
 
 
 def test_predict_cli_reproduces_the_submission(repo, tmp_path):

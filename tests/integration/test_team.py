@@ -119,10 +119,9 @@ def test_a_tampered_remote_object_is_refused_by_dvc_pull_and_never_loaded(team, 
     pull succeeds and `dvc status` is clean, but `rakuten predict` checks the folder against dvc.lock and
     refuses it in one line: the payload never runs."""
     import pickle
-    import sys
 
     from tests.core.test_integrity import Payload
-    from tests.helpers.dvc_repo import sh
+    from tests.helpers.dvc_repo import predict_cli
 
     a = team / "a"
     assert "verify = true" in (a / ".dvc/config").read_text()
@@ -146,22 +145,7 @@ def test_a_tampered_remote_object_is_refused_by_dvc_pull_and_never_loaded(team, 
         dvc("remote", "modify", "--local", "storage", "verify", "false", cwd=d)
         dvc("pull", cwd=d)
         assert status(d) == {}  # DVC trusts the object's name: nothing looks wrong
-        result = sh(
-            [
-                sys.executable,
-                "-m",
-                "rakuten.serving.cli",
-                "predict",
-                "--input",
-                "data/sample/X_test_update.csv",
-                "--images",
-                "data/sample/images/image_test",
-                "--output",
-                str(tmp_path / "p.csv"),
-            ],
-            d,
-            check=False,
-        )
+        result = predict_cli(d, tmp_path / "p.csv", check=False)
         assert result.returncode == 2
         errors = [line for line in result.stderr.splitlines() if line.strip()]
         assert len(errors) == 1 and errors[0].startswith("error: models/fusion/fusion.joblib: md5 "), errors

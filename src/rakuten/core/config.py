@@ -27,7 +27,7 @@ import functools
 import math
 import types
 import typing
-from typing import Any, Iterator, Mapping, TypeVar
+from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 from rakuten.core.errors import PipelineError
 from rakuten.core.params import PARAMS_FILE
@@ -326,11 +326,21 @@ def iter_knobs(cls: type, prefix: str = "") -> Iterator[tuple[str, Any, Knob]]:
 
 
 def runtime_keys(cls: type) -> tuple[str, ...]:
-    """Dotted names (inside the section) of the knobs declared ``runtime=True``; a runtime nested
-    section is named once, without its knobs."""
+    """Dotted names (inside the section) of the knobs declared ``runtime=True``, the ones a model's
+    preprocessing record leaves out; a runtime nested section is named once, without its knobs."""
+    return _keys_where(cls, lambda declared: declared.runtime)
+
+
+def untracked_keys(cls: type) -> tuple[str, ...]:
+    """The runtime knobs DVC does not track: all of :func:`runtime_keys` but those that shape a report of
+    their stage (``report=True``), which stay tracked so the report is redrawn."""
+    return _keys_where(cls, lambda declared: declared.runtime and not declared.report)
+
+
+def _keys_where(cls: type, flagged: Callable[[Knob], bool]) -> tuple[str, ...]:
     out: list[str] = []
     for name, _, declared in iter_knobs(cls):
-        if declared.runtime and not any(name.startswith(parent + ".") for parent in out):
+        if flagged(declared) and not any(name.startswith(parent + ".") for parent in out):
             out.append(name)
     return tuple(out)
 

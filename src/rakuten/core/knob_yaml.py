@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from rakuten.core.config import iter_knobs, knob_of, to_dict
+from rakuten.core.config import iter_knobs, knob_of, to_dict, untracked_keys
 
 WIDTH = 116
 RUNTIME_NOTE = "[runtime: never changes an output, not tracked by DVC] "
@@ -56,12 +56,6 @@ def render_section(name: str, cls: type) -> str:
     """Section ``name`` of ``params.yaml`` at the declared defaults of ``cls``, help text as comments."""
     doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
     return "\n".join([*_comment(doc, ""), f"{name}:", *_render_fields(cls, cls(), "  ")]) + "\n"
-
-
-def untracked_keys(cls: type) -> list[str]:
-    """Dotted names (inside the section) of the knobs DVC does not track: runtime ones, except those that
-    shape a report of the stage (``report=True``)."""
-    return [name for name, _, declared in iter_knobs(cls) if declared.runtime and not declared.report]
 
 
 def tracked_keys(cls: type, section: str) -> list[str]:
