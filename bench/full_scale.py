@@ -14,13 +14,18 @@ wall time minus the stages' sum. Writes ``reports/bench/full_scale.json`` (with 
 metrics, split balance, near-duplicate clusters and detector scores against the planted defects,
 read from its reports) and prints the table docs/benchmarks.md shows.
 
-    python bench/full_scale.py                       # ~40 min on 2 cores, ~25 GB of disk in --workdir
+Then (unless ``--no-drop``) the label-noise policy's effect: a second experiment with
+``-S label_audit.label_noise=drop`` (the flagged training rows left out; every model retrains) and
+``rakuten compare`` of the two, per model and for the fusion, with paired-bootstrap intervals.
+
+    python bench/full_scale.py                       # ~45 min + ~25 min for the drop run on 2 cores
     python bench/full_scale.py --set camembert.demo.max_train_rows=0   # extra -S overrides
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -113,12 +118,34 @@ def clone(workdir: Path) -> None:
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(workdir)], check=True)
 
 
+def drop_run(workdir: Path, overrides: list[str], env: dict, log_path: Path) -> dict:
+    """The same catalog with the flagged training rows dropped, compared with the keep run (paired)."""
+    command = ["dvc", "exp", "run", "--name", "full-size-drop"]
+    command += [a for o in [*overrides, "label_audit.label_noise=drop"] for a in ("-S", o)]
+    start = time.perf_counter()
+    with open(log_path, "a") as log:
+        done = subprocess.run(command, cwd=workdir, stdout=log, stderr=subprocess.STDOUT, env=env)
+    if done.returncode:
+        raise SystemExit(f"`{' '.join(command)}` failed ({done.returncode}); see {log_path}")
+    compare = subprocess.run(
+        ["rakuten", "compare", "full-size", "full-size-drop", "--json"],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    wall = round(time.perf_counter() - start, 1)
+    return {"command": " ".join(command), "wall_s": wall, "compare": json.loads(compare.stdout)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/rakuten_full_scale"))
     parser.add_argument("--set", action="append", default=[], help="extra `dvc exp run -S` override")
     parser.add_argument("--interval", type=float, default=0.5)
     parser.add_argument("--keep", action="store_true", help="keep the clone (default: removed at the end)")
+    parser.add_argument("--no-drop", action="store_true", help="skip the label_audit.label_noise=drop run")
     parser.add_argument("--machine", default=f"{os.cpu_count()}-core {platform.machine()}")
     parser.add_argument("--out", type=Path, default=ROOT / "reports/bench/full_scale.json")
     args = parser.parse_args()
@@ -156,6 +183,7 @@ def main() -> None:
     from rakuten.core.io import read_json, write_json
 
     metrics = read_json(args.workdir / "reports/metrics.json")
+    audit = read_json(args.workdir / "reports/label_audit.json")
     split = read_json(args.workdir / "reports/split.json")
     hashes = read_json(args.workdir / "reports/image_hash.json")
     quality = read_json(args.workdir / "reports/image_quality.json")
@@ -167,6 +195,7 @@ def main() -> None:
         "dvc_overhead_s": round(total - sum(s["wall_s"] for s in stages.values()), 1),
         "stages": stages,
         "metrics": metrics,
+        "label_audit": audit,
         "split_groups": split["duplicate_groups"],
         "image_hash": {
             k: hashes[k]
@@ -188,6 +217,9 @@ def main() -> None:
         "an upper bound); wall_s is +-interval/2",
     }
     write_json(result, args.out)
+    if not args.no_drop:
+        result["label_noise_drop"] = drop_run(args.workdir, overrides, env, log_path)
+        write_json(result, args.out)
     print(f"{'stage':<14}{'wall s':>9}{'peak tree RSS MiB':>20}{'largest process MiB':>22}")
     for name, s in stages.items():
         print(f"{name:<14}{s['wall_s']:>9.1f}{s['peak_tree_rss_mib']:>20.1f}{s['peak_process_rss_mib']:>22.1f}")

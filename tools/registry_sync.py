@@ -8,7 +8,8 @@ module writes them from the registry, so adding a model never means editing them
 - the ``fusion``, ``evaluate`` and ``submission`` deps on ``reports/probs/<name>.parquet``, one per model,
   at the place of the first one (the lines around them are kept);
 - ``evaluate``'s dep on ``models/<image model>``, the model its report explains (``report_image``);
-- ``evaluate``'s ``plots:``: one confusion matrix per model, the chosen fusion and each fusion strategy.
+- ``evaluate``'s ``plots:``: one confusion matrix per model, the chosen fusion and each fusion strategy, then the
+  risk-coverage curve of the review threshold.
 
 ``python -m tools.registry_sync --write`` rewrites them (nothing else changes); without ``--write`` it exits 1
 naming what differs (``tests/integration/test_registry_sync.py`` checks the committed file).
@@ -58,7 +59,8 @@ def artifacts_block(models: Sequence[registry.ModelSpec]) -> list[str]:
 
 
 def plots_block(models: Sequence[registry.ModelSpec], indent: int) -> list[str]:
-    """``evaluate``'s plots: a confusion matrix per model, the chosen fusion and every strategy (one anchor)."""
+    """``evaluate``'s plots: a confusion matrix per model, the chosen fusion and every strategy (one anchor),
+    then the fused model's risk-coverage curve (one per run, whatever the models)."""
     pad = " " * indent
     names = [*(m.name for m in models), "fusion", *(f"fusion_{s}" for s in STRATEGIES)]
     out = [
@@ -68,7 +70,13 @@ def plots_block(models: Sequence[registry.ModelSpec], indent: int) -> list[str]:
         f"{pad}    y: predicted\n",
         f"{pad}    cache: false\n",
     ]
-    return out + [f"{pad}- reports/plots/confusion_{name}.csv: *confusion\n" for name in names[1:]]
+    out += [f"{pad}- reports/plots/confusion_{name}.csv: *confusion\n" for name in names[1:]]
+    return out + [
+        f"{pad}- reports/plots/risk_coverage.csv:   # precision of the auto-accepted test rows against their share\n",
+        f"{pad}    x: coverage\n",
+        f"{pad}    y: precision\n",
+        f"{pad}    cache: false\n",
+    ]
 
 
 def _indent(line: str) -> int:

@@ -20,7 +20,8 @@ from rakuten.data.sample.config import SampleConfig
 from rakuten.data.sample.defects import DEFECT_TYPES, plan_image_defects
 from rakuten.data.sample.generate import write_sample
 from rakuten.data.sample.images import red_ratio, render_product
-from rakuten.data.sample.labels import proportional_labels
+from rakuten.data.sample.labels import proportional_labels, siblings
+from rakuten.data.sample.noise import plant_label_noise
 from tests.conftest import TINY
 
 
@@ -202,3 +203,56 @@ def test_planted_image_defects_exist_as_recorded(tiny_sample):
 def test_config_rejects_too_small_catalog():
     with pytest.raises(PipelineError, match=r"sample\.n_train = 10, expected an integer in \[54, inf\]"):
         parse_section(SampleConfig, {**defaults(SampleConfig), "n_train": 10}, "sample")
+
+
+# ------------------------------------------------------------------------------------ label noise
+
+
+@pytest.mark.param_effect("sample.label_noise")
+def test_label_noise_switches_its_share_of_labelled_rows_to_sibling_classes():
+    n_train, n = 5000, 5400
+    labels = proportional_labels(n, np.random.default_rng(0))
+    protected = set(range(0, 400, 2))
+    given, records = plant_label_noise(labels, n_train, 0.03, 42, protected)
+    rows = [r["row"] for r in records]
+    assert len(records) == 150 and rows == sorted(rows) and len(set(rows)) == 150
+    assert all(r < n_train and r not in protected for r in rows), "only labelled rows, never a duplicated text"
+    assert all(r["true"] == labels[r["row"]] and r["given"] in siblings(r["true"]) for r in records)
+    changed = np.flatnonzero(given != labels)
+    assert changed.tolist() == rows, "exactly the recorded rows change, each to its recorded label"
+    assert [int(given[r]) for r in rows] == [r["given"] for r in records]
+    again, same = plant_label_noise(labels, n_train, 0.03, 42, protected)
+    assert np.array_equal(again, given) and same == records
+    assert plant_label_noise(labels, n_train, 0.03, 43, protected)[1] != records
+    none, empty = plant_label_noise(labels, n_train, 0.0, 42, protected)
+    assert np.array_equal(none, labels) and empty == []
+    assert len(plant_label_noise(labels, n_train, 0.1, 42, protected)[1]) == 500
+
+
+def test_label_noise_never_exceeds_the_rows_that_can_take_it():
+    labels = proportional_labels(100, np.random.default_rng(1))
+    _, records = plant_label_noise(labels, 100, 0.5, 0, set(range(90)))
+    assert sorted(r["row"] for r in records) == list(range(90, 100))
+
+
+def test_label_noise_changes_y_train_only(tmp_path):
+    """Apart from the switched labels (and their record), the catalog is byte-identical with and without noise."""
+    base = SampleConfig(n_train=120, n_test=10, image_size=32, seed=4, n_jobs=1, label_noise=0.0)
+    write_sample(base, tmp_path / "clean")
+    write_sample(replace(base, label_noise=0.1), tmp_path / "noisy")
+    clean, noisy = _tree_digest(tmp_path / "clean"), _tree_digest(tmp_path / "noisy")
+    assert set(clean) == set(noisy)
+    assert sorted(k for k in clean if clean[k] != noisy[k]) == ["Y_train_CVw08PX.csv", "defects.json"]
+    y = {k: pd.read_csv(tmp_path / k / "Y_train_CVw08PX.csv", index_col=0)["prdtypecode"] for k in ("clean", "noisy")}
+    truth = {k: json.loads((tmp_path / k / "defects.json").read_text()) for k in ("clean", "noisy")}
+    records = truth["noisy"]["label_noise"]
+    assert len(records) == 12 and truth["clean"]["label_noise"] == []
+    assert y["clean"].index[y["clean"] != y["noisy"]].tolist() == [r["row"] for r in records]
+    assert all(y["clean"][r["row"]] == r["true"] and y["noisy"][r["row"]] == r["given"] for r in records)
+    duplicated = {row for pair in truth["noisy"]["duplicate_texts"] for row in pair}
+    assert duplicated and not duplicated & {r["row"] for r in records}
+    differ = {k for k in truth["clean"] if truth["clean"][k] != truth["noisy"][k]}
+    assert differ == {"config", "label_noise"}
+    assert {k for k in truth["clean"]["config"] if truth["clean"]["config"][k] != truth["noisy"]["config"][k]} == {
+        "label_noise"
+    }

@@ -110,7 +110,11 @@ def test_declared_plots_match_the_files_evaluate_writes():
     stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
     declared = {next(iter(p)) for p in stages["evaluate"]["plots"]}
     names = [*registry.MODELS, "fusion", *(f"fusion_{s}" for s in STRATEGIES)]
-    assert declared == {f"reports/plots/confusion_{n}.csv" for n in names}
+    confusions = {f"reports/plots/confusion_{n}.csv" for n in names}
+    assert declared == confusions | {"reports/plots/risk_coverage.csv"}
     for p in stages["evaluate"]["plots"]:
-        props = next(iter(p.values()))
-        assert props["template"] == "confusion" and {props["x"], props["y"]} == {"actual", "predicted"}
+        path, props = next(iter(p.items()))
+        if path in confusions:
+            assert props["template"] == "confusion" and {props["x"], props["y"]} == {"actual", "predicted"}
+        else:  # the columns evaluate writes (rakuten.evaluation.reliability.risk_coverage_points)
+            assert (props["x"], props["y"]) == ("coverage", "precision")

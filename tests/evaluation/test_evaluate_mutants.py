@@ -234,7 +234,8 @@ def test_labelled_predictions_long_table():
         }
     )
     out = E.labelled_predictions(models, fused, strategies)
-    assert out.columns.tolist() == ["name", "kind", "split", "actual", "predicted"]
+    assert out.columns.tolist() == ["name", "kind", "row_id", "split", "actual", "predicted"]
+    assert out["row_id"].tolist() == [1, 5, 7] * 5  # each name's rows keep their ids (the pairing of resamples)
     expected = [
         ["tfidf_svm", "model", "val", 10, 10],
         ["tfidf_svm", "model", "test", 40, 40],
@@ -252,7 +253,7 @@ def test_labelled_predictions_long_table():
         ["fusion_max_rule", "fusion", "test", 40, 10],
         ["fusion_max_rule", "fusion", "test", 2905, 10],
     ]
-    assert out.values.tolist() == expected
+    assert out.drop(columns="row_id").values.tolist() == expected
     assert out.index.tolist() == list(range(len(expected)))
     assert out["actual"].dtype == np.int64 and out["predicted"].dtype == np.int64
 

@@ -276,6 +276,7 @@ FAST = {
     "fusion.cv_folds": 3,
     "fusion.xgboost.n_estimators": 10,
     "fusion.n_jobs": 1,
+    "review.target_precision": 0.9,  # read by the stage (section review)
 }
 
 
@@ -291,10 +292,15 @@ def test_stage_writes_its_outputs(tmp_path):
     assert report["chosen"] in STRATEGIES and len(report["strategies"]) == len(STRATEGIES)
     preds = pd.read_parquet(tmp_path / "reports/fusion_predictions.parquet")
     assert set(preds["split"]) == {"val", "test"}
-    # row 5 (val) has no image: its fused probabilities are the text model's alone
-    row = table[table["row_id"] == 5].filter(like="p_").to_numpy()
+    # row 5 (val) has no image: its fused probabilities, before calibration, are the text model's alone
+    uncalibrated = pd.read_parquet(tmp_path / "reports/fusion_uncalibrated.parquet")
+    assert uncalibrated.columns.tolist() == table.columns.tolist() and len(uncalibrated) == len(table)
+    row = uncalibrated[uncalibrated["row_id"] == 5].filter(like="p_").to_numpy()
     text_row = tables["tfidf_svm"][tables["tfidf_svm"]["row_id"] == 5].filter(like="p_").to_numpy()
     assert np.allclose(row, text_row, atol=1e-6)
+    assert report["calibration"]["chosen"] in ("none", "temperature", "vector_scaling")
+    assert [c["method"] for c in report["calibration"]["candidates"]] == ["none", "temperature", "vector_scaling"]
+    assert report["review"]["target_precision"] == 0.9 and report["review"]["threshold"] == report["review_threshold"]
 
 
 def test_stage_missing_table_is_one_line(tmp_path):

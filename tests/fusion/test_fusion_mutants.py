@@ -500,6 +500,8 @@ def test_summary_with_and_without_combiner_weights():
         "modalities": ["text", "image"],
         "weights": None,
         "fallback_weights": {"a": 0.25, "b": 0.75},
+        "calibration": {"method": "none", "params": {}},
+        "review_threshold": None,
     }
     voted = replace_combiner(model, SoftVote([1, 4]))
     assert voted.summary()["weights"] == {"a": 0.2, "b": 0.8}
@@ -636,18 +638,26 @@ def test_fuse_tables_table_holds_oof_on_val_and_the_model_on_other_rows(fused):
     val_pred = result.predictions[
         (result.predictions["split"] == "val") & (result.predictions["strategy"] == result.model.strategy)
     ]
-    val_table = table[table["split"] == "val"].set_index("row_id").loc[val_pred["row_id"]]
+    uncalibrated = result.uncalibrated
+    val_table = uncalibrated[uncalibrated["split"] == "val"].set_index("row_id").loc[val_pred["row_id"]]
     codes = np.asarray(CLASS_CODES)[val_table[list(PROBA_COLUMNS)].to_numpy().argmax(1)]
     assert codes.tolist() == val_pred["predicted"].tolist()
+    raw_other = uncalibrated[list(PROBA_COLUMNS)].to_numpy(np.float64)[other]
+    assert np.allclose(proba[other], result.model.calibrator.transform(raw_other), atol=1e-5)
 
 
 def test_fuse_tables_missing_image_rows_use_the_text_model(fused):
+    """Before calibration (the uncalibrated table), a row without its image is the text model's alone; the
+    calibrated table is that, calibrated (test rows: the model's calibrator)."""
     tables, plain, partial, val_id, test_id = fused
     text = tables["tfidf_svm"].set_index("row_id")[list(PROBA_COLUMNS)]
-    table = partial.table.set_index("row_id")[list(PROBA_COLUMNS)]
+    table = partial.uncalibrated.set_index("row_id")[list(PROBA_COLUMNS)]
     for row_id in (val_id, test_id):
         assert np.allclose(table.loc[row_id].to_numpy(), text.loc[row_id].to_numpy(), atol=1e-6)
-    untouched = plain.table.set_index("row_id")[list(PROBA_COLUMNS)].drop(index=[val_id, test_id])
+    calibrated = partial.table.set_index("row_id").loc[test_id, list(PROBA_COLUMNS)].to_numpy(np.float64)
+    expected = partial.model.calibrator.transform(text.loc[[test_id]].to_numpy(np.float64))[0]
+    assert np.allclose(calibrated, expected, atol=1e-5)
+    untouched = plain.uncalibrated.set_index("row_id")[list(PROBA_COLUMNS)].drop(index=[val_id, test_id])
     assert np.allclose(table.drop(index=[val_id, test_id]).to_numpy(), untouched.to_numpy(), atol=1e-6)
     # image_ok given for only some rows: the others count as readable (fillna(True))
     again = fusion.fuse_tables(
@@ -657,12 +667,12 @@ def test_fuse_tables_missing_image_rows_use_the_text_model(fused):
         image_ok=pd.Series([False], index=[test_id]),
         text_ok=pd.Series([True], index=[test_id]),
     )
-    got = again.table.set_index("row_id").loc[test_id, list(PROBA_COLUMNS)].to_numpy(np.float64)
+    got = again.uncalibrated.set_index("row_id").loc[test_id, list(PROBA_COLUMNS)].to_numpy(np.float64)
     assert np.allclose(got, text.loc[test_id].to_numpy(), atol=1e-6)
-    others = again.table.set_index("row_id")[list(PROBA_COLUMNS)].drop(index=[test_id])
+    others = again.uncalibrated.set_index("row_id")[list(PROBA_COLUMNS)].drop(index=[test_id])
     assert np.allclose(
         others.to_numpy(),
-        plain.table.set_index("row_id")[list(PROBA_COLUMNS)].drop(index=[test_id]).to_numpy(),
+        plain.uncalibrated.set_index("row_id")[list(PROBA_COLUMNS)].drop(index=[test_id]).to_numpy(),
         atol=1e-6,
     )  # rows not listed: both inputs present
     assert again.predictions.index.tolist() == list(range(len(again.predictions)))
@@ -674,11 +684,11 @@ def test_fuse_tables_text_ok_alone_drops_the_text_model(fused):
         tables, ["text", "image"], small_config(list(tables)), text_ok=pd.Series([False], index=[test_id])
     )
     image = tables["resnet50"].set_index("row_id")[list(PROBA_COLUMNS)]
-    table = result.table.set_index("row_id")[list(PROBA_COLUMNS)]
+    table = result.uncalibrated.set_index("row_id")[list(PROBA_COLUMNS)]
     assert np.allclose(table.loc[test_id].to_numpy(), image.loc[test_id].to_numpy(), atol=1e-6)
     assert np.allclose(
         table.drop(index=[test_id]).to_numpy(),
-        plain.table.set_index("row_id")[list(PROBA_COLUMNS)].drop(index=[test_id]).to_numpy(),
+        plain.uncalibrated.set_index("row_id")[list(PROBA_COLUMNS)].drop(index=[test_id]).to_numpy(),
         atol=1e-6,
     )
 

@@ -122,6 +122,9 @@ def write_stage_inputs(
             "prdtypecode": any_table["prdtypecode"],
         }
     ).to_parquet(root / "data/interim/catalog.parquet", index=False)
+    # the label audit's outputs the evaluate stage's report reads: one flagged row, no ground truth (raw-like)
+    (root / "reports/label_issues.csv").write_text(f"row_id,given,suggested,score\n{ids[0]},10,40,0.01\n")
+    (root / "reports/label_audit.json").write_text('{"rows_audited": 1, "flagged": 1}\n')
 
 
 __all__ = [

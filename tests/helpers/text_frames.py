@@ -22,8 +22,8 @@ def text_model_frame(tiny_split: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_stage_inputs(workdir, tiny_split: pd.DataFrame, frame: pd.DataFrame) -> None:
-    """The files a text model stage reads (catalog, split, text.parquet and text_clean's record of its
-    params), written under ``workdir``."""
+    """The files a text model stage reads (catalog, split and training split, text.parquet and text_clean's
+    record of its params), written under ``workdir``."""
     from rakuten.contracts.preprocessing import write_record
     from rakuten.core.config import from_params
     from rakuten.text.text_clean import TEXT_COLUMNS, TextCleanConfig
@@ -32,7 +32,8 @@ def write_stage_inputs(workdir, tiny_split: pd.DataFrame, frame: pd.DataFrame) -
     (workdir / "data/processed").mkdir(parents=True, exist_ok=True)
     catalog_columns = [c for c in tiny_split.columns if c not in ("split", "group_id")]
     tiny_split[catalog_columns].to_parquet(workdir / "data/interim/catalog.parquet", index=False)
-    tiny_split[["row_id", "split", "group_id"]].to_parquet(workdir / "data/interim/split.parquet", index=False)
+    for name in ("split", "training_split"):  # the split stage's, and label_audit's (what model stages read)
+        tiny_split[["row_id", "split", "group_id"]].to_parquet(workdir / f"data/interim/{name}.parquet", index=False)
     frame[list(TEXT_COLUMNS)].to_parquet(workdir / "data/processed/text.parquet", index=False)
     write_record(
         "text_clean",

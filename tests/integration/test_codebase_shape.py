@@ -20,6 +20,7 @@ STAGE_MODULES = {
     "split": "data/split.py",
     "text_clean": "text/text_clean.py",
     "image_clean": "image/image_clean.py",
+    "label_audit": "evaluation/label_audit",
     "tfidf_svm": "models/tfidf_svm.py",
     "fasttext": "models/fasttext.py",
     "camembert": "models/camembert",

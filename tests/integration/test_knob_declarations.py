@@ -34,7 +34,7 @@ def test_each_stage_tracks_the_non_runtime_knobs_of_the_sections_its_script_pars
     spec = yaml.safe_load((REPO / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
     listed = {name: stage.get("params", []) for name, stage in spec.items() if stage.get("params")}
     assert listed == params_yaml.stage_params(REPO)
-    assert params_yaml.parsed_sections(REPO / "stages/evaluate.py") == ["data", "fusion", "report"]
+    assert params_yaml.parsed_sections(REPO / "stages/evaluate.py") == ["data", "fusion", "evaluate", "report"]
 
 
 def test_no_runtime_knob_is_tracked_by_any_stage():

@@ -50,7 +50,7 @@ def test_the_committed_parts_name_every_registered_model():
     assert list(spec["artifacts"]) == [*(m.name for m in MODELS), "fusion"]
     plots = [next(iter(p)) for p in spec["stages"]["evaluate"]["plots"]]
     names = [*(m.name for m in MODELS), "fusion", *(f"fusion_{s}" for s in STRATEGIES)]
-    assert plots == [f"reports/plots/confusion_{n}.csv" for n in names]
+    assert plots == [*(f"reports/plots/confusion_{n}.csv" for n in names), "reports/plots/risk_coverage.csv"]
 
 
 def test_a_new_model_reaches_every_per_model_part_and_nothing_else():

@@ -97,7 +97,7 @@ def _write_inputs(frame: pd.DataFrame, workdir: Path, overrides: dict) -> None:
     (workdir / "data" / "interim").mkdir(parents=True)
     (workdir / "data" / "processed").mkdir(parents=True)
     frame[["row_id", "prdtypecode"]].to_parquet(workdir / "data/interim/catalog.parquet")
-    frame[["row_id", "split"]].to_parquet(workdir / "data/interim/split.parquet")
+    frame[["row_id", "split"]].to_parquet(workdir / "data/interim/training_split.parquet")  # label_audit's
     frame[["row_id", "text_light"]].assign(text_norm=frame["text_light"].str.lower()).to_parquet(
         workdir / "data/processed/text.parquet"
     )

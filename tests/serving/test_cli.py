@@ -179,7 +179,9 @@ def test_predicts_every_row_and_degrades_to_the_available_modality(workspace):
         "top3_code",
         "top3_proba",
         "inputs_used",
+        "needs_review",
     ]
+    assert not out["needs_review"].any()  # a fused model saved without a review threshold: nothing to review
     # both inputs: soft vote 0.6 text (class len("abc") = 3) + 0.4 image (class 5)
     assert out.loc[90000, "prdtypecode"] == CLASS_CODES[3] and out.loc[90000, "inputs_used"] == "text+image"
     assert out.loc[90000, "top2_code"] == CLASS_CODES[IMAGE_CLASS]
@@ -194,6 +196,41 @@ def test_predicts_every_row_and_degrades_to_the_available_modality(workspace):
     # neither: still a prediction, flagged
     assert out.loc[90003, "inputs_used"].startswith("none (text empty, image missing)")
     assert out["prdtypecode"].isin(CLASS_CODES).all()
+
+
+def test_prints_calibrated_probabilities_and_flags_rows_to_review(workspace):
+    """A fused model calibrated (temperature 2) with a review threshold of 0.25: the printed probabilities are
+    the calibrated ones and needs_review flags the rows whose calibrated top probability is below 0.25."""
+    from rakuten.fusion.calibration import Temperature
+
+    persistence.save(
+        FusedModel(
+            "soft_vote",
+            ["fake_text", "fake_image"],
+            ["text", "image"],
+            SoftVote([0.6, 0.4]),
+            np.array([0.6, 0.4]),
+            calibrator=Temperature(2.0),
+            review_threshold=0.25,
+        ),
+        workspace / "models" / "fusion",
+    )
+    record_outputs(workspace, "models/fusion")
+    assert _run(workspace) == 0
+    out = pd.read_csv(workspace / "out.csv", index_col=0)
+
+    def calibrated_top(raw: np.ndarray) -> float:  # temperature 2: sqrt of each probability, renormalised
+        root = np.sqrt(raw)
+        return float(root.max() / root.sum())
+
+    both = 0.6 * _peaked(1, np.array([3]), 0.8)[0] + 0.4 * _peaked(1, np.array([IMAGE_CLASS]), 0.7)[0]
+    text_only, image_only = _peaked(1, np.array([4]), 0.8)[0], _peaked(1, np.array([IMAGE_CLASS]), 0.7)[0]
+    expected = {90000: calibrated_top(both), 90001: calibrated_top(text_only), 90002: calibrated_top(image_only)}
+    for index, top in expected.items():
+        assert out.loc[index, "top1_proba"] == pytest.approx(top, abs=1e-6)
+    assert expected[90001] > 0.25 > expected[90002] > expected[90000]  # 0.282, 0.230, 0.192
+    assert out["needs_review"].tolist() == [True, False, True, True]
+    assert out.loc[90000, "prdtypecode"] == CLASS_CODES[3]  # temperature keeps the argmax
 
 
 def test_cleans_as_trained_and_warns_when_params_changed_since(workspace, capsys):

@@ -88,6 +88,26 @@ def test_prediction_table_top3_sorted_with_labels():
     assert (out["prdtypecode"] == out["top1_code"]).all()
     assert [CLASS_LABELS[c] for c in out["prdtypecode"]] == out["label"].tolist()
     assert out["prdtypecode"].tolist() == [CLASS_CODES[i] for i in proba.argmax(1)]
+    assert out.columns[-2:].tolist() == ["inputs_used", "needs_review"]
+    assert out["needs_review"].dtype == bool and not out["needs_review"].any()  # no flags given: none to review
+    flagged = prediction_table(np.arange(5), proba, ["text+image"] * 5, needs_review=np.array([1, 0, 0, 1, 0]))
+    assert flagged["needs_review"].tolist() == [True, False, False, True, False]
+
+
+def test_official_submission_keeps_its_format_with_a_calibrated_model(fitted):
+    """The fused model is calibrated (vector scaling may move an argmax): the submission is still the argmax
+    of what the model predicts, in the challenge's two columns."""
+    tables, model = fitted
+    assert model.calibrator is not None and model.review_threshold is not None
+    sub, _ = official_submission(_catalog(tables), model, tables)
+    assert sub.columns.tolist() == ["prdtypecode"] and sub.index.name is None
+    official = tables["tfidf_svm"][tables["tfidf_svm"]["split"] == "official_test"].sort_values("row_id")
+    mats = [
+        t.set_index("row_id").loc[official["row_id"], [c for c in t.columns if c.startswith("p_")]].to_numpy()
+        for t in (tables[m] for m in model.models)
+    ]
+    expected = np.asarray(CLASS_CODES)[model.predict_proba(mats).argmax(1)]
+    assert sub.loc[official["row_id"] + 84916, "prdtypecode"].tolist() == expected.tolist()
 
 
 def test_catalog_rows_flags_missing_images(tmp_path):

@@ -100,6 +100,9 @@ def test_health_and_metadata_name_the_served_artifacts(client, served):
     assert health["status"] == "ok" and health["models"] == list(predictor.models.fused.models)
     meta = client.get("/metadata").json()
     assert meta["strategy"] == predictor.models.fused.strategy
+    fused = predictor.models.fused
+    assert meta["calibration"]["method"] == fused.calibrator.method in ("none", "temperature", "vector_scaling")
+    assert meta["review_threshold"] == pytest.approx(fused.review_threshold, abs=1e-6)
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     recorded = {out["path"]: out["md5"] for stage in lock["stages"].values() for out in stage.get("outs", [])}
     names = [m["name"] for m in meta["models"]]
@@ -137,6 +140,8 @@ def test_single_product_answers_as_rakuten_predict(client, served, tmp_path):
         assert response.status_code == 200, response.text
         answer = response.json()
         assert answer["inputs_used"] == expected["inputs_used"] == used
+        assert answer["needs_review"] is bool(expected["needs_review"])
+        assert answer["needs_review"] is (answer["top"][0]["proba"] < served[1].models.fused.review_threshold)
         assert (
             answer["prdtypecode"] == expected["prdtypecode"] and answer["label"] == CLASS_LABELS[answer["prdtypecode"]]
         )
@@ -317,7 +322,7 @@ def test_limits_must_be_positive():
 def test_page_is_served_with_the_form(client):
     response = client.get("/")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
-    for element in ('id="designation"', 'id="description"', 'id="image"', 'id="explain"', 'id="top"'):
+    for element in ('id="designation"', 'id="description"', 'id="image"', 'id="explain"', 'id="top"', 'id="review"'):
         assert element in response.text
 
 

@@ -98,6 +98,10 @@ def test_page_classifies_a_product_with_its_photo_and_explains_it(service):
         first = items.nth(0).inner_text()
         assert CLASS_LABELS[codes[0]] in first and f"{100 * expected['top'][0]['proba']:.1f} %" in first
         assert page.inner_text("#inputs-used") == "text+image"
+        badge = page.locator("#review")
+        assert badge.inner_text() == ("needs review" if expected["needs_review"] else "auto-accept")
+        assert badge.get_attribute("data-needs-review") == str(expected["needs_review"]).lower()
+        assert badge.is_visible()
         models = page.locator("#explanations .model")
         shown = {models.nth(i).get_attribute("data-model") for i in range(models.count())}
         assert {"tfidf_svm", "camembert", "resnet50"} <= shown

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from rakuten.contracts.model_files import TRAINING_SPLIT
 from rakuten.core.errors import PipelineError
 from rakuten.core.io import read_json, read_parquet
 
@@ -118,10 +119,9 @@ def flags(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return text_ok, image_ok
 
 
-def load_rows(
-    catalog: str | Path = "data/interim/catalog.parquet", split: str | Path = "data/interim/split.parquet"
-) -> pd.DataFrame:
-    """Catalog rows (``row_id``, ``prdtypecode``) with their split, as every model stage scores them."""
+def load_rows(catalog: str | Path = "data/interim/catalog.parquet", split: str | Path = TRAINING_SPLIT) -> pd.DataFrame:
+    """Catalog rows (``row_id``, ``prdtypecode``) with their split, as every model stage scores them (the
+    training split: without the train rows the label audit drops)."""
     rows = read_parquet(catalog, stage_hint="ingest")[["row_id", "prdtypecode"]]
     return rows.merge(
         read_parquet(split, stage_hint="split")[["row_id", "split"]], on="row_id", how="inner", validate="one_to_one"

@@ -18,6 +18,11 @@ from rakuten.contracts.metrics import scores
 from rakuten.core.errors import PipelineError
 from rakuten.core.io import write_json, write_parquet
 
+#: the duplicate-aware split of the ``split`` stage, and the one the model stages train with: the same rows,
+#: except that with ``label_audit.label_noise = drop`` the train rows the label audit flags have split
+#: ``dropped`` (val, test and official_test rows are always the same)
+SPLIT = Path("data/interim/split.parquet")
+TRAINING_SPLIT = Path("data/interim/training_split.parquet")
 PROBS_DIR = Path("reports/probs")
 METRICS_DIR = Path("reports/metrics")
 SCORED_SPLITS = ("val", "test")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from rakuten.contracts import registry
 from rakuten.core.config import ConfigError, invalid, knob
+from rakuten.fusion.calibration import METHODS as CALIBRATION_METHODS
 from rakuten.fusion.meta import META_LEARNERS, LinearSvmMeta, LogregMeta, XgboostMeta
 from rakuten.fusion.strategies import STRATEGIES
 
@@ -45,7 +46,15 @@ class FusionConfig:
     voting_stacking_meta: str = knob(
         "xgboost", "meta-learner of voting_stacking: logreg, linear_svm or xgboost", choices=META_LEARNERS
     )
-    cv_folds: int = knob(5, "out-of-fold val score of each strategy (duplicate groups kept in one fold)", lo=2)
+    calibration: str = knob(
+        "auto",
+        "calibrator of the fused probabilities, fitted on val: auto = lowest cross-fitted val log loss "
+        "among none, temperature (one T) and vector_scaling (per-class scale and bias)",
+        choices=("auto", *CALIBRATION_METHODS),
+    )
+    cv_folds: int = knob(
+        5, "out-of-fold val score of each strategy and calibrator (duplicate groups kept in one fold)", lo=2
+    )
     seed: int = knob(42, "seed of the CV folds and the meta-learners", lo=0)
     n_jobs: int = knob(
         1,

@@ -3,12 +3,14 @@
 Late fusion of the models' class probabilities (the study's section VI). The pieces, one module each:
 the strategies (:mod:`~rakuten.fusion.strategies`, :mod:`~rakuten.fusion.weights`,
 :mod:`~rakuten.fusion.meta`), the fitting and out-of-fold choice on validation rows
-(:mod:`~rakuten.fusion.selection`), the fused model with its missing-input fallback
-(:mod:`~rakuten.fusion.model`), its files (:mod:`~rakuten.fusion.persistence`) and its params
+(:mod:`~rakuten.fusion.selection`), the calibration of the chosen fusion and its human-review threshold
+(:mod:`~rakuten.fusion.calibration`, :mod:`~rakuten.fusion.review`), the fused model with its missing-input
+fallback (:mod:`~rakuten.fusion.model`), its files (:mod:`~rakuten.fusion.persistence`) and its params
 (:mod:`~rakuten.fusion.config`). Here: aligning the tables and reporting every strategy on test.
 
-No leakage, by construction: only validation rows reach :func:`rakuten.fusion.selection.fit_fusion`;
-test rows only ever pass through ``predict_proba`` to be reported.
+No leakage, by construction: only validation rows reach :func:`rakuten.fusion.selection.fit_fusion`,
+:func:`rakuten.fusion.calibration.choose` and :func:`rakuten.fusion.review.choose_threshold`; test rows
+only ever pass through ``predict_proba`` to be reported.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ import pandas as pd
 from rakuten.contracts.classes import PROBA_COLUMNS, codes_to_indices, indices_to_codes
 from rakuten.contracts.metrics import scores
 from rakuten.core.errors import PipelineError
-from rakuten.fusion import selection
+from rakuten.fusion import calibration, selection
 from rakuten.fusion.config import FusionConfig
 from rakuten.fusion.model import FusedModel, availability
 from rakuten.fusion.probs import normalise_rows
+from rakuten.fusion.review import ReviewConfig, ReviewThreshold, choose_threshold
 from rakuten.fusion.strategies import STRATEGIES
 
 log = logging.getLogger(__name__)
@@ -68,8 +71,11 @@ def align_tables(tables: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, list[np
 class FusionResult:
     model: FusedModel
     comparison: pd.DataFrame  # one row per strategy: val CV and test scores, chosen flag
-    table: pd.DataFrame  # the chosen fusion in the probability-table contract
+    table: pd.DataFrame  # the chosen fusion, calibrated, in the probability-table contract
     predictions: pd.DataFrame  # row_id, split, prdtypecode, strategy, predicted (val out-of-fold + test)
+    uncalibrated: pd.DataFrame  # the chosen fusion before calibration, same contract (val: out-of-fold)
+    calibration: dict  # the calibration block of reports/fusion.json (candidates, chosen, params)
+    review: dict  # the review block of reports/fusion.json (target, threshold, val coverage / precision)
 
 
 def _predictions(
@@ -133,11 +139,14 @@ def fuse_tables(
     groups: pd.Series | None = None,
     text_ok: pd.Series | None = None,
     image_ok: pd.Series | None = None,
+    review: ReviewConfig | None = None,
 ) -> FusionResult:
-    """Fit on validation rows, choose on out-of-fold validation weighted F1, report on test.
+    """Fit on validation rows, choose on out-of-fold validation weighted F1, calibrate the chosen fusion and
+    set its review threshold on validation, report on test.
 
     ``groups``/``text_ok``/``image_ok`` are Series indexed by row_id (optional). Validation rows
-    in the output carry their out-of-fold probabilities, so their score stays honest.
+    in the output carry their out-of-fold probabilities (calibrated by a calibrator fitted on the other
+    folds), so their scores stay honest.
     """
     from rakuten.contracts.model_files import proba_frame
 
@@ -157,17 +166,50 @@ def fuse_tables(
     records, preds = _report_strategies(fitted, chosen, rows, mats, val)
 
     avail = _availability(rows, modalities, text_ok, image_ok)
-    fused = model.predict_proba(mats, avail)
-    fused[val] = (
+    raw = model.raw_proba(mats, avail)
+    raw[val] = (
         fitted.oof[chosen]
         if avail is None
         else _oof_with_fallback(model, fitted.oof[chosen], [m[val] for m in mats], avail[val])
     )
+    raw = normalise_rows(raw)
+    fused, calib, threshold = _calibrate(model, raw, val, y_val, g_val, cfg, review or ReviewConfig())
     predictions = pd.concat(preds, ignore_index=True)
     predictions["prdtypecode"] = pd.array(predictions["prdtypecode"], dtype="Int64")
     return FusionResult(
-        model, pd.DataFrame.from_records(records), proba_frame(rows, normalise_rows(fused)), predictions
+        model,
+        pd.DataFrame.from_records(records),
+        proba_frame(rows, fused),
+        predictions,
+        proba_frame(rows, raw),
+        calib.report(),
+        threshold.report(),
     )
+
+
+def _calibrate(
+    model: FusedModel,
+    raw: np.ndarray,
+    val: np.ndarray,
+    y_val: np.ndarray,
+    g_val: np.ndarray | None,
+    cfg: FusionConfig,
+    review: ReviewConfig,
+) -> tuple[np.ndarray, calibration.Calibration, ReviewThreshold]:
+    """Calibrate the fused probabilities ``raw`` and set the review threshold, both on validation rows only.
+
+    The calibrator is cross-fitted on the folds the strategies were scored on (duplicate groups in one
+    fold): validation rows get their out-of-fold calibrated probabilities, the threshold is chosen on
+    those, and the calibrator refitted on every validation row is stored in ``model`` for the other rows.
+    """
+    splits = selection.cv_splits(y_val, g_val, cfg.cv_folds, cfg.seed)
+    calib = calibration.choose(raw[val], y_val, splits, cfg.calibration)  # validation rows only
+    model.calibrator = calib.calibrator
+    threshold = choose_threshold(calib.oof, y_val, review.target_precision)
+    model.review_threshold = threshold.threshold
+    fused = model.calibrator.transform(raw)
+    fused[val] = calib.oof
+    return normalise_rows(fused), calib, threshold
 
 
 def _oof_with_fallback(model: FusedModel, oof: np.ndarray, mats: list[np.ndarray], avail: np.ndarray) -> np.ndarray:
@@ -175,5 +217,5 @@ def _oof_with_fallback(model: FusedModel, oof: np.ndarray, mats: list[np.ndarray
     out = oof.copy()
     partial = ~avail.all(axis=1)
     if partial.any():
-        out[partial] = model.predict_proba([m[partial] for m in mats], avail[partial])
+        out[partial] = model.raw_proba([m[partial] for m in mats], avail[partial])
     return out

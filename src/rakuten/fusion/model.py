@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from rakuten.core.errors import PipelineError
-from rakuten.fusion.probs import check_inputs
+from rakuten.fusion.probs import check_inputs, normalise_rows
 
 #: the inputs a model of each modality reads (registry.MODALITIES); it is available when it has any of them
 MODALITY_INPUTS = {"text": ("text",), "image": ("image",), "multimodal": ("text", "image")}
@@ -36,11 +36,16 @@ def availability(modalities: Sequence[str], text_ok: np.ndarray, image_ok: np.nd
 
 @dataclass
 class FusedModel:
-    """The chosen strategy, fitted on validation rows, plus the fallback for rows missing an input.
+    """The chosen strategy, fitted on validation rows, plus the fallback for rows missing an input, the
+    calibrator of its output and the human-review threshold on the calibrated top probability.
 
     A row whose text is empty or whose image is missing is fused from the models that have their
     input: a soft vote with the validation-fitted weights renormalised over those models (equal
     weights if they all had weight 0). A row missing every input uses all models as they are.
+
+    ``calibrator`` (:mod:`rakuten.fusion.calibration`) and ``review_threshold``
+    (:mod:`rakuten.fusion.review`) are fitted on validation rows too. Their defaults are class attributes,
+    so a model pickled before they existed loads as uncalibrated, with no row sent to review.
     """
 
     strategy: str
@@ -48,8 +53,16 @@ class FusedModel:
     modalities: list[str]
     combiner: object
     fallback_weights: np.ndarray
+    calibrator: object | None = None  # None: the probabilities as fused (models saved before calibration)
+    review_threshold: float | None = None  # None: no row needs review
 
     def predict_proba(self, probs: Sequence[np.ndarray], available: np.ndarray | None = None) -> np.ndarray:
+        """The calibrated fused probabilities (n, 27): :meth:`raw_proba`, then the calibrator."""
+        out = self.raw_proba(probs, available)
+        return out if self.calibrator is None else self.calibrator.transform(normalise_rows(out))
+
+    def raw_proba(self, probs: Sequence[np.ndarray], available: np.ndarray | None = None) -> np.ndarray:
+        """The combiner's probabilities, with the missing-input fallback, before calibration."""
         mats = check_inputs(probs)
         if len(mats) != len(self.models):
             raise ValueError(
@@ -66,6 +79,14 @@ class FusedModel:
             w = w / w.sum() if w.sum() > 0 else pattern / pattern.sum()
             out[rows] = np.tensordot(w, np.stack([m[rows] for m in mats]), axes=1)
         return out
+
+    def needs_review(self, proba: np.ndarray) -> np.ndarray:
+        """Per row of (calibrated) ``proba``: its top probability is below the review threshold (all False
+        without a threshold)."""
+        proba = np.asarray(proba, dtype=np.float64)
+        if self.review_threshold is None:
+            return np.zeros(len(proba), dtype=bool)
+        return proba.max(axis=1) < self.review_threshold
 
     def inputs_used(self, text_ok: np.ndarray, image_ok: np.ndarray) -> list[str]:
         """Per row, which modalities the prediction came from, and why one is missing."""
@@ -92,4 +113,10 @@ class FusedModel:
             "modalities": self.modalities,
             "weights": None if weights is None else dict(zip(self.models, map(float, weights))),
             "fallback_weights": dict(zip(self.models, map(float, self.fallback_weights))),
+            "calibration": (
+                {"method": "none", "params": {}}
+                if self.calibrator is None
+                else {"method": self.calibrator.method, "params": self.calibrator.params()}
+            ),
+            "review_threshold": None if self.review_threshold is None else round(float(self.review_threshold), 6),
         }

@@ -10,6 +10,7 @@ import joblib
 import rakuten.fusion
 from rakuten.core.errors import PipelineError
 from rakuten.core.io import atomic_path
+from rakuten.fusion.calibration import CALIBRATORS
 from rakuten.fusion.meta import LinearSvmMeta, LogregMeta, MetaLearner, XgboostMeta
 from rakuten.fusion.model import FusedModel
 from rakuten.fusion.strategies import MaxRule, Stacking, VotingStacking
@@ -17,8 +18,9 @@ from rakuten.fusion.weights import FittedSoftVote, SoftVote
 
 MODEL_FILE = "fusion.joblib"
 SUMMARY_FILE = "fusion.json"
-#: the classes a saved fused model can hold (its combiner and what that holds). Unpickling runs their code,
-#: so they are imported here, where tools/import_closure.py sees them, for every stage that loads a fused model
+#: the classes a saved fused model can hold (its combiner and what that holds; its calibrator, CALIBRATORS). Unpickling
+#: runs their code, so they are imported here, where tools/import_closure.py sees them, for every stage that loads
+#: a fused model
 COMBINERS = (MaxRule, SoftVote, FittedSoftVote, Stacking, VotingStacking, MetaLearner)
 #: the module a pickle names the saved classes by: ``rakuten.fusion``, where fusion lived as one module.
 #: Pickles record each class's module, so keeping that name keeps ``fusion.joblib`` byte for byte what
@@ -34,7 +36,7 @@ def _keep_pickled_names(classes: tuple[type, ...]) -> None:
         setattr(rakuten.fusion, cls.__name__, cls)
 
 
-_keep_pickled_names((FusedModel, *COMBINERS, LogregMeta, LinearSvmMeta, XgboostMeta))
+_keep_pickled_names((FusedModel, *COMBINERS, *CALIBRATORS, LogregMeta, LinearSvmMeta, XgboostMeta))
 
 
 def save(model: FusedModel, out_dir: str | Path) -> None:

@@ -1,6 +1,7 @@
 """What every model stage (``tfidf_svm``, ``fasttext``, ``camembert``, ``resnet50``) shares: fit on
-``split == train``, score val/test, write the contract files and the per-class report; plus the text
-models' input frame (:func:`load_text_frame`).
+``split == train`` of ``training_split.parquet`` (split.parquet less the rows the label audit drops), score
+val/test, write the contract files and the per-class report; plus the text models' input frame
+(:func:`load_text_frame`).
 
 Kept out of the stage scripts so they stay a dozen lines, and reusable for any model module that
 follows the ``train / predict_proba / save / load`` interface.
@@ -19,13 +20,19 @@ import pandas as pd
 
 from rakuten.contracts.classes import PROBA_COLUMNS, indices_to_codes
 from rakuten.contracts.metrics import per_class_report
-from rakuten.contracts.model_files import PREDICTED_SPLITS, SCORED_SPLITS, proba_frame, write_model_outputs
+from rakuten.contracts.model_files import (
+    PREDICTED_SPLITS,
+    SCORED_SPLITS,
+    TRAINING_SPLIT,
+    proba_frame,
+    write_model_outputs,
+)
 from rakuten.core.io import read_parquet, write_csv
 
 log = logging.getLogger(__name__)
 
 CATALOG = Path("data/interim/catalog.parquet")
-SPLIT = Path("data/interim/split.parquet")
+SPLIT = TRAINING_SPLIT  # split.parquet less the rows label_audit drops (label_audit.label_noise)
 TEXT = Path("data/processed/text.parquet")
 PER_CLASS_DIR = Path("reports/per_class")
 

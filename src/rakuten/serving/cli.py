@@ -3,6 +3,7 @@
     rakuten predict --input X_new.csv --images images/ --output predictions.csv [--explain explanations.jsonl]
     rakuten serve [--models models] [--params params.yaml] [--host 127.0.0.1] [--port 8000] [--max-image-mb 10 ...]
     rakuten check [--params params.yaml] [FOLDER ...]
+    rakuten compare A B [--repo .] [--resamples N] [--level L] [--seed S] [--top-classes N] [--json]
 
 Expected failures (bad CSV, missing artifacts) print one ``error:`` line and exit 2.
 """
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(sub)
     _add_serve(sub)
     _add_check(sub)
+    _add_compare(sub)
     return parser
 
 
@@ -42,8 +44,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         help="classify new products (CSV in the X_test layout + an image folder)",
         description="Classify new products with the trained models and the fused model (models/). "
         "Writes, per input row (indexed like the input), the predicted prdtypecode, its label, "
-        "the top-3 codes with probabilities and inputs_used. A row with empty text or a missing "
-        "image is predicted from the other modality and inputs_used says so.",
+        "the top-3 codes with calibrated probabilities, inputs_used and needs_review (true when the "
+        "top probability is below the review threshold chosen on validation rows). A row with empty "
+        "text or a missing image is predicted from the other modality and inputs_used says so.",
     )
     p.add_argument(
         "--input",
@@ -152,6 +155,36 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     )
 
 
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    from rakuten.evaluation.bootstrap import BootstrapConfig
+    from rakuten.evaluation.compare import SECTION, TOP_CLASSES, WORKSPACE
+
+    c = sub.add_parser(
+        "compare",
+        help="is run B better than run A? weighted F1 difference per model and fusion, with its interval",
+        description="Read two runs' per-row predictions (reports/probs/<name>.parquet) on the same test rows "
+        "and print, per model and for the fusion, weighted F1 in A and B, the difference B - A with its "
+        "paired-bootstrap interval, and the classes whose F1 moved most. Refuses runs whose test rows or "
+        f"labels differ. The bootstrap options default to the {SECTION} section of the project's params.yaml "
+        "where it sets them, else to the values shown.",
+    )
+    for name in ("a", "b"):
+        c.add_argument(
+            name,
+            metavar=name.upper(),
+            help=f"a git revision (HEAD, a branch, a commit), a DVC experiment name, or {WORKSPACE}",
+        )
+    c.add_argument("--repo", type=Path, default=Path("."), help="the DVC project (default: .)")
+    add_knob_options(c, BootstrapConfig)
+    c.add_argument(
+        "--top-classes",
+        type=int,
+        default=TOP_CLASSES,
+        help=f"classes listed per model, those whose F1 moved most (default: {TOP_CLASSES})",
+    )
+    c.add_argument("--json", action="store_true", help="print the comparison as JSON")
+
+
 # ------------------------------------------------------------------------------- options from knobs
 
 
@@ -243,7 +276,13 @@ def _predict(args: argparse.Namespace) -> None:
             write_text(explanation_lines(predictor, result), args.explain)
     write_csv(table, args.output, index=True)
     partial = int(table["inputs_used"].str.contains("only|none").sum())
-    log.info("wrote %d predictions to %s (%d from one modality or none)", len(table), args.output, partial)
+    log.info(
+        "wrote %d predictions to %s (%d from one modality or none, %d to review)",
+        len(table),
+        args.output,
+        partial,
+        int(table["needs_review"].sum()),
+    )
 
 
 def _serve(args: argparse.Namespace) -> None:
@@ -283,6 +322,22 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> None:
+    """``rakuten compare``: the comparison on stdout, as text or JSON."""
+    from rakuten.core.params import load_params
+    from rakuten.evaluation import compare
+    from rakuten.evaluation.bootstrap import BootstrapConfig
+
+    if args.top_classes < 0:
+        raise PipelineError(f"--top-classes {args.top_classes}: expected an integer >= 0")
+    params_path = args.repo / "params.yaml"
+    params = load_params(params_path) if params_path.is_file() else None
+    cfg = dataclasses.replace(compare.configured(params, str(params_path)), **knob_options(args, BootstrapConfig))
+    run_a, run_b = compare.load_run(args.repo, args.a), compare.load_run(args.repo, args.b)
+    result = compare.compare_runs(run_a, run_b, cfg, args.top_classes)
+    sys.stdout.write(compare.to_json(result) if args.json else compare.render(result))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rakuten`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
@@ -294,6 +349,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _serve(args)
         elif args.command == "check":
             return _check(args)
+        elif args.command == "compare":
+            _compare(args)
     except PipelineError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2

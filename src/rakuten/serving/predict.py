@@ -6,7 +6,9 @@ with ingest's own function, are cleaned with the text/image sections recorded wi
 models (:mod:`rakuten.contracts.preprocessing`, never today's ``params.yaml``), and the models' probabilities
 go through the same float32 tables' rounding as in the pipeline. A product with empty text or a
 missing image is still classified, from the models whose input it has (see
-:class:`rakuten.fusion.model.FusedModel`), and the ``inputs_used`` column says so.
+:class:`rakuten.fusion.model.FusedModel`), and the ``inputs_used`` column says so. The probabilities are
+the fused model's calibrated ones, and ``needs_review`` flags a row whose top probability is below the
+review threshold chosen on validation rows (:mod:`rakuten.fusion.review`).
 """
 
 from __future__ import annotations
@@ -39,8 +41,15 @@ log = logging.getLogger(__name__)
 TOP_K = 3
 
 
-def prediction_table(orig_index: np.ndarray, proba: np.ndarray, inputs_used: list[str], k: int = TOP_K) -> pd.DataFrame:
-    """Predicted code and label, the top-``k`` codes with probabilities, and the inputs used, per row."""
+def prediction_table(
+    orig_index: np.ndarray,
+    proba: np.ndarray,
+    inputs_used: list[str],
+    k: int = TOP_K,
+    needs_review: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """Predicted code and label, the top-``k`` codes with (calibrated) probabilities, the inputs used, and
+    whether the row needs a human review (:meth:`FusedModel.needs_review`; all False when not given), per row."""
     order = np.argsort(-proba, axis=1, kind="stable")[:, :k]
     codes = indices_to_codes(order)
     out = pd.DataFrame(
@@ -51,6 +60,7 @@ def prediction_table(orig_index: np.ndarray, proba: np.ndarray, inputs_used: lis
         out[f"top{j + 1}_code"] = codes[:, j]
         out[f"top{j + 1}_proba"] = np.round(np.take_along_axis(proba, order[:, j : j + 1], axis=1)[:, 0], 6)
     out["inputs_used"] = inputs_used
+    out["needs_review"] = np.zeros(len(out), bool) if needs_review is None else np.asarray(needs_review, dtype=bool)
     return out
 
 
@@ -204,7 +214,7 @@ class LoadedModels:
         return embed.with_encoded(frame, *self.encoders[name])
 
     def predict_proba(self, frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
-        """Fused probabilities (n, 27) and the inputs used per row.
+        """Fused, calibrated probabilities (n, 27) and the inputs used per row.
 
         Each model's probabilities are rounded to float32 before fusion, as the pipeline stores them
         (``reports/probs/<name>.parquet``) and as the fused model was fitted and the submission made;
@@ -297,7 +307,10 @@ class Predictor:
         with self.lock:
             frame = model_frame(rows, self.sections, Path(work_dir), self.cleaners)
             proba, inputs = self.models.predict_proba(frame)
-        return Prediction(frame, proba, prediction_table(rows["orig_index"].to_numpy(), proba, inputs))
+        review = self.models.fused.needs_review(proba)
+        return Prediction(
+            frame, proba, prediction_table(rows["orig_index"].to_numpy(), proba, inputs, needs_review=review)
+        )
 
     def explain(self, row: pd.Series, class_index: int, k: int = 10) -> dict[str, dict]:
         """Why ``row`` (one row of :attr:`Prediction.frame`) was put in class ``class_index``, per model

@@ -14,8 +14,12 @@ from rakuten.core.knob_yaml import render_section
 from rakuten.data.sample.config import SampleConfig
 from rakuten.data.source import DataConfig, IngestConfig
 from rakuten.data.split import SplitConfig
+from rakuten.evaluation.evaluate import EvaluateConfig
+from rakuten.evaluation.label_audit.config import LabelAuditConfig
 from rakuten.evaluation.report.config import ReportConfig
 from rakuten.fusion.config import FusionConfig
+from rakuten.fusion.review import SECTION as REVIEW
+from rakuten.fusion.review import ReviewConfig
 from rakuten.image.config import ImageCleanConfig
 from rakuten.image.image_hash import HashConfig
 from rakuten.models.embed import EmbedConfig
@@ -39,9 +43,12 @@ SECTIONS: dict[str, type] = {
     "split": SplitConfig,
     "text_clean": TextCleanConfig,
     "image_clean": ImageCleanConfig,
+    "label_audit": LabelAuditConfig,
     **model_sections(),
     "embed": EmbedConfig,
     "fusion": FusionConfig,
+    REVIEW: ReviewConfig,
+    "evaluate": EvaluateConfig,
     "report": ReportConfig,
     SERVE: ServeLimits,
 }

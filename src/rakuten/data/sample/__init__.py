@@ -9,6 +9,7 @@ ground truth (``defects.json``) so cleaning stages can be scored for precision a
   come from a sibling class (the image still shows the true class, so fusion has something to add);
 * HTML descriptions with entities, missing in ~35% of rows; ~15% English, ~3% German, ~1% other
   languages; a few mojibake rows; exact duplicate texts, some with a conflicting label;
+* label noise: a few percent of the labelled rows get a sibling class's label (``Y_train`` only);
 * class-dependent images (shape, hue, texture, with overlap between families) and planted defects:
   exact duplicate files, near duplicates (re-encoded, cropped, resized; same and cross class),
   blur, red cast, product drawn small inside a wide white border.
@@ -19,6 +20,6 @@ whatever the number of worker processes.
 Modules: :mod:`.config` (the ``sample`` params), :mod:`.vocabulary` (word lists), :mod:`.labels`
 (proportions, families, languages), :mod:`.texts`, :mod:`.images` (clean photos), :mod:`.defects`
 (planted image defects and their plan), :mod:`.tables` (the X/Y tables and text truth),
-:mod:`.render` (JPEG files in workers), :mod:`.writer` (CSVs, ``defects.json``) and
-:mod:`.generate` (``write_sample``, what the stage calls).
+:mod:`.noise` (the switched labels), :mod:`.render` (JPEG files in workers), :mod:`.writer` (CSVs,
+``defects.json``) and :mod:`.generate` (``write_sample``, what the stage calls).
 """

@@ -1,4 +1,4 @@
-"""Size, seed and planted rates of the synthetic catalog.
+"""Size, seed, label noise and planted rates of the synthetic catalog.
 
 Why apart: whatever reads the ``sample`` params (the stage, the params schema, ``tools/params_yaml``)
 loads the declaration alone, not OpenCV and the renderer.
@@ -41,6 +41,13 @@ class SampleConfig:
     n_test: int = knob(800, "official test rows (the real catalog: 13812)", lo=0)
     image_size: int = knob(128, "image side in px (the real catalog: 500)", lo=32, hi=1024)
     seed: int = knob(42, "generator seed: same seed, byte-identical catalog", lo=0)
+    label_noise: float = knob(
+        0.03,
+        "share of labelled rows whose label is switched to a sibling class (defects.json label_noise, "
+        "the label audit's ground truth); 0 = none",
+        lo=0.0,
+        hi=0.5,
+    )
     n_jobs: int = knob(2, "worker processes (output does not depend on it)", lo=1, hi=256, runtime=True)
 
     #: what the generator plants: fixed by its design (mimicking the real catalog), not params

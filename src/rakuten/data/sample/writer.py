@@ -40,8 +40,11 @@ def write_defects(root: Path, truth: dict) -> None:
     (root / "defects.json").write_text(json.dumps(truth, indent=1, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def ground_truth(files, labels, langs, hard, defect, source, text_truth, n_train, cfg: SampleConfig) -> dict:
-    """The ``defects.json`` document: every planted defect, keyed by file or by row (X index)."""
+def ground_truth(files, labels, langs, hard, defect, source, row_truth, n_train, cfg: SampleConfig) -> dict:
+    """The ``defects.json`` document: every planted defect, keyed by file or by row (X index).
+
+    ``labels`` are the true labels; ``row_truth`` holds the truths keyed by row that other modules plant
+    (duplicate texts, mojibake, ``label_noise``: ``{row, true, given}`` of each switched label)."""
     groups: dict[str, dict[int, list[int]]] = {"exact_duplicates": {}, "near_duplicates": {}}
     for row in np.flatnonzero(source >= 0):
         groups[defect[row]].setdefault(int(source[row]), [int(source[row])]).append(int(row))
@@ -62,5 +65,5 @@ def ground_truth(files, labels, langs, hard, defect, source, text_truth, n_train
         "cross_class_duplicate_groups": cross,
         "languages": {lang: [int(i) for i in np.flatnonzero(langs == lang)] for lang in sorted(set(langs))},
         "hard_rows": [int(i) for i in np.flatnonzero(hard)],
-        **text_truth,
+        **row_truth,
     }

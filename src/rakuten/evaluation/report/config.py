@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -10,6 +10,7 @@ import pandas as pd
 from PIL import Image
 
 from rakuten.core.config import knob
+from rakuten.evaluation.bootstrap import Estimate, PairedDifference
 
 #: overlay of the image model's Grad-CAM: (cleaned image path, class index, side in px) -> picture
 Explainer = Callable[[str, int, int], Image.Image]
@@ -34,6 +35,12 @@ class ReportConfig:
         "the image model is not loaded",
         lo=0,
         hi=32,
+    )
+    label_issues: int = knob(
+        12,
+        "training rows flagged by the label audit shown with their photo (most suspicious first); 0 = none",
+        lo=0,
+        hi=200,
     )
     thumbnail: int = knob(96, "longest side (px) of the example thumbnails of the confused pairs", lo=16, hi=512)
     gradcam_size: int = knob(160, "side (px) of the Grad-CAM overlays", lo=16, hi=512)
@@ -60,3 +67,13 @@ class ReportInputs:
     titles: pd.Series  # designation by row_id (data/interim/catalog.parquet)
     images: pd.DataFrame  # row_id, clean_path, readable (data/processed/image_quality.parquet)
     contact_sheets: Sequence[Path] = ()  # reports/figures/image_clean/*.png, sorted
+    level: float = 0.95  # the bootstrap intervals' confidence level (evaluate.level)
+    intervals: pd.DataFrame | None = None  # rakuten.evaluation.uncertainty.score_intervals
+    paired_gain: tuple[str, PairedDifference] | None = None  # rakuten.evaluation.uncertainty.fusion_gain
+    calibration: Mapping[str, Mapping[str, Estimate]] = field(default_factory=dict)  # name -> ece/nll/brier
+    reliability: Mapping[str, pd.DataFrame] = field(default_factory=dict)  # fused before/after: reliability bins
+    calibration_method: str = "none"  # reports/fusion.json calibration.method
+    review: Mapping | None = None  # threshold, target_precision, coverage and precision Estimates on test
+    risk_curve: pd.DataFrame | None = None  # rakuten.evaluation.reliability.risk_coverage_points
+    label_issues: pd.DataFrame | None = None  # reports/label_issues.csv
+    label_audit: Mapping | None = None  # reports/label_audit.json

@@ -1,4 +1,4 @@
-"""The whole report: the six sections (:mod:`.sections`) in one offline HTML document."""
+"""The whole report: the nine sections (:mod:`.sections`) in one offline HTML document."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Mapping
 import pandas as pd
 
 from rakuten.evaluation.report.config import Explainer, ReportConfig, ReportInputs
+from rakuten.evaluation.report.label_issues import label_issues_html
 from rakuten.evaluation.report.markup import esc
 from rakuten.evaluation.report.sections import (
     confusion_html,
@@ -17,6 +18,7 @@ from rakuten.evaluation.report.sections import (
     per_class_html,
 )
 from rakuten.evaluation.report.tables import gradcam_choice, predictions_on_test, require_columns
+from rakuten.evaluation.report.trust import calibration_html, review_html
 
 CSS = """
 body{font:14px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:1.5em auto;max-width:1280px;
@@ -42,15 +44,19 @@ table.perclass td.bars{min-width:360px}
 .legend .key{margin-right:1em;white-space:nowrap}.legend i{display:inline-block;width:12px;height:12px;
 margin-right:4px;vertical-align:middle}
 nav a{margin-right:1em}
+small.ci{color:#777;white-space:nowrap}
 """
 
 SECTIONS = (
     ("metrics", "Scores of every model and fusion strategy"),
+    ("calibration", "Calibration of the probabilities (test)"),
+    ("review", "Human-review threshold (test)"),
     ("confusion", "Confusion matrix of the fused model (test)"),
     ("pairs", "Most confused class pairs (fused model, test)"),
     ("per-class", "Per-class F1 (test)"),
     ("gradcam", "Grad-CAM of the image model (test)"),
     ("cleaning", "Image cleaning contact sheets"),
+    ("label-audit", "Label audit: likely mislabelled training rows"),
 )
 
 
@@ -80,11 +86,24 @@ def build_report(inputs: ReportInputs, cfg: ReportConfig, explainer: Explainer) 
     names = [*inputs.table.loc[inputs.table["kind"] == "model", "name"], "fusion"]
     right, wrong = gradcam_choice(predictions_on_test(inputs.image_probs), readable, cfg.gradcam_examples)
     bodies = {
-        "metrics": metrics_html(inputs.table, inputs.chosen, inputs.data_source, inputs.n_rows),
+        "metrics": metrics_html(
+            inputs.table,
+            inputs.chosen,
+            inputs.data_source,
+            inputs.n_rows,
+            inputs.intervals,
+            inputs.paired_gain,
+            inputs.level,
+        ),
+        "calibration": calibration_html(
+            inputs.calibration, inputs.reliability, inputs.calibration_method, inputs.level
+        ),
+        "review": review_html(inputs.review, inputs.risk_curve, inputs.level),
         "confusion": confusion_html(fused["actual"].tolist(), fused["predicted"].tolist()),
         "pairs": pairs_html(fused, titles, clean_paths, cfg),
         "per-class": per_class_html(inputs.per_class, [n for n in names if n in inputs.per_class]),
         "gradcam": gradcam_html(right, wrong, titles, clean_paths, explainer, cfg),
         "cleaning": contact_sheets_html(list(inputs.contact_sheets), cfg.jpeg_quality),
+        "label-audit": label_issues_html(inputs.label_issues, inputs.label_audit, titles, clean_paths, cfg),
     }
     return page(bodies)

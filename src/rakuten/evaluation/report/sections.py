@@ -11,10 +11,12 @@ import pandas as pd
 
 from rakuten.contracts.classes import CLASS_CODES, codes_to_indices
 from rakuten.core.errors import PipelineError
+from rakuten.evaluation.bootstrap import PairedDifference
 from rakuten.evaluation.evaluate import confusion_table, study_reference
 from rakuten.evaluation.report.config import Explainer, ReportConfig
 from rakuten.evaluation.report.markup import class_name, esc, fmt, img_tag, jpeg_uri, open_rgb, short, thumbnail
 from rakuten.evaluation.report.tables import pair_examples, top_confused_pairs
+from rakuten.evaluation.uncertainty import interval_of
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +24,26 @@ log = logging.getLogger(__name__)
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 
 
-def metrics_html(table: pd.DataFrame, chosen: str, data_source: str, n_rows: Mapping[str, int]) -> str:
-    """Every model and fusion strategy: val/test scores beside the study's weighted F1; the chosen
-    fusion's row highlighted. On the sample catalog the figures are flagged as not comparable."""
+def _score_cell(value, intervals: pd.DataFrame | None, name: str, split: str, score: str) -> str:
+    """A score, with its bootstrap interval below it in small type when one was computed."""
+    iv = None if intervals is None else interval_of(intervals, name, split, score)
+    if iv is None:
+        return fmt(value)
+    return f'{fmt(value)}<br><small class="ci">[{fmt(iv[0])}, {fmt(iv[1])}]</small>'
+
+
+def metrics_html(
+    table: pd.DataFrame,
+    chosen: str,
+    data_source: str,
+    n_rows: Mapping[str, int],
+    intervals: pd.DataFrame | None = None,
+    paired_gain: tuple[str, PairedDifference] | None = None,
+    level: float = 0.95,
+) -> str:
+    """Every model and fusion strategy: val/test scores (with bootstrap intervals when given) beside the
+    study's weighted F1; the chosen fusion's row highlighted, and its paired gain over the best single
+    model. On the sample catalog the figures are flagged as not comparable."""
     if data_source == "sample":
         data = (
             '<p class="warn">Data: the <b>synthetic sample catalog</b> (data.source = sample): these figures '
@@ -42,15 +61,31 @@ def metrics_html(table: pd.DataFrame, chosen: str, data_source: str, n_rows: Map
         study, note = study_reference(r.name)
         note = f"the chosen strategy ({chosen})" if r.name == "fusion" else note
         mark = ' class="chosen"' if r.name == f"fusion_{chosen}" else ""
-        body.append(
-            f"<tr{mark}><td>{esc(r.name)}</td><td>{esc(r.kind)}</td><td>{fmt(r.val_weighted_f1)}</td>"
-            f"<td>{fmt(r.test_weighted_f1)}</td><td>{fmt(r.test_macro_f1)}</td><td>{fmt(r.test_accuracy)}"
-            f"</td><td>{fmt(study)}</td><td>{esc(note)}</td></tr>"
+        cells = "".join(
+            f"<td>{_score_cell(getattr(r, f'{split}_{score}'), intervals, r.name, split, score)}</td>"
+            for split, score in (
+                ("val", "weighted_f1"),
+                ("test", "weighted_f1"),
+                ("test", "macro_f1"),
+                ("test", "accuracy"),
+            )
         )
+        body.append(
+            f"<tr{mark}><td>{esc(r.name)}</td><td>{esc(r.kind)}</td>{cells}<td>{fmt(study)}</td><td>{esc(note)}</td></tr>"
+        )
+    gain = ""
+    if paired_gain is not None:
+        best, d = paired_gain
+        gain = (
+            f'<p id="fusion-gain">Paired bootstrap (the same resampled test rows for both): the fused model minus '
+            f"the best single model ({esc(best)}) = <b>{d.value:+.4f}</b> test weighted F1, {level:.0%} interval "
+            f"[{d.low:+.4f}, {d.high:+.4f}]; the fusion wins in {d.share_a_wins:.1%} of the resamples.</p>"
+        )
+    ci = f" Small type: {level:.0%} bootstrap interval (rows resampled)." if intervals is not None else ""
     return (
         f"{data}<p>Rows: {rows}. Chosen fusion (best out-of-fold validation weighted F1): "
-        f"<b>{esc(chosen)}</b>, highlighted; <code>fusion</code> is its prediction table.</p>"
-        f'<table class="metrics"><thead>{head}</thead><tbody>{"".join(body)}</tbody></table>'
+        f"<b>{esc(chosen)}</b>, highlighted; <code>fusion</code> is its prediction table.{ci}</p>"
+        f'<table class="metrics"><thead>{head}</thead><tbody>{"".join(body)}</tbody></table>{gain}'
     )
 
 

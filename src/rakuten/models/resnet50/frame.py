@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from rakuten.contracts.model_files import TRAINING_SPLIT
 from rakuten.core.errors import PipelineError
 from rakuten.core.io import read_parquet
 from rakuten.models.resnet50.config import ResnetConfig
@@ -21,7 +22,7 @@ QUALITY_COLUMNS = ("row_id", "clean_path", "readable", "keep_for_train", "sample
 
 def load_image_frame(
     catalog: str | Path = "data/interim/catalog.parquet",
-    split: str | Path = "data/interim/split.parquet",
+    split: str | Path = TRAINING_SPLIT,
     quality: str | Path = "data/processed/image_quality.parquet",
 ) -> pd.DataFrame:
     """Catalog rows (``row_id``, ``prdtypecode``) joined on ``row_id`` with their split and the

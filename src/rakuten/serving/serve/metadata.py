@@ -16,16 +16,20 @@ from rakuten.serving.predict import Predictor, trained_model_dir
 
 
 def model_metadata(predictor: Predictor, records: ArtifactRecords | None) -> dict[str, Any]:
-    """What is served: the fused strategy, each model's folder with the hash computed from the served
-    files when they were loaded (checked against ``records``, the dvc.lock: ``verified`` true) and the
-    params its stage ran with, the cleaning it was trained with, the classes."""
+    """What is served: the fused strategy, its calibration and human-review threshold, each model's folder
+    with the hash computed from the served files when they were loaded (checked against ``records``, the
+    dvc.lock: ``verified`` true) and the params its stage ran with, the cleaning it was trained with, the
+    classes."""
     models = predictor.models
     artifacts = [
         _artifact(predictor, records, name, modality)
         for name, modality in [*zip(models.fused.models, models.fused.modalities), ("fusion", "fusion")]
     ]
+    summary = models.fused.summary()
     return {
         "strategy": models.fused.strategy,
+        "calibration": summary["calibration"],
+        "review_threshold": summary["review_threshold"],
         "models": artifacts,
         "lock_file": str(records.lock) if records is not None else None,
         "preprocessing": {section: plain(cfg) for section, cfg in predictor.sections.items()},

@@ -104,7 +104,8 @@ def top_classes(table_row: pd.Series, k: int = 3) -> list[dict[str, Any]]:
 def predict_one(
     predictor: Predictor, designation: str, description: str, image: bytes | None, explain: bool
 ) -> dict[str, Any]:
-    """The JSON answer for one product: predicted class, top 3, inputs used, explanations if asked."""
+    """The JSON answer for one product: predicted class, top 3 (calibrated probabilities), inputs used,
+    whether it needs a human review, explanations if asked."""
     with tempfile.TemporaryDirectory(prefix="rakuten-serve-") as tmp:
         images = Path(tmp) / "images"
         images.mkdir()
@@ -118,6 +119,7 @@ def predict_one(
             "label": str(row["label"]),
             "top": top_classes(row),
             "inputs_used": str(row["inputs_used"]),
+            "needs_review": bool(row["needs_review"]),
         }
         if explain:
             index = int(np.argmax(result.proba[0]))
