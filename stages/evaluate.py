@@ -69,7 +69,7 @@ def main() -> None:
         paired_gain=trust.paired_gain,
         calibration=trust.calibration,
         reliability=trust.reliability,
-        calibration_method=fusion_json.get("calibration", {}).get("method", "none"),
+        calibration_method=fusion_json.get("calibration", {}).get("chosen", "none"),
         review=trust.review,
         risk_curve=trust.risk_curve,
         label_issues=read_label_issues(),

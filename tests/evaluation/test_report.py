@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -344,3 +345,14 @@ def test_the_pipeline_report_opens_clean_in_chromium(tiny_built_repo):
         assert page.locator("#cleaning img").count() == len(
             list((tiny_built_repo / "reports/figures/image_clean").glob("*.png"))
         )
+        # the trust sections read the stages' real outputs: the calibrator fusion chose, the review threshold,
+        # the flagged rows of the label audit, intervals in the scores table
+        fusion = json.loads((tiny_built_repo / "reports/fusion.json").read_text())
+        calibration = page.locator("#calibration").inner_text()
+        assert f"method chosen out of fold: {fusion['calibration']['chosen']}" in calibration
+        assert page.locator("#calibration svg").count() == 2  # reliability before / after
+        assert f"{fusion['review']['threshold']:.4f}" in page.locator("#review").inner_text()
+        assert page.locator("#review polyline").count() == 1
+        assert page.locator("#metrics small.ci").count() > 0 and page.locator("#fusion-gain").count() == 1
+        flagged = len((tiny_built_repo / "reports/label_issues.csv").read_text().splitlines()) - 1
+        assert page.locator("#label-audit figure").count() == min(flagged, ReportConfig().label_issues)
