@@ -114,7 +114,8 @@ def test_the_toy_model_was_trained_fused_and_scored(repo):
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert params["fusion"]["weights"]["toy"] == 0.1 and params["toy"]["text_column"] == "text_norm"
     metrics = json.loads((repo / "reports/metrics.json").read_text())
-    assert set(metrics["test"]["toy"]) == {"weighted_f1", "macro_f1", "accuracy"}
+    scores = ("weighted_f1", "macro_f1", "accuracy")
+    assert set(metrics["test"]["toy"]) == {f"{k}{s}" for k in scores for s in ("", "_low", "_high")}
     assert 0 < metrics["test"]["toy"]["weighted_f1"] <= 1
     pairs = pd.read_csv(repo / "reports/plots/confusion_toy.csv")
     assert list(pairs.columns) == ["actual", "predicted"] and len(pairs) > 0
