@@ -5,7 +5,7 @@ the last `dvc repro`: reports/probs/*.parquet), draws the 95 % interval with ``-
 at each resample count, and reports how far the bounds move between seeds (max - min and standard
 deviation) and the time per interval. The default ``evaluate.resamples`` is the smallest count whose
 bounds move by less than 0.001 between seeds. Also times the evaluate stage's whole set of intervals
-at the chosen count on ``--rows`` rows (the full-size test split: 12,737). Writes
+at the chosen count on ``--rows`` rows (the full-size test split: 8,492). Writes
 reports/bench/bootstrap.json.
 
     python bench/bootstrap.py
@@ -92,7 +92,7 @@ def full_size_time(rows: int, names: int, resamples: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--rows", type=int, default=12_737)
+    parser.add_argument("--rows", type=int, default=8_492)
     parser.add_argument("--out", type=Path, default=Path("reports/bench/bootstrap.json"))
     args = parser.parse_args()
     actual, preds = test_predictions()
