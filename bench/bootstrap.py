@@ -3,10 +3,9 @@
 For the fused model's test weighted F1 and its paired gain over the best single model (the tables of
 the last `dvc repro`: reports/probs/*.parquet), draws the 95 % interval with ``--seeds`` different seeds
 at each resample count, and reports how far the bounds move between seeds (max - min and standard
-deviation) and the time per interval. The default ``evaluate.resamples`` is the smallest count whose
-bounds move by less than 0.001 between seeds. Also times the evaluate stage's whole set of intervals
-at the chosen count on ``--rows`` rows (the full-size test split: 8,492). Writes
-reports/bench/bootstrap.json.
+deviation) and the time per interval: the figures behind the default ``evaluate.resamples``. Also times
+the evaluate stage's whole set of score intervals at the default count on ``--rows`` constructed rows (the
+full-size test split: 8,492). Writes reports/bench/bootstrap.json.
 
     python bench/bootstrap.py
 """
