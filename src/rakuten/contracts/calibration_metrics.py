@@ -31,19 +31,30 @@ def _checked(proba, y_idx) -> tuple[np.ndarray, np.ndarray]:
     return p, y
 
 
-def nll(proba, y_idx) -> float:
-    """Mean negative log-likelihood of the true class (natural log), probabilities clipped at ``NLL_EPS``."""
+def nll_per_row(proba, y_idx) -> np.ndarray:
+    """Each row's negative log-likelihood of its true class (natural log), probabilities clipped at
+    ``NLL_EPS``. Per row, so that a bootstrap can average resampled rows (rakuten.evaluation.reliability)."""
     p, y = _checked(proba, y_idx)
-    return float(-np.mean(np.log(np.clip(p[np.arange(len(y)), y], NLL_EPS, 1.0))))
+    return -np.log(np.clip(p[np.arange(len(y)), y], NLL_EPS, 1.0))
 
 
-def brier(proba, y_idx) -> float:
-    """Multi-class Brier score: per row the squared distance to the one-hot label, summed over classes,
-    averaged over rows (0 = perfect, 2 = certain and wrong)."""
+def nll(proba, y_idx) -> float:
+    """Mean negative log-likelihood of the true class (:func:`nll_per_row` averaged)."""
+    return float(np.mean(nll_per_row(proba, y_idx)))
+
+
+def brier_per_row(proba, y_idx) -> np.ndarray:
+    """Each row's squared distance to its one-hot label, summed over classes (0 = perfect, 2 = certain and
+    wrong)."""
     p, y = _checked(proba, y_idx)
     onehot = np.zeros_like(p)
     onehot[np.arange(len(y)), y] = 1.0
-    return float(np.mean(np.sum((p - onehot) ** 2, axis=1)))
+    return np.sum((p - onehot) ** 2, axis=1)
+
+
+def brier(proba, y_idx) -> float:
+    """Multi-class Brier score: :func:`brier_per_row` averaged over rows."""
+    return float(np.mean(brier_per_row(proba, y_idx)))
 
 
 def bin_index(confidence: np.ndarray, n_bins: int = ECE_BINS) -> np.ndarray:

@@ -12,7 +12,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from rakuten.contracts.calibration_metrics import bin_index, calibration_scores, reliability_bins
+from rakuten.contracts.calibration_metrics import (
+    bin_index,
+    brier_per_row,
+    calibration_scores,
+    nll_per_row,
+    reliability_bins,
+)
 from rakuten.contracts.classes import PROBA_COLUMNS, codes_to_indices
 from rakuten.evaluation.bootstrap import BootstrapConfig, Estimate, Statistic, distribution, estimate
 
@@ -37,10 +43,7 @@ def calibration_statistic(proba: np.ndarray, y_idx: np.ndarray, n_bins: int) -> 
     conf = p.max(axis=1)
     hit = (p.argmax(axis=1) == y_idx).astype(np.float64)
     bins = bin_index(conf, n_bins)
-    row_nll = -np.log(np.clip(p[np.arange(len(p)), y_idx], 1e-15, 1.0))
-    onehot = np.zeros_like(p)
-    onehot[np.arange(len(p)), y_idx] = 1.0
-    row_brier = ((p - onehot) ** 2).sum(axis=1)
+    row_nll, row_brier = nll_per_row(p, y_idx), brier_per_row(p, y_idx)
 
     def stat(idx: np.ndarray) -> dict[str, np.ndarray]:
         b, n = idx.shape
