@@ -91,6 +91,17 @@ def test_a_head_param_reruns_joint_and_never_the_embeddings(repo):
     assert dvc_status(repo) == {}
 
 
+def test_predict_in_chunks_on_two_workers_writes_the_same_bytes(repo, tmp_path):
+    """--chunk-rows and --workers are runtime knobs: rows scored 3 at a time by two worker processes (each
+    loading the models itself) give the CSV of the one-process, one-chunk run, byte for byte."""
+    predict_cli(repo, tmp_path / "one.csv", "--chunk-rows", "100000")
+    predict_cli(repo, tmp_path / "two.csv", "--chunk-rows", "3", "--workers", "2")
+    assert (tmp_path / "two.csv").read_bytes() == (tmp_path / "one.csv").read_bytes()
+    explain = ("--workers", "2", "--explain", str(tmp_path / "x.jsonl"))
+    refused = predict_cli(repo, tmp_path / "x.csv", *explain, check=False)
+    assert refused.returncode == 2 and "--explain runs in one process" in refused.stderr
+
+
 def test_predict_cli_reproduces_the_submission(repo, tmp_path):
     """`rakuten predict` on the X_test rows gives exactly reports/submission.csv: same codes, and its
     top-3 probabilities are the fused probabilities of reports/probs/fusion.parquet (to 1e-6, the

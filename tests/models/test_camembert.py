@@ -21,6 +21,7 @@ from rakuten.models.camembert.config import SCRATCH, ScratchArchitecture
 from rakuten.models.camembert.encoder import SPECIAL_TOKENS, train_tokenizer
 from rakuten.models.camembert.trainer_setup import weighted_loss
 from tests.helpers.deep_frames import model_frame, parts
+from tests.helpers.row_invariance import assert_row_invariant
 from tests.helpers.scoring import majority_weighted_f1, model_weighted_f1
 from tests.helpers.stagerun import default_params
 
@@ -182,3 +183,15 @@ def test_missing_text_column_is_one_line(frames):
     train, val, _ = frames
     with pytest.raises(PipelineError, match="missing column text_light"):
         C.train(train.drop(columns=["text_light"]), val, TINY)
+
+
+def test_a_rows_outputs_do_not_depend_on_the_rows_beside_it(trained, tiny_split):
+    """On CPU each text runs alone, unpadded: chunks, single rows and a reversed order give the same bits, and
+    the one pass for both outputs equals the separate calls (a padded batch rounds a row with its neighbours)."""
+    model, _ = trained
+    rows = model_frame(tiny_split)
+    rows = rows[rows["split"].isin(["val", "test"])].reset_index(drop=True).iloc[:40]
+    proba = assert_row_invariant(lambda f: C.predict_and_embed(model, f)[0], rows)
+    vectors = assert_row_invariant(lambda f: C.predict_and_embed(model, f)[1], rows)
+    np.testing.assert_array_equal(C.predict_proba(model, rows), proba)
+    np.testing.assert_array_equal(C.embed_texts(model, rows), vectors)

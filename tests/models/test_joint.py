@@ -25,6 +25,7 @@ from rakuten.fusion.probs import normalise_rows
 from rakuten.fusion.weights import SoftVote
 from rakuten.models import embed, joint
 from tests.helpers.deep_frames import parts
+from tests.helpers.row_invariance import assert_row_invariant
 from tests.helpers.scoring import majority_weighted_f1, proba_weighted_f1
 from tests.helpers.stagerun import error_lines, record_outputs, run_stage_script
 
@@ -376,7 +377,7 @@ def test_fusion_fallback_keeps_joint_when_one_input_is_missing():
 
 
 def test_predict_embeds_new_rows_with_the_saved_encoders(tiny_split, trained, monkeypatch, tmp_path):
-    from rakuten.serving.predict import predict_frame
+    from rakuten.serving.loaded_models import predict_frame
 
     calls: list = []
     _stub_encoders(monkeypatch, calls)
@@ -414,3 +415,14 @@ def test_embeddings_record_copies_the_encoders_preprocessing(tmp_path):
     write_json(record, tmp_path / "embeddings.json")
     assert embeddings.read_record(tmp_path / "embeddings.json") == record
     assert dataclasses.is_dataclass(embed.EmbedConfig())
+
+
+def test_a_rows_probabilities_do_not_depend_on_the_rows_beside_it(frame, trained):
+    """One row per pass on CPU: chunks, single rows and a reversed order give the same bits, where the
+    batched head (the training's validation pass) rounds rows differently with the batch's size."""
+    rows = frame.iloc[:60]
+    proba = assert_row_invariant(lambda f: joint.predict_proba(trained, f), rows)
+    batched = joint.softmax_proba(
+        joint._logits(trained.net, joint.frame_inputs(rows, trained.dims), joint.Runtime("cpu", "fp32"))
+    )
+    np.testing.assert_allclose(batched, proba, rtol=0, atol=1e-6)

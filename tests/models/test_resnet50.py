@@ -20,6 +20,7 @@ from rakuten.models.resnet50.data import build_transform
 from rakuten.models.resnet50.frame import QUALITY_COLUMNS, usable_train_rows
 from rakuten.runtime import training
 from tests.helpers.deep_frames import model_frame, parts
+from tests.helpers.row_invariance import assert_row_invariant
 from tests.helpers.scoring import majority_weighted_f1, model_weighted_f1
 from tests.helpers.stagerun import default_params
 
@@ -174,3 +175,22 @@ def test_bad_params_name_the_key(key, value):
     with pytest.raises(PipelineError) as err:
         parse_section(R.ResnetConfig, merged, "resnet50")
     assert f"resnet50.{key}" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_rows_outputs_do_not_depend_on_the_rows_beside_it(trained, tiny_split):
+    """Chunks, single rows and a reversed order give the same bits (predict streams, the service batches);
+    one pass gives both outputs, equal to the separate calls. The batched head is what broke it: a
+    (batch x features) product rounds rows differently with the batch's size."""
+    from rakuten.models.resnet50.inference import row_logits
+
+    model, _ = trained
+    rows = model_frame(tiny_split)
+    rows = rows[rows["split"].isin(["val", "test"])].reset_index(drop=True).iloc[:40]
+    proba = assert_row_invariant(lambda f: R.predict_and_embed(model, f)[0], rows)
+    features = assert_row_invariant(lambda f: R.predict_and_embed(model, f)[1], rows)
+    np.testing.assert_array_equal(R.predict_proba(model, rows), proba)
+    np.testing.assert_array_equal(R.embed_images(model, rows), features)
+    head = model.net.fc
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((300, head.in_features), dtype=np.float32))
+    with torch.inference_mode():  # the batched product is not row-invariant: why the head runs row by row
+        assert not torch.equal(row_logits(head, x, row_invariant=False), row_logits(head, x, row_invariant=True))

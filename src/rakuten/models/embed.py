@@ -167,7 +167,12 @@ def with_embeddings(
 
 def with_encoded(frame: pd.DataFrame, text_model: Any, image_model: Any, encoders: Mapping[str, str]) -> pd.DataFrame:
     """:func:`with_embeddings` with encoders already loaded (a long-lived service loads them once)."""
-    text, image = encode(frame, text_model, image_model, encoders)
+    return with_vectors(frame, *encode(frame, text_model, image_model, encoders))
+
+
+def with_vectors(frame: pd.DataFrame, text: np.ndarray, image: np.ndarray) -> pd.DataFrame:
+    """``frame`` plus the embedding and flag columns the ``joint`` model reads, from embeddings computed
+    elsewhere (``rakuten predict`` takes them from the pass that also gives the encoders' probabilities)."""
     text_ok, image_ok = input_flags(frame)
     out = frame.copy()
     out[TEXT], out[IMAGE] = list(text), list(image)

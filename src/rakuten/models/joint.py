@@ -198,12 +198,13 @@ def drop_modality(inputs: Inputs, p: float, gen: torch.Generator) -> Inputs:
 # ---------------------------------------------------------------------------------------- training
 
 
-def _logits(net: JointHead, inputs: Inputs, runtime: Runtime) -> np.ndarray:
+def _logits(net: JointHead, inputs: Inputs, runtime: Runtime, batch: int = PREDICT_BATCH) -> np.ndarray:
+    """The head's logits over ``inputs`` in batches of ``batch`` rows (eval mode, no gradients)."""
     net.eval()
     out = []
     with torch.inference_mode():
-        for start in range(0, len(inputs), PREDICT_BATCH):
-            part = inputs.rows(torch.arange(start, min(start + PREDICT_BATCH, len(inputs)))).to(runtime.device)
+        for start in range(0, len(inputs), batch):
+            part = inputs.rows(torch.arange(start, min(start + batch, len(inputs)))).to(runtime.device)
             with runtime.autocast():
                 out.append(net(part.text, part.image, part.text_mask, part.image_mask).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, N_CLASSES))
@@ -325,7 +326,10 @@ def predict_proba(model: JointModel, frame: pd.DataFrame) -> np.ndarray:
         return np.zeros((0, N_CLASSES))
     device = next(model.net.parameters()).device
     runtime = Runtime("cpu", "fp32") if device.type == "cpu" else choose_runtime("cuda", model.config.precision)
-    return softmax_proba(_logits(model.net, frame_inputs(frame, model.dims), runtime))
+    # one row per pass on CPU: a batched matrix product rounds a row differently with the batch's size, and a
+    # product must score the same alone, in a stream's chunk, in the service's batch or on another worker
+    batch = 1 if runtime.device == "cpu" else PREDICT_BATCH
+    return softmax_proba(_logits(model.net, frame_inputs(frame, model.dims), runtime, batch))
 
 
 def encoders(model: JointModel) -> dict[str, str]:

@@ -95,6 +95,9 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         help="also write, per row, why it was put in its predicted class (JSON Lines: the TF-IDF "
         "terms, the transformer's word attributions, the image model's Grad-CAM as a PNG data URI)",
     )
+    from rakuten.serving.stream import StreamConfig
+
+    add_knob_options(p, StreamConfig)
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
@@ -251,9 +254,10 @@ def _records(args: argparse.Namespace):
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from rakuten.core.io import check_run_paths, write_csv, write_text
+    from rakuten.core.io import check_run_paths, write_text
     from rakuten.core.params import load_params
     from rakuten.serving.predict import Predictor, explanation_lines
+    from rakuten.serving.stream import StreamConfig, predict_file, read_rows
 
     if not args.input.is_file():
         raise PipelineError(f"--input {args.input}: file not found")
@@ -268,20 +272,26 @@ def _predict(args: argparse.Namespace) -> None:
     outputs.update({"--work-dir": (args.work_dir / "images", True)} if args.work_dir is not None else {})
     check_run_paths(inputs, outputs)  # before any work: no output replaces an input, another output or a stranger
     params = load_params(params_path) if args.params is not None or params_path.is_file() else None
-    predictor = Predictor.load(args.models, params, str(params_path), records=_records(args))
+    cfg = StreamConfig(**knob_options(args, StreamConfig))
+    if args.explain is not None and cfg.processes() > 1:
+        raise PipelineError("--explain runs in one process: leave out --workers (or give --workers 1)")
+    records = _records(args)  # read and checked before minutes of loading
+    rows = read_rows(args.input, args.images)
+    predictor = Predictor.load(args.models, params, str(params_path), records=records) if cfg.processes() == 1 else None
+    lines: list[str] = []
+    explain = None if args.explain is None else (lambda result: lines.append(explanation_lines(predictor, result)))
     with tempfile.TemporaryDirectory(prefix="rakuten-predict-") as tmp:
-        result = predictor.predict_csv(args.input, args.images, args.work_dir or Path(tmp))
-        table = result.table
-        if args.explain is not None:
-            write_text(explanation_lines(predictor, result), args.explain)
-    write_csv(table, args.output, index=True)
-    partial = int(table["inputs_used"].str.contains("only|none").sum())
+        load = (args.models, params, str(params_path), args.lock)
+        done = predict_file(predictor, rows, args.output, args.work_dir or Path(tmp), cfg, load, explain)
+    if args.explain is not None:
+        write_text("".join(lines), args.explain)
     log.info(
-        "wrote %d predictions to %s (%d from one modality or none, %d to review)",
-        len(table),
+        "wrote %d predictions to %s in %.1f s (%d from one modality or none, %d to review)",
+        done.rows,
         args.output,
-        partial,
-        int(table["needs_review"].sum()),
+        done.seconds["predict"],
+        done.partial,
+        done.review,
     )
 
 

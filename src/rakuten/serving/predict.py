@@ -25,16 +25,14 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from rakuten.contracts import preprocessing, registry
+from rakuten.contracts import preprocessing
 from rakuten.contracts.classes import CLASS_LABELS, indices_to_codes
-from rakuten.contracts.model_files import as_stored
 from rakuten.core.config import parse_section
 from rakuten.core.errors import PipelineError
 from rakuten.core.integrity import ArtifactRecords
 from rakuten.data.ingest import X_COLUMNS, catalog_rows, read_official_csv
-from rakuten.fusion import persistence
-from rakuten.fusion.model import FusedModel, availability
-from rakuten.fusion.probs import normalise_rows
+from rakuten.fusion.model import FusedModel
+from rakuten.serving.loaded_models import LoadedModels, timed, trained_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +60,6 @@ def prediction_table(
     out["inputs_used"] = inputs_used
     out["needs_review"] = np.zeros(len(out), bool) if needs_review is None else np.asarray(needs_review, dtype=bool)
     return out
-
-
-def trained_model_dir(models_dir: Path, name: str) -> Path:
-    """``models_dir/name``, or one line saying which stage trains it."""
-    model_dir = Path(models_dir) / name
-    if not model_dir.exists():
-        raise PipelineError(f"{model_dir}: trained model not found; run `dvc repro {name}`")
-    return model_dir
 
 
 @dataclass
@@ -122,125 +112,31 @@ def trained_preprocessing(
     }
 
 
-def model_frame(rows: pd.DataFrame, sections: dict[str, Any], work_dir: Path, cleaners: Cleaners) -> pd.DataFrame:
+def model_frame(
+    rows: pd.DataFrame,
+    sections: dict[str, Any],
+    work_dir: Path,
+    cleaners: Cleaners,
+    times: dict[str, float] | None = None,
+) -> pd.DataFrame:
     """Catalog rows joined with the text and image cleaning columns, as the models expect them.
 
     ``sections`` holds the parsed ``text_clean`` / ``image_clean`` configs the models were trained
     with; a modality no fused model reads (no section) is not cleaned. New rows have no labels: the
     image cleaning skips the duplicate hashing, which only serves the training policy.
     """
-    frame = rows
+    frame, times = rows, {} if times is None else times
     if "text_clean" in sections:
-        text = cleaners.text(rows, sections["text_clean"])
+        with timed(times, "text_clean"):
+            text = cleaners.text(rows, sections["text_clean"])
         frame = frame.merge(text, on="row_id", how="left", validate="one_to_one")
     if "image_clean" in sections:
-        images = cleaners.image(rows, Path(work_dir) / "images", sections["image_clean"], None)
+        with timed(times, "image_clean"):
+            images = cleaners.image(rows, Path(work_dir) / "images", sections["image_clean"], None)
         frame = frame.merge(images, on="row_id", how="left", validate="one_to_one")
     if len(frame) != len(rows):
         raise PipelineError(f"cleaning returned {len(frame)} rows for {len(rows)} inputs")
     return frame
-
-
-def input_flags(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(text_ok, image_ok) per row: non-empty cleaned text; an image file found and readable."""
-    text_ok = (
-        ~frame["text_empty"].fillna(True).to_numpy(dtype=bool) if "text_empty" in frame else np.ones(len(frame), bool)
-    )
-    image_ok = frame["image_ok"].fillna(False).to_numpy(dtype=bool)
-    if "readable" in frame:
-        image_ok = image_ok & frame["readable"].fillna(False).to_numpy(dtype=bool)
-    return text_ok, image_ok
-
-
-@dataclass
-class LoadedModels:
-    """The fused model and every model it fuses, loaded once: a long-lived service (``rakuten serve``)
-    predicts many times with them, and ``rakuten predict`` once.
-
-    ``members`` maps each fused model's name to its (module, loaded model); ``encoders`` holds, for a
-    model on frozen embeddings (``joint``: its module has ``encoders(model)``), the saved encoders it
-    names (``models_dir/<encoder>``), loaded as the ``embed`` stage loads them for training.
-    """
-
-    models_dir: Path
-    fused: FusedModel
-    members: dict[str, tuple[Any, Any]]
-    encoders: dict[str, tuple[Any, Any, dict[str, str]]]
-    hashes: dict[str, str] = field(default_factory=dict)  # folder -> md5 checked before loading it
-
-    @classmethod
-    def load(
-        cls,
-        models_dir: str | Path = "models",
-        fused: FusedModel | None = None,
-        records: ArtifactRecords | None = None,
-    ) -> "LoadedModels":
-        """Every folder is checked against ``records`` (default: the dvc.lock of the project holding
-        ``models_dir``) before it is loaded (:mod:`rakuten.core.integrity`)."""
-        models_dir = Path(models_dir)
-        records = records or ArtifactRecords.for_path(models_dir)
-        hashes = {}
-        if fused is None:
-            hashes["fusion"] = records.verify(models_dir / "fusion")
-            fused = persistence.load(models_dir / "fusion")
-        for name in fused.models:  # every folder checked before any is loaded: a bad one loads nothing
-            hashes[name] = records.verify(trained_model_dir(models_dir, name))
-        members, encoders = {}, {}
-        for name in fused.models:
-            module = registry.load_module(name)
-            model_dir = trained_model_dir(models_dir, name)
-            log.info("loading %s", name)
-            model = module.load(model_dir)
-            members[name] = (module, model)
-            needs = getattr(module, "encoders", None)
-            if needs is not None:
-                from rakuten.models import embed
-
-                named = needs(model)
-                for encoder in sorted(named.values()):
-                    trained_model_dir(models_dir, encoder)
-                cfg = embed.EmbedConfig(text_model=named["text"], image_model=named["image"])
-                encoders[name] = (*embed.load_encoders(cfg, models_dir, records), cfg.encoders)
-                hashes.update({encoder: records.verify(models_dir / encoder) for encoder in named.values()})
-        return cls(models_dir, fused, members, encoders, hashes)
-
-    def model_input(self, name: str, frame: pd.DataFrame) -> pd.DataFrame:
-        """The frame model ``name`` reads: the cleaned rows, plus their embeddings for a model on
-        frozen embeddings, computed as the ``embed`` stage computed them for training."""
-        if name not in self.encoders:
-            return frame
-        from rakuten.models import embed
-
-        return embed.with_encoded(frame, *self.encoders[name])
-
-    def predict_proba(self, frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
-        """Fused, calibrated probabilities (n, 27) and the inputs used per row.
-
-        Each model's probabilities are rounded to float32 before fusion, as the pipeline stores them
-        (``reports/probs/<name>.parquet``) and as the fused model was fitted and the submission made;
-        the fused rows are renormalised like the fusion stage's table.
-        """
-        mats = []
-        for name, (module, model) in self.members.items():
-            log.info("predicting with %s", name)
-            mats.append(as_stored(module.predict_proba(model, self.model_input(name, frame))).astype(np.float64))
-        text_ok, image_ok = input_flags(frame)
-        available = availability(self.fused.modalities, text_ok, image_ok)
-        # rows renormalised as the fusion stage does before publishing reports/probs/fusion.parquet
-        return (
-            normalise_rows(self.fused.predict_proba(mats, available)),
-            self.fused.inputs_used(text_ok, image_ok),
-        )
-
-
-def predict_frame(
-    frame: pd.DataFrame,
-    models_dir: str | Path = "models",
-    fused: FusedModel | None = None,
-    records: ArtifactRecords | None = None,
-) -> tuple[np.ndarray, list[str]]:
-    """Fused probabilities and inputs used of cleaned rows, loading the (verified) models for this one call."""
-    return LoadedModels.load(models_dir, fused, records).predict_proba(frame)
 
 
 @dataclass
@@ -305,7 +201,7 @@ class Predictor:
         """Clean catalog rows (:func:`rakuten.data.ingest.catalog_rows`) as the models were trained
         (cleaned images go under ``work_dir``) and predict them."""
         with self.lock:
-            frame = model_frame(rows, self.sections, Path(work_dir), self.cleaners)
+            frame = model_frame(rows, self.sections, Path(work_dir), self.cleaners, self.models.times)
             proba, inputs = self.models.predict_proba(frame)
         review = self.models.fused.needs_review(proba)
         return Prediction(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from rakuten.models.camembert.config import NAME, CamembertConfig, CamembertModel
 from rakuten.models.camembert.encoder import resolve_weights
-from rakuten.models.camembert.inference import embed_texts, embedding_dim, predict_proba
+from rakuten.models.camembert.inference import embed_texts, embedding_dim, predict_and_embed, predict_proba
 from rakuten.models.camembert.persistence import load, save
 from rakuten.models.camembert.training import train, training_report
 
@@ -24,6 +24,7 @@ __all__ = [
     "embed_texts",
     "embedding_dim",
     "load",
+    "predict_and_embed",
     "predict_proba",
     "resolve_weights",
     "save",

@@ -14,7 +14,7 @@ from __future__ import annotations
 from rakuten.models.resnet50.backbones import resolve_weights
 from rakuten.models.resnet50.config import NAME, ResnetConfig, ResnetModel
 from rakuten.models.resnet50.frame import load_image_frame
-from rakuten.models.resnet50.inference import embed_images, feature_dim, predict_proba
+from rakuten.models.resnet50.inference import embed_images, feature_dim, predict_and_embed, predict_proba
 from rakuten.models.resnet50.persistence import load, save
 from rakuten.models.resnet50.training import train, training_report
 
@@ -26,6 +26,7 @@ __all__ = [
     "feature_dim",
     "load",
     "load_image_frame",
+    "predict_and_embed",
     "predict_proba",
     "resolve_weights",
     "save",

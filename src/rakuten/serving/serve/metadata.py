@@ -12,7 +12,8 @@ from typing import Any
 
 from rakuten.contracts.classes import CLASS_CODES, CLASS_LABELS
 from rakuten.core.integrity import ArtifactRecords
-from rakuten.serving.predict import Predictor, trained_model_dir
+from rakuten.serving.loaded_models import trained_model_dir
+from rakuten.serving.predict import Predictor
 
 
 def model_metadata(predictor: Predictor, records: ArtifactRecords | None) -> dict[str, Any]:

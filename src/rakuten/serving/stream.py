@@ -1,0 +1,183 @@
+"""``rakuten predict`` on a whole catalog: rows in chunks, chunks over worker processes, the CSV written as it comes.
+
+Why chunks: cleaning, decoded images and the models' activations grow with the rows handled at once; a
+chunk bounds them (measured in ``bench/predict.py``), while the output does not depend on the chunking:
+every model scores a row from that row alone on CPU (one text per pass, each image's convolutions on
+their own, heads applied per row), text and image cleaning are per row, and fusion, calibration and the
+review flag are per row. So ``--chunk-rows`` and ``--workers`` are runtime knobs: any value gives the same
+bytes (a test checks it).
+
+Why processes: the models run on one core each at full speed, and spaCy's cleaning is Python code that
+holds the GIL, so two processes use two cores where two threads would not. Each worker loads (and
+verifies) the models once, at start, from the same folder; chunks go to whichever worker is free and
+come back in input order, at most two per worker in flight, so memory stays bounded whatever the size
+of the file.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import csv
+import logging
+import multiprocessing
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import pandas as pd
+from tqdm import tqdm
+
+from rakuten.core.config import knob
+from rakuten.core.errors import PipelineError
+from rakuten.core.integrity import ArtifactRecords
+from rakuten.core.io import atomic_path
+from rakuten.data.ingest import X_COLUMNS, catalog_rows, read_official_csv
+from rakuten.serving.predict import Prediction, Predictor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """How ``rakuten predict`` works through a file (runtime only: the output is the same bytes whatever
+    the values)."""
+
+    chunk_rows: int = knob(
+        1024, "rows cleaned and scored together: memory grows with it, the output does not change", lo=1
+    )
+    workers: int = knob(
+        1,
+        "processes scoring chunks in parallel, each with its own copy of the models and one torch thread "
+        "(0 = one per core)",
+        lo=0,
+        hi=256,
+    )
+
+    def processes(self) -> int:
+        """Worker processes: ``workers``, or one per core for 0."""
+        return self.workers or (os.cpu_count() or 1)
+
+
+@dataclass
+class StreamResult:
+    """What a streamed run did: rows written, rows per input used, rows sent to review, seconds per part."""
+
+    rows: int = 0
+    partial: int = 0
+    review: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def read_rows(x_csv: Path, image_dir: Path) -> pd.DataFrame:
+    """The catalog rows of a CSV in the X_test layout (``row_id`` from 0, images looked up in ``image_dir``)."""
+    x = read_official_csv(Path(x_csv), X_COLUMNS)
+    if len(x) == 0:
+        raise PipelineError(f"{x_csv}: no rows to classify")
+    rows, _ = catalog_rows(x, Path(x_csv), image_dir)
+    log.info("%d products, %d without a readable image file", len(rows), int((~rows["image_ok"]).sum()))
+    return rows
+
+
+def chunks(rows: pd.DataFrame, size: int) -> Iterator[pd.DataFrame]:
+    """``rows`` in consecutive slices of at most ``size`` rows."""
+    for start in range(0, len(rows), size):
+        yield rows.iloc[start : start + size]
+
+
+# ------------------------------------------------------------------------------------------ workers
+
+_WORKER: dict[str, Any] = {}
+
+
+def _start_worker(models_dir: Path, params: dict | None, params_name: str, lock: Path | None) -> None:
+    """A worker's initialiser: load (and verify) the models once; cleaning in this process (one core each)."""
+    from rakuten.core.logs import setup_logging
+
+    setup_logging()
+    records = ArtifactRecords.from_lock(lock) if lock is not None else ArtifactRecords.for_path(models_dir)
+    _WORKER["predictor"] = Predictor.load(models_dir, params, params_name, records=records).in_process()
+    _WORKER["work"] = tempfile.TemporaryDirectory(prefix="rakuten-predict-worker-")
+
+
+def _score_chunk(rows: pd.DataFrame) -> pd.DataFrame:
+    """One chunk's prediction table, in a worker (cleaned images in the worker's own temporary folder)."""
+    return _WORKER["predictor"].predict_rows(rows, _WORKER["work"].name).table
+
+
+def _pool(cfg: StreamConfig, models_dir: Path, params: dict | None, params_name: str, lock: Path | None):
+    return futures.ProcessPoolExecutor(
+        max_workers=cfg.processes(),
+        mp_context=multiprocessing.get_context("spawn"),  # never fork a process holding torch's threads
+        initializer=_start_worker,
+        initargs=(Path(models_dir), params, params_name, lock),
+    )
+
+
+def tables_in_order(submit: Callable[[pd.DataFrame], futures.Future], parts: Iterator[pd.DataFrame], ahead: int):
+    """The results of ``submit(part)`` for every part, in order, with at most ``ahead`` parts in flight."""
+    pending: list[futures.Future] = []
+    for part in parts:
+        pending.append(submit(part))
+        if len(pending) >= ahead:
+            yield pending.pop(0).result()
+    for future in pending:
+        yield future.result()
+
+
+# --------------------------------------------------------------------------------------------- run
+
+
+def write_stream(tables: Iterator[pd.DataFrame], output: Path, total: int) -> StreamResult:
+    """Append each prediction table to ``output`` (written atomically: a failed run leaves nothing) as
+    ``rakuten predict`` has always written it; count what was written."""
+    result = StreamResult()
+    with atomic_path(output) as tmp, open(tmp, "w", newline="") as handle:
+        progress = tqdm(total=total, desc="predict", unit="row", disable=total < 1000)
+        for table in tables:
+            table.to_csv(handle, index=True, header=result.rows == 0, quoting=csv.QUOTE_MINIMAL)
+            result.rows += len(table)
+            result.partial += int(table["inputs_used"].str.contains("only|none").sum())
+            result.review += int(table["needs_review"].sum())
+            progress.update(len(table))
+        progress.close()
+    return result
+
+
+def predict_file(
+    predictor: Predictor | None,
+    rows: pd.DataFrame,
+    output: Path,
+    work_dir: Path,
+    cfg: StreamConfig,
+    load: tuple[Path, dict | None, str, Path | None] | None = None,
+    on_chunk: Callable[[Prediction], None] | None = None,
+) -> StreamResult:
+    """Score ``rows`` chunk by chunk and write the prediction CSV to ``output``.
+
+    One worker: in this process with ``predictor`` (``on_chunk`` sees each chunk's :class:`Prediction`,
+    for ``--explain``). More: ``load`` = (models folder, params, params name, lock) that each worker loads."""
+    start = time.perf_counter()
+    parts = chunks(rows, cfg.chunk_rows)
+    if cfg.processes() == 1:
+        if predictor is None:
+            raise ValueError("one worker predicts in this process: pass the loaded predictor")
+
+        def tables() -> Iterator[pd.DataFrame]:
+            for part in parts:
+                prediction = predictor.predict_rows(part, work_dir)
+                if on_chunk is not None:
+                    on_chunk(prediction)
+                yield prediction.table
+
+        result = write_stream(tables(), output, len(rows))
+    else:
+        if load is None or on_chunk is not None:
+            raise PipelineError("several workers need the models folder to load, and cannot explain rows")
+        with _pool(cfg, *load) as pool:
+            tables = tables_in_order(lambda part: pool.submit(_score_chunk, part), parts, 2 * cfg.processes())
+            result = write_stream(tables, output, len(rows))
+    result.seconds["predict"] = time.perf_counter() - start
+    return result
