@@ -20,6 +20,7 @@ def main() -> None:
         cfg.processes,
         "camembert",
         device=cfg.device,
+        nodes=cfg,
         batch=(f"camembert.{cfg.profile}.batch_size", cfg.batch_size),
     )
     trained_on = load_records(["text_clean"])  # data/processed/text_clean.json

@@ -21,6 +21,7 @@ def main() -> None:
         cfg.processes,
         "resnet50",
         device=cfg.device,
+        nodes=cfg,
         batch=(f"resnet50.{cfg.profile}.batch_size", cfg.batch_size),
     )
     trained_on = load_records(["image_clean"])  # data/processed/image_clean.json

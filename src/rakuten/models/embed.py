@@ -23,6 +23,7 @@ from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
+import torch
 
 from rakuten.contracts import preprocessing, registry
 from rakuten.contracts.embeddings import EMBEDDINGS, IMAGE, IMAGE_OK, RECORD, TEXT, TEXT_OK, embeddings_table
@@ -128,8 +129,12 @@ def encode(
     frame: pd.DataFrame, text_model: Any, image_model: Any, encoders: Mapping[str, str]
 ) -> tuple[np.ndarray, np.ndarray]:
     """(text, image) float32 embedding matrices of ``frame``'s rows, checked for shape and finiteness."""
-    start = time.perf_counter()
-    text = np.asarray(_function(TEXT_ENCODERS[encoders["text"]], "embed_texts")(text_model, frame), np.float32)
+    start, threads = time.perf_counter(), torch.get_num_threads()
+    set_threads(1)  # texts run one per pass on CPU (row-invariant): a second thread only adds synchronisation
+    try:
+        text = np.asarray(_function(TEXT_ENCODERS[encoders["text"]], "embed_texts")(text_model, frame), np.float32)
+    finally:
+        set_threads(threads)  # images: convolutions run image by image, split over the threads, same bits
     mid = time.perf_counter()
     image = np.asarray(_function(IMAGE_ENCODERS[encoders["image"]], "embed_images")(image_model, frame), np.float32)
     log.info(

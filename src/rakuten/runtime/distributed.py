@@ -1,4 +1,4 @@
-"""Data-parallel training of the deep stages with ``torch.distributed`` (one machine, N processes).
+"""Data-parallel training of the deep stages with ``torch.distributed`` (N processes, one machine or several).
 
 Why a module of its own: the two deep stages (``camembert``, ``resnet50``) share the same rules, and
 they are easy to get subtly wrong:
@@ -9,11 +9,15 @@ they are easy to get subtly wrong:
   :func:`launcher_main`), so ``dvc.yaml`` keeps ``cmd: python stages/<x>.py`` and
   ``dvc repro`` / ``dvc exp run -S <stage>.launcher=torchrun`` start the launcher themselves. A script
   already started by ``torchrun`` (``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` set) is never relaunched.
+* **Several machines.** ``<stage>.nnodes: M > 1`` replaces ``--standalone`` by a rendezvous at node 0's
+  ``rdzv_endpoint``; every machine runs the stage with its own ``node_rank`` (the command line and its
+  checks: :mod:`rakuten.runtime.launcher`).
 * **How it stops.** SIGTERM or SIGINT to the stage is forwarded to the launcher, which stops its
   ranks; the stage then says ``error: <stage>: stopped by SIGTERM`` and exits 128 + the signal number,
   with no launcher traceback (:func:`launcher_main`).
-* **Who writes.** Every rank trains; only rank 0 (:func:`is_main`) writes models, reports and curves;
-  the others return after training (:func:`worker_fit`), so no output is written twice or half.
+* **Who writes.** Every rank trains; only global rank 0 (:func:`is_main`: ``RANK``, not ``LOCAL_RANK``, so
+  on node 0 only) writes models, reports and curves; the others return after training
+  (:func:`worker_fit`), so no output is written twice or half.
 * **Where each rank runs.** NCCL and ``cuda:LOCAL_RANK`` with CUDA, gloo on CPU (:func:`init`).
 
 Threads per rank stay the stage's ``num_threads`` (set by the model code, as in one process): on a
@@ -23,23 +27,27 @@ Threads per rank stay the stage's ``num_threads`` (set by the model code, as in 
 from __future__ import annotations
 
 import atexit
-import contextlib
 import datetime
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from rakuten.core.errors import PipelineError
 from rakuten.runtime import gpus
-from rakuten.runtime.knobs import LAUNCHERS, launch_defaults
+from rakuten.runtime.knobs import LAUNCHERS, LaunchKnobs, launch_defaults
+from rakuten.runtime.launcher import (  # noqa: F401 - launch_command, launcher_main: this module's API too
+    check_nodes,
+    exit_like_torchrun,
+    launch_command,
+    launcher_main,
+    wait_forwarding,
+)
 
 log = logging.getLogger(__name__)
 
@@ -112,99 +120,6 @@ def resolve_processes(processes: int, key: str) -> int:
     return gpus
 
 
-def launch_command(
-    script: str | Path, processes: int, args: Sequence[str] = (), python: str | None = None
-) -> list[str]:
-    """The argv that runs ``script`` under torchrun with ``processes`` workers on this machine.
-
-    ``--standalone``: a local rendezvous on a free port (no MASTER_ADDR/PORT to choose; two jobs on
-    one machine do not collide). ``python -m rakuten.runtime.distributed`` (``torch.distributed.run`` with a
-    quiet stop, :func:`launcher_main`) rather than the ``torchrun`` entry point: the same interpreter
-    (virtual environment) as the stage, with or without PATH.
-    """
-    if processes < 1:
-        raise PipelineError(f"processes = {processes}, expected >= 1")
-    return [
-        python or sys.executable,
-        "-m",
-        "rakuten.runtime.distributed",
-        "--standalone",
-        f"--nproc_per_node={processes}",
-        str(script),
-        *args,
-    ]
-
-
-def launcher_main(argv: Sequence[str]) -> int:
-    """``torch.distributed.run`` on ``argv``, returning 128 + the signal number when stopped by a signal.
-
-    Why: torch's launcher answers SIGTERM/SIGINT by stopping its ranks and then lets its
-    ``SignalException`` escape as a traceback, and a second signal during that shutdown (a group-wide
-    kill plus the stage's forward) cuts the shutdown short with a second traceback. Here the first
-    signal stops the run, later ones are ignored while the ranks are stopped, and the exception
-    becomes an exit code the stage reports in one line (:func:`relaunch`). A failed rank gives
-    exit code 1 without the launcher's ``ChildFailedError`` traceback, as torchrun's own code.
-    """
-    from torch.distributed import run as torchrun
-    from torch.distributed.elastic.multiprocessing import api as elastic
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-
-    stopping: list[int] = []
-
-    def stop_once(signum: int, frame: Any) -> None:
-        if stopping:
-            return
-        stopping.append(signum)
-        raise elastic.SignalException(f"Process {os.getpid()} got signal: {signum}", sigval=signal.Signals(signum))
-
-    if hasattr(elastic, "_terminate_process_handler"):  # torch installs it by this name when it starts the ranks
-        elastic._terminate_process_handler = stop_once
-    try:
-        torchrun.main(list(argv))
-    except elastic.SignalException as exc:
-        return 128 + int(exc.sigval)
-    except ChildFailedError:  # the failing rank printed its own error and torch logged its exit code:
-        return 1  # the launcher's traceback adds nothing (the stage says the run failed)
-    return 0
-
-
-def _wait_forwarding(proc: subprocess.Popen, key: str) -> tuple[int, int | None]:
-    """Wait for the launcher, forwarding SIGTERM/SIGINT to it; ``(exit code, first signal or None)``.
-
-    After a signal the launcher gets 60 s to stop its ranks (they remove their temporaries), then
-    it is killed. A signal this process ignores (SIGINT of a background job) stays ignored."""
-    received: list[int] = []
-
-    class _Stop(Exception):
-        pass
-
-    def forward(signum: int, frame: Any) -> None:
-        with contextlib.suppress(OSError):
-            proc.send_signal(signum)
-        received.append(signum)
-        if len(received) == 1:
-            raise _Stop
-
-    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
-        return proc.wait(), None
-    watched = [s for s in (signal.SIGTERM, signal.SIGINT) if signal.getsignal(s) is not signal.SIG_IGN]
-    previous = {s: signal.signal(s, forward) for s in watched}
-    try:
-        try:
-            return proc.wait(), None
-        except _Stop:
-            log.info("%s: %s received, stopping the torchrun processes", key, signal.Signals(received[0]).name)
-        try:
-            code = proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            code = proc.wait()
-        return code, received[0]
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
 def check_launch(launcher: str, processes: int, key: str) -> int:
     """The number of processes asked for (0 resolved); a bad launcher or count is one line naming the key."""
     if launcher not in LAUNCHERS:
@@ -223,45 +138,43 @@ def relaunch(
     batch: tuple[str, int] | None = None,
     script: str | Path | None = None,
     device: str | None = None,
+    nodes: LaunchKnobs | None = None,
 ) -> None:
     """Re-execute this stage under torchrun when the params ask for it, then exit with torchrun's code.
 
     With ``device`` (the stage's device knob), first claim the free GPUs this run needs, one per
     process, before CUDA starts (:func:`rakuten.runtime.gpus.pin_free_gpus`; one per dvc queue worker), so a
-    one-process run claims its GPU too and torchrun's ranks inherit the claimed set.
+    one-process run claims its GPU too and torchrun's ranks inherit the claimed set. ``nodes``: the
+    section's config, whose ``nnodes``, ``node_rank``, ``rdzv_endpoint``, ``rdzv_id`` say which machines train
+    together (:func:`check_nodes`); None = this machine alone.
 
-    Returns (does nothing) when ``launcher`` is ``none``, when one process is asked for, or when this
-    process was itself started by torchrun (a worker, or a user's own ``torchrun stages/<x>.py``).
+    Returns (does nothing) when ``launcher`` is ``none``, when one process on one machine is asked for, or
+    when this process was itself started by torchrun (a worker, or a user's own ``torchrun stages/<x>.py``).
     ``batch`` = (dotted key, global batch size): checked to split evenly *before* any process starts.
     A failed run adds one ``error:`` line after the ranks' own output and exits with torchrun's code.
     """
     n = check_launch(launcher, processes, key)
+    nodes = nodes or LaunchKnobs()
+    check_nodes(nodes, launcher, key)
     if device is not None:
         gpus.pin_free_gpus(device, n)
-    if launched() or n <= 1:
+    if launched() or n * nodes.nnodes <= 1:
         return
     if batch is not None:
-        per_rank_batch(batch[1], n, batch[0])
-    argv = launch_command(script or sys.argv[0], n, sys.argv[1:])
+        per_rank_batch(batch[1], n * nodes.nnodes, batch[0])
+    argv = launch_command(script or sys.argv[0], n, sys.argv[1:], nodes=nodes)
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", "1")  # torchrun's own default, set here to skip its warning banner
-    log.info("%s: launching %d processes: %s", key, n, " ".join(argv))
+    here = f" on node {nodes.node_rank} of {nodes.nnodes}" if nodes.nnodes > 1 else ""
+    log.info("%s: launching %d processes%s: %s", key, n, here, " ".join(argv))
     proc = subprocess.Popen(argv, env=env)
-    code, stopped_by = _wait_forwarding(proc, key)
-    if stopped_by is not None or code < 0 or code > 128:  # this run, or the launcher alone, was stopped
-        signum = stopped_by or (-code if code < 0 else code - 128)
-        try:
-            name = signal.Signals(signum).name
-        except ValueError:
-            name = f"signal {signum}"
-        who = "" if stopped_by is not None else " (the torchrun launcher)"
-        sys.stderr.write(f"error: {key}: stopped by {name}{who}; no partial output was kept\n")
-        raise SystemExit(128 + signum)
-    if code:
-        sys.stderr.write(
-            f"error: {key}: the {n}-process torchrun run failed (exit {code}); see the ranks' output above\n"
+    code, stopped_by = wait_forwarding(proc, key)
+    exit_like_torchrun(code, stopped_by, key, f"{n}-process torchrun run{here}")
+    if nodes.node_rank > 0:  # the outputs of a multi-machine run are node 0's
+        log.info(
+            "%s: node %d trained its share; node 0 writes the outputs, none are written here", key, nodes.node_rank
         )
-    raise SystemExit(code)
+    raise SystemExit(0)
 
 
 def backend(device: str) -> str:

@@ -66,22 +66,48 @@ class EvalBatchKnob:
 
 @dataclass(frozen=True)
 class LaunchKnobs:
-    """How many processes train the stage: one, or data-parallel ranks under torchrun."""
+    """How many processes train the stage: one, or data-parallel ranks under torchrun, on one machine or on
+    several (``nnodes``; checked together by :func:`rakuten.runtime.launcher.check_nodes`)."""
 
     launcher: str = knob(
         "none",
         "none = one process; torchrun = the stage re-executes itself under torch's launcher, `python -m "
-        "rakuten.runtime.distributed --standalone --nproc_per_node <processes>` (so `dvc repro` starts it): "
-        "data-parallel training (NCCL on GPUs, with SyncBatchNorm for batch-norm networks; gloo on CPU), only "
-        "rank 0 writes",
+        "rakuten.runtime.distributed --standalone --nproc_per_node <processes>` (so `dvc repro` starts it; "
+        "with nnodes > 1 a rendezvous of several machines instead of --standalone): data-parallel training "
+        "(NCCL on GPUs, with SyncBatchNorm for batch-norm networks; gloo on CPU), only global rank 0 writes",
         choices=LAUNCHERS,
     )
     processes: int = knob(
         1,
-        "processes with launcher: torchrun (one per GPU; 0 = one per visible GPU); the "
-        "profile's batch_size stays the global batch and must divide by it",
+        "processes with launcher: torchrun, on each machine (one per GPU; 0 = one per visible GPU); the "
+        "profile's batch_size stays the global batch and must divide by processes x nnodes",
         lo=0,
         hi=1024,
+    )
+    nnodes: int = knob(
+        1,
+        "machines that train together (launcher: torchrun); 1 = this machine alone (--standalone). With more, "
+        "run the stage on every machine with the same data and params but its own node_rank, all with the "
+        "rdzv_endpoint of node 0; node 0 writes the outputs (docs/distributed.md)",
+        lo=1,
+        hi=1024,
+    )
+    node_rank: int = knob(
+        0,
+        "this machine's place among the nnodes machines, 0 .. nnodes - 1; node 0 hosts the rendezvous and its "
+        "rank 0 writes every output, the other nodes train and write nothing",
+        lo=0,
+        hi=1023,
+    )
+    rdzv_endpoint: str = knob(
+        "",
+        "host:port of node 0 that every machine joins (e.g. 10.0.0.1:29400; a port open between the machines); "
+        "empty = one machine (--standalone). Needed when nnodes > 1",
+    )
+    rdzv_id: str = knob(
+        "rakuten",
+        "the job's name in the rendezvous, the same on every machine (its keys in node 0's store)",
+        nonempty=True,
     )
 
 
