@@ -27,8 +27,16 @@ when a check failed (an error, a kind that never ran, RSS growth over the bound,
 server log during the load, a process left behind). Timings on a shared machine are noisy: the
 report records the load average before and after.
 
+``--batching`` compares dynamic batching off (``--max-batch-size 1``) and on instead: two servers, both
+started first; per request kind (text, text + photo) and client count (``--compare-clients``, 1, 4 and 8),
+batching off then on, back to back, ``--compare-seconds`` each: requests/s, latencies, the mean batch
+size (``GET /health``'s counts), the server's and the whole machine's CPU; and the issue's target at the
+most clients (5x the 6.03 req/s of the service before batching, p99 under 1 s). Written under the key
+``batching`` of ``--output``, keeping its other keys.
+
     python bench/serve.py                                   # 60 s, 4 clients, models/ of this checkout
     python bench/serve.py --seconds 180 --section soak      # the soak, merged into serve.json
+    python bench/serve.py --batching                        # batching off / on, merged into serve.json
     python bench/serve.py --models /tmp/repo/models --data /tmp/repo --seconds 3 --clients 2 --output /tmp/s.json
 """
 
@@ -540,34 +548,9 @@ def drive(server: Server, products: Products, mix: dict[str, int], args: argpars
     sampler = Sampler(server, args.sample_s)
     sampler.start()
     cpu_start = server.cpu_s()
-    tally = Tally()
     cycle = schedule(mix)
     log.info("load: %d clients for %g s, cycle %s", args.clients, args.seconds, " ".join(cycle))
-    t0 = time.perf_counter()
-    deadline = t0 + args.seconds
-    threads = [
-        threading.Thread(
-            target=client_loop,
-            name=f"client-{c}",
-            args=(
-                server.url,
-                products,
-                cycle,
-                c * len(cycle) // max(args.clients, 1),
-                deadline,
-                args.batch_rows,
-                args.timeout,
-                tally,
-                c,
-            ),
-        )
-        for c in range(args.clients)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    duration = time.perf_counter() - t0
+    tally, duration = run_clients(server.url, products, cycle, args.clients, args.seconds, args)
     cpu_load = server.cpu_s() - cpu_start
     time.sleep(args.settle_s)  # transient workers exit; the end figure is the idle server's
     sampler.finish()
@@ -584,6 +567,38 @@ def drive(server: Server, products: Products, mix: dict[str, int], args: argpars
         handles_end=server.handles(),
         tracebacks=server.log_text(log_offset).count("Traceback"),
     )
+
+
+def run_clients(
+    url: str, products: Products, cycle: list[str], clients: int, seconds: float, args: argparse.Namespace
+) -> tuple[Tally, float]:
+    """``clients`` threads, each cycling through ``cycle`` from its own offset, for ``seconds``: what
+    they measured and how long it took (the requests under way at the deadline finish)."""
+    tally = Tally()
+    t0 = time.perf_counter()
+    threads = [
+        threading.Thread(
+            target=client_loop,
+            name=f"client-{c}",
+            args=(
+                url,
+                products,
+                cycle,
+                c * len(cycle) // max(clients, 1),
+                t0 + seconds,
+                args.batch_rows,
+                args.timeout,
+                tally,
+                c,
+            ),
+        )
+        for c in range(clients)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return tally, time.perf_counter() - t0
 
 
 def rss_report(load: Load, server: Server, args: argparse.Namespace) -> dict:
@@ -715,6 +730,148 @@ def summarise(report: dict) -> None:
     )
 
 
+# ----------------------------------------------------------------------------- batching off / on
+
+#: the two modes compared by ``--batching``: extra ``rakuten serve`` options of each
+BATCHING_MODES = {"off": ["--max-batch-size", "1"], "on": []}
+#: the issue's figure to beat: requests/s of the service before batching (4 clients, the default mix)
+BASELINE_REQ_PER_S = 6.03
+
+
+def batching_counts(url: str) -> dict:
+    """The batcher's counts from ``GET /health`` (none when batching is off)."""
+    return httpx.get(f"{url}/health", timeout=30).json().get("batching") or {}
+
+
+def one_run(server: Server, products: Products, kind: str, clients: int, args: argparse.Namespace) -> dict:
+    """``clients`` clients of one request kind for ``--compare-seconds``: requests/s, latencies, mean batch
+    size, the server's CPU and the whole machine's (other processes on a shared machine show there)."""
+    before, cpu_before, machine_before = batching_counts(server.url), server.cpu_s(), psutil.cpu_times()
+    load = os.getloadavg()[0]
+    tally, duration = run_clients(server.url, products, [kind], clients, args.compare_seconds, args)
+    after, cpu, machine_after = batching_counts(server.url), server.cpu_s() - cpu_before, psutil.cpu_times()
+    busy = (sum(machine_after) - machine_after.idle - machine_after.iowait) - (
+        sum(machine_before) - machine_before.idle - machine_before.iowait
+    )
+    batches = after.get("batches", 0) - before.get("batches", 0)
+    lat = tally.latencies[kind]
+    return {
+        "kind": kind,
+        "clients": clients,
+        "count": len(lat),
+        "errors": tally.errors[kind],
+        "req_per_s": round(len(lat) / duration, 2),
+        **latency_stats(lat),
+        "mean_batch_size": round((after["rows"] - before["rows"]) / batches, 2) if batches else 1.0,
+        "server_cpu_cores": round(cpu / duration, 2),
+        "machine_busy_cores": round(busy / duration, 2),
+        "load_average_at_start": round(load, 2),
+        "inputs_used": tally.inputs_used[kind],
+    }
+
+
+def compare_batching(args: argparse.Namespace) -> dict:
+    """Both modes, each on a server of its own (same models, params and data), both started first; then
+    per request kind and client count, batching off then on, back to back, so that the load of a shared
+    machine weighs on both alike. Checks: no error, no traceback, no server left."""
+    products = Products.load(args.data)
+    lock = args.lock or args.data / "dvc.lock"
+    report = {
+        "what": "POST /predict with dynamic batching off (--max-batch-size 1: one request at a time) and on "
+        "(the serve section's max_batch_size / max_batch_delay_ms), per request kind and client count; "
+        "the two modes run back to back for each line",
+        "settings": {
+            "seconds_per_run": args.compare_seconds,
+            "clients": args.compare_clients,
+            "modes": {m: " ".join([*args.serve_args.split(), *extra]) for m, extra in BATCHING_MODES.items()},
+            "models": str(args.models),
+            "data": str(args.data),
+        },
+        "machine": header(args, {}, lock)["machine"],
+        "modes": {m: {"runs": []} for m in BATCHING_MODES},
+    }
+    checks: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="rakuten-bench-serve-") as tmp:
+        servers: dict[str, Server] = {}
+        try:
+            for mode, extra in BATCHING_MODES.items():
+                servers[mode] = Server(
+                    args.models.resolve(), args.data.resolve(), lock.resolve(), Path(tmp) / f"{mode}.log",
+                    [*args.serve_args.split(), *extra],
+                )  # fmt: skip
+            for mode, server in servers.items():
+                report["modes"][mode]["startup_s"] = round(server.wait_ready(args.startup_timeout), 1)
+                warm_up(server.url, products, {"text": 1, "image": 1}, args.batch_rows, args.timeout)
+                report["modes"][mode]["batching"] = httpx.get(f"{server.url}/health", timeout=30).json()["batching"]
+            for kind in ("text", "image"):
+                for clients in args.compare_clients:
+                    for mode, server in servers.items():
+                        run = one_run(server, products, kind, clients, args)
+                        report["modes"][mode]["runs"].append(run)
+                        log.info("%s, %s x %d: %.1f req/s, p99 %.0f ms", mode, kind, clients, run["req_per_s"],
+                                 run.get("p99_ms", 0))  # fmt: skip
+                        if run["errors"]:
+                            checks.append(f"{mode}: {run['errors']} error(s) in {kind} x {clients}")
+        finally:
+            for mode, server in servers.items():
+                tracebacks = server.log_text().count("Traceback")
+                leftover = server.stop()
+                report["modes"][mode]["server_stopped"] = {
+                    "exit_code": server.proc.returncode,
+                    "killed_or_left": leftover,
+                    "log_tail": server.log_path.read_text(errors="replace").splitlines()[-2:],
+                }
+                checks += [f"{mode}: {tracebacks} traceback(s) in the server log"] if tracebacks else []
+                checks += [f"{mode}: server processes had to be killed or are left: {leftover}"] if leftover else []
+    report["machine"]["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    report["target"] = batching_target(report, max(args.compare_clients))
+    report["failed_checks"], report["passed"] = checks, not checks
+    return report
+
+
+def batching_target(report: dict, clients: int) -> dict:
+    """The issue's target at ``clients`` clients, per kind: requests/s at least 5x the service before
+    batching (the issue's 6.03 req/s, and batching off in this run) with p99 under 1 s."""
+    out = {"clients": clients, "baseline_req_per_s": BASELINE_REQ_PER_S}
+    for kind in ("text", "image"):
+        on, off = (
+            next(r for r in report["modes"][m]["runs"] if r["kind"] == kind and r["clients"] == clients)
+            for m in ("on", "off")
+        )
+        out[kind] = {
+            "req_per_s": on["req_per_s"],
+            "x_baseline": round(on["req_per_s"] / BASELINE_REQ_PER_S, 2),
+            "x_batching_off": round(on["req_per_s"] / off["req_per_s"], 2) if off["req_per_s"] else None,
+            "p99_ms": on.get("p99_ms"),
+            "met": on["req_per_s"] >= 5 * BASELINE_REQ_PER_S and on.get("p99_ms", 1e9) < 1000,
+        }
+    return out
+
+
+def summarise_batching(report: dict) -> None:
+    log.info(
+        "%-4s %-6s %7s %8s %8s %8s %8s %10s %9s %9s %6s",
+        "mode", "kind", "clients", "req/s", "p50 ms", "p99 ms", "max ms", "mean batch", "CPU cores", "all cores",
+        "errors",
+    )  # fmt: skip
+    for mode, entry in report["modes"].items():
+        for r in entry["runs"]:
+            log.info(
+                "%-4s %-6s %7d %8.1f %8.0f %8.0f %8.0f %10.2f %9.2f %9.2f %6d",
+                mode, r["kind"], r["clients"], r["req_per_s"], r.get("p50_ms", 0), r.get("p99_ms", 0),
+                r.get("max_ms", 0), r["mean_batch_size"], r["server_cpu_cores"], r["machine_busy_cores"], r["errors"],
+            )  # fmt: skip
+    t = report["target"]
+    for kind in ("text", "image"):
+        k = t[kind]
+        log.info(
+            "target at %d clients, %s: %.1f req/s = %.1fx the %.2f req/s before batching (%.1fx batching off "
+            "here), p99 %.0f ms: %s",
+            t["clients"], kind, k["req_per_s"], k["x_baseline"], t["baseline_req_per_s"], k["x_batching_off"] or 0,
+            k["p99_ms"] or 0, "met" if k["met"] else "MISSED",
+        )  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, default=ROOT / "models", help="trained artifacts (default: models/)")
@@ -749,13 +906,27 @@ def main() -> None:
     parser.add_argument(
         "--section", default="", help="write the report under this key of --output (e.g. soak), keeping its other keys"
     )
+    parser.add_argument(
+        "--batching",
+        action="store_true",
+        help="compare batching off and on instead (text and text+image requests, --compare-clients); "
+        "written under the key `batching` of --output, keeping its other keys",
+    )
+    parser.add_argument("--compare-clients", default="1,4,8", help="client counts of --batching (default: 1,4,8)")
+    parser.add_argument("--compare-seconds", type=float, default=20.0, help="seconds of each --batching run")
     args = parser.parse_args()
-    if args.clients < 1 or args.seconds <= 0 or args.batch_rows < 1:
-        raise SystemExit("--clients, --seconds and --batch-rows must be positive")
+    args.compare_clients = [int(c) for c in args.compare_clients.split(",")]
+    if args.clients < 1 or args.seconds <= 0 or args.batch_rows < 1 or min(args.compare_clients) < 1:
+        raise SystemExit("--clients, --seconds, --batch-rows and --compare-clients must be positive")
     setup_logging()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
-    report = run(args)
-    summarise(report)
+    if args.batching:
+        args.section = args.section or "batching"
+        report = compare_batching(args)
+        summarise_batching(report)
+    else:
+        report = run(args)
+        summarise(report)
     if args.section:
         merged = json.loads(args.output.read_text()) if args.output.is_file() else {}
         merged[args.section] = report

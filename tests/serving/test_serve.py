@@ -299,6 +299,46 @@ def test_concurrent_requests_all_answered_like_sequential_ones(client, served):
     assert [r.json() for r in results] == alone
 
 
+def _mixed_requests(repo: Path, x: pd.DataFrame) -> list[dict]:
+    """Per row: text only (JSON), text + photo (form), the photo without text; one empty description."""
+    out = []
+    for i, (_, row) in enumerate(x.iterrows()):
+        text = {"designation": row["designation"], "description": "" if i == 1 else row["description"]}
+        text = {k: ("" if pd.isna(v) else v) for k, v in text.items()}
+        photo = {"image": (_image_name(row), _image_bytes(repo, row), "image/jpeg")}
+        out += [dict(json=text), dict(data=text, files=photo), dict(data={"designation": ""}, files=photo)]
+    return out
+
+
+def test_batched_answers_are_the_one_at_a_time_answers(served):
+    """Fifteen requests at once, text only, text + photo and photo only, to a service that batches them
+    (several share a call of the predictor): each JSON answer, probabilities included, is the one the
+    service gives the same request predicted alone (max_batch_size 1)."""
+    repo, predictor, x = served
+    requests = _mixed_requests(repo, x)
+    with TestClient(create_app(predictor.in_process(), ServeLimits(max_batch_size=1), metadata={})) as alone_client:
+        alone = [alone_client.post("/predict", **r) for r in requests]
+    assert [r.status_code for r in alone] == [200] * len(requests), [r.text for r in alone]
+    app = create_app(predictor.in_process(), ServeLimits(max_batch_size=8, max_batch_delay_ms=300), metadata={})
+    results: list = [None] * len(requests)
+    with TestClient(app) as c:
+
+        def send(i: int) -> None:
+            results[i] = c.post("/predict", **requests[i])
+
+        threads = [threading.Thread(target=send, args=(i,)) for i in range(len(requests))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    stats = app.state.service.batcher.stats
+    assert stats.rows == len(requests) and stats.mean_batch_size() > 1 and stats.fallbacks == 0
+    assert [r.status_code for r in results] == [200] * len(requests)
+    assert [r.json() for r in results] == [r.json() for r in alone]
+    assert {r.json()["inputs_used"] for r in alone} >= {"text+image", "text only (image missing)"}
+    assert any(r.json()["inputs_used"].startswith("image only") for r in alone)
+
+
 def test_gate_refuses_past_the_pending_limit():
     gate = Gate(2)
     gate.enter()
@@ -621,7 +661,7 @@ def test_docs_page_loads_no_script(client):
 def test_every_response_carries_the_security_headers(client, monkeypatch):
     from rakuten.serving.serve import single
 
-    monkeypatch.setattr(single, "predict_one", lambda *a: 1 / 0)
+    monkeypatch.setattr(single, "answer", lambda *a: 1 / 0)  # batched or not, every answer goes through it
     crashing = TestClient(client.app, raise_server_exceptions=False)
     responses = [
         client.get("/"),

@@ -23,6 +23,8 @@ DEFAULTS = {
     "max_batch_mb": 500.0,
     "chunk_rows": 256,
     "max_pending": 32,
+    "max_batch_size": 32,
+    "max_batch_delay_ms": 10.0,
     "max_connections": 1000,
     "header_timeout_s": 10.0,
     "body_timeout_s": 30.0,
@@ -78,6 +80,8 @@ BAD = [
     (["--max-image-mb", "-1"], "--max-image-mb = -1.0, expected a number in (0, inf]"),
     (["--body-timeout-s", "0"], "--body-timeout-s = 0.0, expected a number in (0, inf]"),
     (["--keep-alive-s", "inf"], "--keep-alive-s = inf, expected a number in (0, inf]"),
+    (["--max-batch-size", "0"], "--max-batch-size = 0, expected an integer in [1, 4096]"),
+    (["--max-batch-delay-ms", "-1"], "--max-batch-delay-ms = -1.0, expected a number in [0, 10000]"),
 ]
 
 

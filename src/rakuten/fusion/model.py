@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from rakuten.core.errors import PipelineError
-from rakuten.fusion.probs import check_inputs, normalise_rows
+from rakuten.fusion.probs import check_inputs, normalise_rows, weighted_sum
 
 #: the inputs a model of each modality reads (registry.MODALITIES); it is available when it has any of them
 MODALITY_INPUTS = {"text": ("text",), "image": ("image",), "multimodal": ("text", "image")}
@@ -77,7 +77,7 @@ class FusedModel:
             rows = partial & (available == pattern).all(axis=1)
             w = self.fallback_weights * pattern
             w = w / w.sum() if w.sum() > 0 else pattern / pattern.sum()
-            out[rows] = np.tensordot(w, np.stack([m[rows] for m in mats]), axes=1)
+            out[rows] = weighted_sum(w, [m[rows] for m in mats])
         return out
 
     def needs_review(self, proba: np.ndarray) -> np.ndarray:

@@ -38,3 +38,17 @@ def softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
+
+
+def weighted_sum(weights: Sequence[float], mats: Sequence[np.ndarray]) -> np.ndarray:
+    """``sum_i weights[i] * mats[i]``, element by element, in model order.
+
+    Why not ``np.tensordot``: it runs as a BLAS matrix-vector product whose summation order for an element
+    depends on that element's position, so a row fused among other rows could differ in its last bit from
+    the same row fused alone (measured: 1.1e-16 on 1-2 rows in 60). Element-wise, a row's fused
+    probabilities depend on that row only: the service's batches, ``rakuten predict``'s chunks and a
+    cluster's partitions give the same bits."""
+    out = np.zeros(np.shape(mats[0]), dtype=np.float64)
+    for w, m in zip(weights, mats):
+        out += float(w) * np.asarray(m, dtype=np.float64)
+    return out

@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 
 from rakuten.contracts.classes import N_CLASSES
-from rakuten.fusion.probs import check_inputs
+from rakuten.fusion.probs import check_inputs, weighted_sum
 
 
 def weighted_f1(y: np.ndarray, proba: np.ndarray) -> float:
@@ -57,7 +57,7 @@ class SoftVote:
         mats = check_inputs(probs)
         if len(mats) != len(self.weights_):
             raise ValueError(f"soft vote has {len(self.weights_)} weights but got {len(mats)} matrices")
-        return np.tensordot(self.weights_, np.stack(mats), axes=1)
+        return weighted_sum(self.weights_, mats)
 
 
 class FittedSoftVote(SoftVote):
@@ -72,11 +72,11 @@ class FittedSoftVote(SoftVote):
         self.weights_ = np.empty(0)
 
     def fit(self, probs: Sequence[np.ndarray], y: np.ndarray) -> "FittedSoftVote":
-        stacked = np.stack(check_inputs(probs))
+        mats = check_inputs(probs)
         y = np.asarray(y, dtype=np.int64)
         best_key, best_w = None, None
-        for w in simplex_grid(len(stacked), self.step):
-            fused = np.tensordot(w, stacked, axes=1)
+        for w in simplex_grid(len(mats), self.step):
+            fused = weighted_sum(w, mats)
             p_true = np.clip(fused[np.arange(len(y)), y], 1e-15, 1.0)
             key = (round(weighted_f1(y, fused), 9), float(np.mean(np.log(p_true))))
             if best_key is None or key > best_key:

@@ -15,9 +15,9 @@ fuses the same models. Endpoints:
 Every bad request gets a 4xx with one JSON line ``{"error": "..."}`` naming the field and what was
 expected (``inputs``, ``errors``); an unexpected failure is a 500 with one line, logged, and the server
 keeps serving. What a hostile client can cost is bounded (``limits``; :mod:`rakuten.serving.http_guards`;
-docs/serve.md, "Resource limits"). The modules: ``limits`` (the knobs, section ``serve``), ``app``
-(the application built from the routes), ``service`` (what the requests share), ``routes``,
-``single``, ``batch``, ``inputs``, ``errors``, ``metadata``, ``page``, and ``server`` (load, warm up,
-serve). Every module logs to this package's logger, ``rakuten.serving.serve``, which the server
-rate-limits.
+docs/serve.md, "Resource limits"). Single products that wait at the same time are predicted together
+(``batcher``). The modules: ``limits`` (the knobs, section ``serve``), ``app`` (the application built
+from the routes), ``service`` (what the requests share), ``routes``, ``single``, ``batcher``, ``batch``,
+``inputs``, ``errors``, ``metadata``, ``page``, and ``server`` (load, warm up, serve). Every module logs
+to this package's logger, ``rakuten.serving.serve``, which the server rate-limits.
 """

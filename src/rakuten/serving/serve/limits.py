@@ -18,8 +18,8 @@ SECTION = "serve"
 
 @dataclass(frozen=True)
 class ServeLimits:
-    """``serve``: what one request may cost, and what one client may hold. Runtime knobs: they bound
-    the service, never what it predicts."""
+    """``serve``: what one request may cost, what one client may hold, how requests are batched.
+    Runtime knobs: they bound the service and its batches, never what it predicts."""
 
     max_image_mb: float = knob(
         10.0, "largest accepted image upload, in MB (413 above)", lo=0, lo_open=True, runtime=True
@@ -39,6 +39,21 @@ class ServeLimits:
     )
     chunk_rows: int = knob(256, "batch rows predicted, then streamed back, per chunk", lo=1, runtime=True)
     max_pending: int = knob(32, "requests allowed to wait for the model; more get 503 (busy)", lo=1, runtime=True)
+    max_batch_size: int = knob(
+        32,
+        "most single-product requests predicted together in one call (dynamic batching); 1 = one at a time",
+        lo=1,
+        hi=4096,
+        runtime=True,
+    )
+    max_batch_delay_ms: float = knob(
+        10.0,
+        "longest the first request of a batch waits for others to join it, in ms from its arrival; "
+        "a full batch goes at once",
+        lo=0,
+        hi=10_000,
+        runtime=True,
+    )
     max_connections: int = knob(
         1000,
         "most open connections; past it the oldest ones still waiting for their "

@@ -1,4 +1,4 @@
-"""The read-only routes: the web page, ``/health``, ``/metadata`` and ``/docs``.
+"""The read-only routes: the web page, ``/health`` (with the batcher's counts), ``/metadata`` and ``/docs``.
 
 Each is a plain function of the request; :func:`~rakuten.serving.serve.app.create_app` registers it
 for GET and HEAD. Their names are the operation ids of the OpenAPI schema, and they carry no
@@ -20,8 +20,14 @@ def index(request: Request) -> HTMLResponse:
 
 
 def health(request: Request) -> dict:
-    predictor = service_of(request).predictor
-    return {"status": "ok", "models": list(predictor.models.members), "strategy": predictor.models.fused.strategy}
+    service = service_of(request)
+    predictor, batcher = service.predictor, service.batcher
+    return {
+        "status": "ok",
+        "models": list(predictor.models.members),
+        "strategy": predictor.models.fused.strategy,
+        "batching": None if batcher is None else batcher.describe(),
+    }
 
 
 def metadata_endpoint(request: Request) -> dict:

@@ -16,6 +16,7 @@ from starlette.requests import Request
 
 from rakuten.serving.http_guards import RequestError
 from rakuten.serving.predict import Predictor
+from rakuten.serving.serve.batcher import Batcher
 from rakuten.serving.serve.limits import ServeLimits
 
 
@@ -38,8 +39,9 @@ class Gate:
 
 @dataclass(frozen=True)
 class Service:
-    """The state of one app: ``predictor`` (loaded once; predicts one request at a time), ``gate``
-    (its waiting room), ``metadata`` (``GET /metadata``), the web page and its CSP (read once)."""
+    """The state of one app: ``predictor`` (loaded once; one call at a time), ``gate`` (its waiting
+    room), ``batcher`` (gathers concurrent single-product requests into one call; None when
+    ``max_batch_size`` is 1), ``metadata`` (``GET /metadata``), the web page and its CSP (read once)."""
 
     predictor: Predictor
     limits: ServeLimits
@@ -47,6 +49,7 @@ class Service:
     metadata: dict[str, Any]
     page: str
     page_csp: str
+    batcher: Batcher | None = None
 
 
 def service_of(request: Request) -> Service:

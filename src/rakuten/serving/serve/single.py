@@ -5,6 +5,7 @@ multipart form with the same fields and an optional ``image`` file; answered wit
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from rakuten.contracts.classes import CLASS_LABELS
 from rakuten.data.ingest import catalog_rows
 from rakuten.serving.http_guards import RequestError
 from rakuten.serving.predict import Predictor
+from rakuten.serving.serve.batcher import Batcher
 from rakuten.serving.serve.inputs import check_image, content_type, form_fields, parse_json_body, single_product
 from rakuten.serving.serve.limits import ServeLimits
 from rakuten.serving.serve.service import service_of
@@ -41,7 +43,9 @@ async def predict(request: Request):
         check_image(image, "image", limits)
     service.gate.enter()
     try:
-        return await run_in_threadpool(predict_one, service.predictor, designation, description, image, explain)
+        if service.batcher is None or explain:  # explanations take the predictor's lock, one at a time
+            return await run_in_threadpool(predict_one, service.predictor, designation, description, image, explain)
+        return await predict_batched(service.batcher, designation, description, image)
     finally:
         service.gate.leave()
 
@@ -101,27 +105,60 @@ def top_classes(table_row: pd.Series, k: int = 3) -> list[dict[str, Any]]:
     ]
 
 
+def request_rows(designation: str, description: str, image: bytes | None, folder: Path) -> pd.DataFrame:
+    """The catalog row of one product, its image (if any) written under ``folder`` as
+    ``images/image_0_product_0.jpg``."""
+    images = folder / "images"
+    images.mkdir()
+    if image is not None:
+        (images / "image_0_product_0.jpg").write_bytes(image)
+    rows, _ = catalog_rows(one_row(designation, description), Path("request"), images)
+    return rows
+
+
+def answer(table_row: pd.Series) -> dict[str, Any]:
+    """The JSON answer for one row of the prediction table: predicted class, top 3 (calibrated
+    probabilities), inputs used, whether it needs a human review."""
+    return {
+        "prdtypecode": int(table_row["prdtypecode"]),
+        "label": str(table_row["label"]),
+        "top": top_classes(table_row),
+        "inputs_used": str(table_row["inputs_used"]),
+        "needs_review": bool(table_row["needs_review"]),
+    }
+
+
 def predict_one(
     predictor: Predictor, designation: str, description: str, image: bytes | None, explain: bool
 ) -> dict[str, Any]:
-    """The JSON answer for one product: predicted class, top 3 (calibrated probabilities), inputs used,
-    whether it needs a human review, explanations if asked."""
+    """The JSON answer for one product predicted on its own (:func:`answer`), explanations if asked."""
     with tempfile.TemporaryDirectory(prefix="rakuten-serve-") as tmp:
-        images = Path(tmp) / "images"
-        images.mkdir()
-        if image is not None:
-            (images / "image_0_product_0.jpg").write_bytes(image)
-        rows, _ = catalog_rows(one_row(designation, description), Path("request"), images)
+        rows = request_rows(designation, description, image, Path(tmp))
         result = predictor.predict_rows(rows, Path(tmp) / "work")
-        row = result.table.iloc[0]
-        answer: dict[str, Any] = {
-            "prdtypecode": int(row["prdtypecode"]),
-            "label": str(row["label"]),
-            "top": top_classes(row),
-            "inputs_used": str(row["inputs_used"]),
-            "needs_review": bool(row["needs_review"]),
-        }
+        out = answer(result.table.iloc[0])
         if explain:
             index = int(np.argmax(result.proba[0]))
-            answer["explanations"] = predictor.explain(result.frame.iloc[0], index)
-    return answer
+            out["explanations"] = predictor.explain(result.frame.iloc[0], index)
+    return out
+
+
+async def predict_batched(batcher: Batcher, designation: str, description: str, image: bytes | None) -> dict:
+    """The JSON answer for one product predicted in a batch with the requests waiting at the same time
+    (:mod:`~rakuten.serving.serve.batcher`). Its upload folder lives until its batch is done, even if
+    the request is given up first; it is removed here, not by the batcher's thread, which the model's
+    throughput hangs on."""
+    work = tempfile.TemporaryDirectory(prefix="rakuten-serve-")
+    try:
+        rows = await run_in_threadpool(request_rows, designation, description, image, Path(work.name))
+        future = batcher.submit(rows)
+    except BaseException:
+        work.cleanup()
+        raise
+    try:
+        result = await asyncio.wrap_future(future)
+    finally:
+        if future.done():
+            work.cleanup()
+        else:  # given up while its batch runs: the folder goes once the batch is done with it
+            future.add_done_callback(lambda _: work.cleanup())
+    return answer(result.table.iloc[0])
