@@ -38,7 +38,8 @@ from rakuten.core.params import load_params
 from rakuten.data.sample.config import SampleConfig
 from rakuten.data.sample.generate import write_sample
 from rakuten.serving.predict import Predictor
-from rakuten.serving.stream import StreamConfig, predict_file, read_rows
+from rakuten.serving.predict_options import StreamConfig
+from rakuten.serving.stream import predict_file, read_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,7 +14,8 @@ from rakuten.contracts.classes import N_CLASSES
 from rakuten.core.errors import PipelineError
 from rakuten.core.io import write_csv
 from rakuten.serving.predict import Prediction, prediction_table
-from rakuten.serving.stream import StreamConfig, chunks, predict_file, tables_in_order
+from rakuten.serving.predict_options import StreamConfig
+from rakuten.serving.stream import chunks, predict_file, tables_in_order
 
 
 class RowWisePredictor:

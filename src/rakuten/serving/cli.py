@@ -1,6 +1,7 @@
 """The ``rakuten`` command (console script): classify new products with the trained pipeline.
 
     rakuten predict --input X_new.csv --images images/ --output predictions.csv [--explain explanations.jsonl]
+    rakuten predict ... --engine ray [--address local|auto|HOST:PORT] [--workers N] [--ship-models]
     rakuten serve [--models models] [--params params.yaml] [--host 127.0.0.1] [--port 8000] [--max-image-mb 10 ...]
     rakuten check [--params params.yaml] [FOLDER ...]
     rakuten compare A B [--repo .] [--resamples N] [--level L] [--seed S] [--top-classes N] [--json]
@@ -24,14 +25,18 @@ from rakuten.core.logs import setup_logging
 
 if TYPE_CHECKING:
     from rakuten.serving.serve.limits import ServeLimits
+    from rakuten.serving.stream import StreamResult
 
 log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from rakuten.serving.predict_options import add_cluster_options
+
     parser = argparse.ArgumentParser(prog="rakuten", description="Rakuten multimodal product classification.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_predict(sub)
+    add_cluster_options(sub.choices["predict"])  # --engine ray (rakuten.serving.distributed)
     _add_serve(sub)
     _add_check(sub)
     _add_compare(sub)
@@ -95,7 +100,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         help="also write, per row, why it was put in its predicted class (JSON Lines: the TF-IDF "
         "terms, the transformer's word attributions, the image model's Grad-CAM as a PNG data URI)",
     )
-    from rakuten.serving.stream import StreamConfig
+    from rakuten.serving.predict_options import StreamConfig
 
     add_knob_options(p, StreamConfig)
 
@@ -256,8 +261,10 @@ def _records(args: argparse.Namespace):
 def _predict(args: argparse.Namespace) -> None:
     from rakuten.core.io import check_run_paths, write_text
     from rakuten.core.params import load_params
+    from rakuten.serving.distributed import predict_from_args
     from rakuten.serving.predict import Predictor, explanation_lines
-    from rakuten.serving.stream import StreamConfig, predict_file, read_rows
+    from rakuten.serving.predict_options import StreamConfig, cluster_only
+    from rakuten.serving.stream import predict_file, read_rows
 
     if not args.input.is_file():
         raise PipelineError(f"--input {args.input}: file not found")
@@ -273,6 +280,10 @@ def _predict(args: argparse.Namespace) -> None:
     check_run_paths(inputs, outputs)  # before any work: no output replaces an input, another output or a stranger
     params = load_params(params_path) if args.params is not None or params_path.is_file() else None
     cfg = StreamConfig(**knob_options(args, StreamConfig))
+    if args.engine == "ray":  # rakuten.serving.distributed: --workers actors, --chunk-rows rows per batch
+        _log_done(predict_from_args(args, params, str(params_path), cfg, lambda: _records(args)), args.output)
+        return
+    cluster_only(args)
     if args.explain is not None and cfg.processes() > 1:
         raise PipelineError("--explain runs in one process: leave out --workers (or give --workers 1)")
     records = _records(args)  # read and checked before minutes of loading
@@ -285,10 +296,14 @@ def _predict(args: argparse.Namespace) -> None:
         done = predict_file(predictor, rows, args.output, args.work_dir or Path(tmp), cfg, load, explain)
     if args.explain is not None:
         write_text("".join(lines), args.explain)
+    _log_done(done, args.output)
+
+
+def _log_done(done: StreamResult, output: Path) -> None:
     log.info(
         "wrote %d predictions to %s in %.1f s (%d from one modality or none, %d to review)",
         done.rows,
-        args.output,
+        output,
         done.seconds["predict"],
         done.partial,
         done.review,

@@ -20,7 +20,6 @@ import concurrent.futures as futures
 import csv
 import logging
 import multiprocessing
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -30,35 +29,14 @@ from typing import Any, Callable, Iterator
 import pandas as pd
 from tqdm import tqdm
 
-from rakuten.core.config import knob
 from rakuten.core.errors import PipelineError
 from rakuten.core.integrity import ArtifactRecords
 from rakuten.core.io import atomic_path
 from rakuten.data.ingest import X_COLUMNS, catalog_rows, read_official_csv
 from rakuten.serving.predict import Prediction, Predictor
+from rakuten.serving.predict_options import StreamConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class StreamConfig:
-    """How ``rakuten predict`` works through a file (runtime only: the output is the same bytes whatever
-    the values)."""
-
-    chunk_rows: int = knob(
-        1024, "rows cleaned and scored together: memory grows with it, the output does not change", lo=1
-    )
-    workers: int = knob(
-        1,
-        "processes scoring chunks in parallel, each with its own copy of the models and one torch thread "
-        "(0 = one per core)",
-        lo=0,
-        hi=256,
-    )
-
-    def processes(self) -> int:
-        """Worker processes: ``workers``, or one per core for 0."""
-        return self.workers or (os.cpu_count() or 1)
 
 
 @dataclass
