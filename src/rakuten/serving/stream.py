@@ -20,6 +20,7 @@ import concurrent.futures as futures
 import csv
 import logging
 import multiprocessing
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -142,6 +143,7 @@ def predict_file(
     if cfg.processes() == 1:
         if predictor is None:
             raise ValueError("one worker predicts in this process: pass the loaded predictor")
+        predictor.models.image_threads = os.cpu_count() or 1  # the only process: images on every core
 
         def tables() -> Iterator[pd.DataFrame]:
             for part in parts:
