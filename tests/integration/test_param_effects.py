@@ -49,6 +49,8 @@ EXEMPT: dict[str, str] = {
             "body_timeout_s",
             "keep_alive_s",
             "log_every_s",
+            "max_batch_size",
+            "max_batch_delay_ms",
         )
     },
     # speed knobs: same results by design, shown by the tests named

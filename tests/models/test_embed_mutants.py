@@ -249,7 +249,13 @@ def test_encode_casts_and_checks(calls):
     assert text.dtype == np.float32 and image.dtype == np.float32
     assert text.tolist() == [[5, 6, 7], [2, 3, 4], [9, 10, 11]]
     assert image.tolist() == [[500, 501], [200, 201], [900, 901]]
-    assert calls == [("embed", "text", "t", [5, 2, 9]), ("embed", "image", "i", [5, 2, 9])]
+    threads = embed.torch.get_num_threads()  # texts on one thread, then the images on the threads set before
+    assert calls == [
+        ("threads", 1),
+        ("embed", "text", "t", [5, 2, 9]),
+        ("threads", threads),
+        ("embed", "image", "i", [5, 2, 9]),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -313,7 +319,9 @@ def test_with_embeddings_loads_the_named_encoders(calls, tmp_path):
         ("load", "text", tmp_path / "stubtext"),
         ("load", "image", tmp_path / "stubimage"),
         ("threads", 2),
+        ("threads", 1),
         ("embed", "text", "text", [5, 2, 9]),
+        ("threads", embed.torch.get_num_threads()),  # the stub set_threads leaves torch's count as it was
         ("embed", "image", "image", [5, 2, 9]),
     ]
     assert out[IMAGE].iloc[0].tolist() == [500, 501] and out[TEXT_OK].tolist() == [True, False, True]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures as futures
 import threading
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -23,6 +24,7 @@ class RowWisePredictor:
 
     def __init__(self) -> None:
         self.calls: list[int] = []
+        self.models = SimpleNamespace(image_threads=1)  # what predict_file tunes on the real predictor
 
     def predict_rows(self, rows: pd.DataFrame, work_dir) -> Prediction:
         self.calls.append(len(rows))

@@ -10,6 +10,7 @@ on, re-parented to init, blocked on a queue nobody reads. Every pool of the pipe
 from __future__ import annotations
 
 import ctypes
+import multiprocessing
 import os
 import signal
 import sys
@@ -47,7 +48,14 @@ def _init_worker(parent_pid: int, then: Callable[[], None] | None) -> None:
         then()
 
 
-def process_pool(n_jobs: int, initializer: Callable[[], None] | None = None) -> ProcessPoolExecutor:
+def process_pool(
+    n_jobs: int, initializer: Callable[[], None] | None = None, spawn: bool = False
+) -> ProcessPoolExecutor:
     """A :class:`ProcessPoolExecutor` of ``n_jobs`` workers that die with this process;
-    ``initializer`` (picklable, no arguments) runs in each worker after that is arranged."""
-    return ProcessPoolExecutor(n_jobs, initializer=_init_worker, initargs=(os.getpid(), initializer))
+    ``initializer`` (picklable, no arguments: bind them with :func:`functools.partial`) runs in each worker
+    after that is arranged. ``spawn``: fresh interpreters instead of forks, for a parent that already runs
+    torch's threads (a fork copies them mid-state)."""
+    context = multiprocessing.get_context("spawn") if spawn else None
+    return ProcessPoolExecutor(
+        n_jobs, mp_context=context, initializer=_init_worker, initargs=(os.getpid(), initializer)
+    )

@@ -287,8 +287,9 @@ def _predict(args: argparse.Namespace) -> None:
     if args.explain is not None and cfg.processes() > 1:
         raise PipelineError("--explain runs in one process: leave out --workers (or give --workers 1)")
     records = _records(args)  # read and checked before minutes of loading
-    rows = read_rows(args.input, args.images)
+    # one process: the models are verified and loaded before the rows are read (a tampered file stops it first)
     predictor = Predictor.load(args.models, params, str(params_path), records=records) if cfg.processes() == 1 else None
+    rows = read_rows(args.input, args.images)
     lines: list[str] = []
     explain = None if args.explain is None else (lambda result: lines.append(explanation_lines(predictor, result)))
     with tempfile.TemporaryDirectory(prefix="rakuten-predict-") as tmp:

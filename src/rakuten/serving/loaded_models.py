@@ -128,12 +128,18 @@ class LoadedModels:
             module, model = self.encoder_models[encoder]
             both = getattr(module, "predict_and_embed", None)
             modality = registry.spec(encoder).modality
+            self.announce(encoder)
             with timed(self.times, encoder), self.threads(modality):
                 if encoder in self.members and both is not None:
                     out[encoder] = both(model, frame)
                 else:
                     out[encoder] = (None, getattr(module, f"embed_{modality}s")(model, frame))
         return out
+
+    def announce(self, name: str) -> None:
+        """Log ``predicting with <name>`` the first time a model runs (once per process, not per chunk)."""
+        if name not in self.times:
+            log.info("predicting with %s", name)
 
     @contextmanager
     def threads(self, modality: str) -> Iterator[None]:
@@ -165,9 +171,9 @@ class LoadedModels:
         outputs = self.encoder_outputs(frame) if self.encoders else {}
         mats = []
         for name, (module, model) in self.members.items():
-            log.debug("predicting with %s", name)
             proba = outputs[name][0] if name in outputs and outputs[name][0] is not None else None
             if proba is None:
+                self.announce(name)
                 with timed(self.times, name), self.threads(registry.spec(name).modality):
                     proba = module.predict_proba(model, self.model_input(name, frame, outputs))
             mats.append(as_stored(proba).astype(np.float64))

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import concurrent.futures as futures
 import csv
+import functools
 import logging
-import multiprocessing
 import os
 import tempfile
 import time
@@ -33,6 +33,7 @@ from tqdm import tqdm
 from rakuten.core.errors import PipelineError
 from rakuten.core.integrity import ArtifactRecords
 from rakuten.core.io import atomic_path
+from rakuten.core.parallel import process_pool
 from rakuten.data.ingest import X_COLUMNS, catalog_rows, read_official_csv
 from rakuten.serving.predict import Prediction, Predictor
 from rakuten.serving.predict_options import StreamConfig
@@ -87,12 +88,10 @@ def _score_chunk(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _pool(cfg: StreamConfig, models_dir: Path, params: dict | None, params_name: str, lock: Path | None):
-    return futures.ProcessPoolExecutor(
-        max_workers=cfg.processes(),
-        mp_context=multiprocessing.get_context("spawn"),  # never fork a process holding torch's threads
-        initializer=_start_worker,
-        initargs=(Path(models_dir), params, params_name, lock),
-    )
+    """``cfg.processes()`` spawned workers (never forks of a process holding torch's threads), each loading the
+    models once; they die with this process."""
+    start = functools.partial(_start_worker, Path(models_dir), params, params_name, lock)
+    return process_pool(cfg.processes(), start, spawn=True)
 
 
 def tables_in_order(submit: Callable[[pd.DataFrame], futures.Future], parts: Iterator[pd.DataFrame], ahead: int):
