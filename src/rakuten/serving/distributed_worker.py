@@ -27,6 +27,7 @@ import pandas as pd
 
 from rakuten.core.errors import PipelineError
 from rakuten.core.integrity import ArtifactRecords
+from rakuten.core.io import _pid_alive  # one definition: the atomic writes' stale-temporary check
 from rakuten.core.logs import setup_logging
 from rakuten.data.ingest import catalog_rows
 from rakuten.runtime.torch_setup import set_threads
@@ -89,16 +90,6 @@ def sweep_work_dirs(parent: Path) -> None:
         match = _WORK_DIR.match(stale.name)
         if match and stale.is_dir() and not _pid_alive(int(match.group(1))):
             shutil.rmtree(stale, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def pack_models(models_dir: Path) -> dict[str, bytes]:
