@@ -37,9 +37,9 @@ from rakuten.core.io import write_json
 from rakuten.core.logs import setup_logging
 from rakuten.core.params import load_params
 from rakuten.serving.distributed import ClusterOptions, predict_distributed
-from rakuten.serving.predict import Predictor
+from rakuten.serving.predict import Predictor, read_rows
 from rakuten.serving.predict_options import StreamConfig
-from rakuten.serving.stream import predict_file, read_rows
+from rakuten.serving.stream import predict_file
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGE = os.sysconf("SC_PAGE_SIZE")

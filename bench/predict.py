@@ -37,9 +37,9 @@ from rakuten.core.logs import setup_logging
 from rakuten.core.params import load_params
 from rakuten.data.sample.config import SampleConfig
 from rakuten.data.sample.generate import write_sample
-from rakuten.serving.predict import Predictor
+from rakuten.serving.predict import Predictor, read_rows
 from rakuten.serving.predict_options import StreamConfig
-from rakuten.serving.stream import predict_file, read_rows
+from rakuten.serving.stream import predict_file
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -262,9 +262,9 @@ def _predict(args: argparse.Namespace) -> None:
     from rakuten.core.io import check_run_paths, write_text
     from rakuten.core.params import load_params
     from rakuten.serving.distributed import predict_from_args
-    from rakuten.serving.predict import Predictor, explanation_lines
+    from rakuten.serving.predict import Predictor, explanation_lines, read_rows
     from rakuten.serving.predict_options import StreamConfig, cluster_only
-    from rakuten.serving.stream import predict_file, read_rows
+    from rakuten.serving.stream import predict_file
 
     if not args.input.is_file():
         raise PipelineError(f"--input {args.input}: file not found")

@@ -37,8 +37,9 @@ import pandas as pd
 from rakuten.core.errors import PipelineError
 from rakuten.core.integrity import ArtifactRecords
 from rakuten.core.numerics import pinned_environment
-from rakuten.data.ingest import X_COLUMNS, exact_integers, read_official_csv
+from rakuten.data.ingest import exact_integers
 from rakuten.serving.distributed_worker import ERROR, INDEX, POSITION, BatchScorer, KillOnce, pack_models, partitions
+from rakuten.serving.predict import read_products
 from rakuten.serving.predict_options import CLUSTER_OPTIONS
 from rakuten.serving.stream import StreamResult, write_stream
 
@@ -209,9 +210,7 @@ def _scorer_kwargs(x_csv, image_dir, models_dir, params, params_name, records, o
 def read_input(x_csv: Path) -> pd.DataFrame:
     """The input rows, checked here before any worker starts: the file's layout, and the ids each batch
     converts again (the same function, so the same error line as the single-process run)."""
-    x = read_official_csv(x_csv, X_COLUMNS)
-    if len(x) == 0:
-        raise PipelineError(f"{x_csv}: no rows to classify")
+    x = read_products(x_csv)
     for column in ("productid", "imageid"):
         exact_integers(x[column], x_csv, column)
     return x

@@ -27,6 +27,7 @@ from rakuten.core.integrity import ArtifactRecords
 from rakuten.fusion import persistence
 from rakuten.fusion.model import FusedModel, availability
 from rakuten.fusion.probs import normalise_rows
+from rakuten.models import embed
 from rakuten.runtime.torch_setup import set_threads
 
 log = logging.getLogger(__name__)
@@ -54,17 +55,6 @@ def trained_model_dir(models_dir: Path, name: str) -> Path:
     if not model_dir.exists():
         raise PipelineError(f"{model_dir}: trained model not found; run `dvc repro {name}`")
     return model_dir
-
-
-def input_flags(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(text_ok, image_ok) per row: non-empty cleaned text; an image file found and readable."""
-    text_ok = (
-        ~frame["text_empty"].fillna(True).to_numpy(dtype=bool) if "text_empty" in frame else np.ones(len(frame), bool)
-    )
-    image_ok = frame["image_ok"].fillna(False).to_numpy(dtype=bool)
-    if "readable" in frame:
-        image_ok = image_ok & frame["readable"].fillna(False).to_numpy(dtype=bool)
-    return text_ok, image_ok
 
 
 @dataclass
@@ -160,8 +150,6 @@ class LoadedModels:
         embeddings, computed as the ``embed`` stage computed them for training."""
         if name not in self.encoders:
             return frame
-        from rakuten.models import embed
-
         outputs = outputs if outputs is not None else self.encoder_outputs(frame)
         named = self.encoders[name]
         return embed.with_vectors(frame, outputs[named["text"]][1], outputs[named["image"]][1])
@@ -188,7 +176,7 @@ class LoadedModels:
         """
         mats = self.member_probas(frame)
         with timed(self.times, "fusion"):
-            text_ok, image_ok = input_flags(frame)
+            text_ok, image_ok = embed.input_flags(frame)  # the flags the joint head's masks come from too
             available = availability(self.fused.modalities, text_ok, image_ok)
             # rows renormalised as the fusion stage does before publishing reports/probs/fusion.parquet
             return (
@@ -206,8 +194,6 @@ def _load_encoders(
 ) -> dict[str, tuple[Any, Any]]:
     """The encoders the joint models read: a fused member's loaded object when it is one (never a second
     copy), else loaded and verified as the ``embed`` stage loads them."""
-    from rakuten.models import embed
-
     out: dict[str, tuple[Any, Any]] = {}
     cfg = embed.EmbedConfig()  # the batch the embed stage reads images in (on CPU the bits do not depend on it)
     for encoder in sorted({e for named in encoders.values() for e in named.values()}):

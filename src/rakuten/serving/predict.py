@@ -218,12 +218,23 @@ class Predictor:
 
     def predict_csv(self, x_csv: str | Path, image_dir: str | Path, work_dir: str | Path) -> Prediction:
         """Classify the products of a CSV in the X_test layout whose images are in ``image_dir``."""
-        x = read_official_csv(Path(x_csv), X_COLUMNS)
-        if len(x) == 0:
-            raise PipelineError(f"{x_csv}: no rows to classify")
-        rows, _ = catalog_rows(x, Path(x_csv), image_dir)
-        log.info("%d products, %d without a readable image file", len(rows), int((~rows["image_ok"]).sum()))
-        return self.predict_rows(rows, work_dir)
+        return self.predict_rows(read_rows(x_csv, image_dir), work_dir)
+
+
+def read_products(x_csv: str | Path) -> pd.DataFrame:
+    """The rows of a CSV in the X_test layout (:func:`rakuten.data.ingest.read_official_csv`); an empty
+    file is one line."""
+    x = read_official_csv(Path(x_csv), X_COLUMNS)
+    if len(x) == 0:
+        raise PipelineError(f"{x_csv}: no rows to classify")
+    return x
+
+
+def read_rows(x_csv: str | Path, image_dir: str | Path) -> pd.DataFrame:
+    """The catalog rows of a CSV in the X_test layout (``row_id`` from 0, images looked up in ``image_dir``)."""
+    rows, _ = catalog_rows(read_products(x_csv), Path(x_csv), image_dir)
+    log.info("%d products, %d without a readable image file", len(rows), int((~rows["image_ok"]).sum()))
+    return rows
 
 
 def explanation_lines(predictor: Predictor, result: Prediction, k: int = 10) -> str:

@@ -34,7 +34,6 @@ from rakuten.core.errors import PipelineError
 from rakuten.core.integrity import ArtifactRecords
 from rakuten.core.io import atomic_path
 from rakuten.core.parallel import process_pool
-from rakuten.data.ingest import X_COLUMNS, catalog_rows, read_official_csv
 from rakuten.serving.predict import Prediction, Predictor
 from rakuten.serving.predict_options import StreamConfig
 
@@ -49,16 +48,6 @@ class StreamResult:
     partial: int = 0
     review: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
-
-
-def read_rows(x_csv: Path, image_dir: Path) -> pd.DataFrame:
-    """The catalog rows of a CSV in the X_test layout (``row_id`` from 0, images looked up in ``image_dir``)."""
-    x = read_official_csv(Path(x_csv), X_COLUMNS)
-    if len(x) == 0:
-        raise PipelineError(f"{x_csv}: no rows to classify")
-    rows, _ = catalog_rows(x, Path(x_csv), image_dir)
-    log.info("%d products, %d without a readable image file", len(rows), int((~rows["image_ok"]).sum()))
-    return rows
 
 
 def chunks(rows: pd.DataFrame, size: int) -> Iterator[pd.DataFrame]:

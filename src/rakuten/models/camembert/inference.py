@@ -77,13 +77,10 @@ def predict_and_embed(model: CamembertModel, frame: pd.DataFrame) -> tuple[np.nd
 
 
 def embed_texts(model: CamembertModel, frame: pd.DataFrame) -> np.ndarray:
-    """(n, hidden) float32 sentence embeddings: the last hidden layer mean-pooled over real tokens.
+    """(n, hidden) float32 sentence embeddings: the last hidden layer mean-pooled over real tokens (the pass
+    of :func:`predict_and_embed`, which computes the head's logits on the way at no extra cost).
 
     Why mean pooling of the last layer: it exists for every encoder family (CamemBERT, XLM-R,
     FlauBERT, DeBERTa-v2, BERT), unlike a pooler, and it is the frozen feature the joint model reads.
     """
-    texts = frame_texts(frame, model.config.text_column)
-    out = np.zeros((len(texts), embedding_dim(model)), dtype=np.float32)
-    for idx, batch, result in _forward_batches(model, texts, output_hidden_states=True):
-        out[idx] = _mean_pooled(result.hidden_states[-1], batch["attention_mask"])
-    return out
+    return predict_and_embed(model, frame)[1]
