@@ -18,8 +18,7 @@ def main() -> None:
     start = time.perf_counter()
     trained = embed.encoder_preprocessing(cfg)  # models/<encoder>/preprocessing.json: fail fast
     frame = embed.load_frame()
-    text_model, image_model = embed.load_encoders(cfg)
-    table = embed.embed_frame(frame, text_model, image_model, cfg)
+    table = embed.embed_catalog(frame, cfg)  # both encoders checked against dvc.lock before loading
     write_parquet(table, EMBEDDINGS)
     write_json(embed.record(cfg, table, trained), RECORD)
     write_json(embed.report(cfg, table, frame), embed.REPORT)

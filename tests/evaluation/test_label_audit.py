@@ -214,6 +214,38 @@ def _text_frame(per_class: int = 12) -> pd.DataFrame:
     return pd.DataFrame({"row_id": np.arange(n), "prdtypecode": codes, "group_id": np.arange(n), "text_norm": text})
 
 
+FOLDS_SCRIPT = """
+import rakuten  # first, as the stage script does: the numeric policy pins BLAS before numpy loads
+from dataclasses import replace
+import numpy as np
+from rakuten.evaluation.label_audit import audit, crossfit
+from rakuten.models import tfidf_svm
+from tests.evaluation.test_label_audit import _text_frame, defaults_of
+
+frame = _text_frame()
+fit = audit.fitters(("tfidf_svm",), {"tfidf_svm": replace(defaults_of(tfidf_svm.TfidfSvmConfig), n_jobs=1)})
+alone, fold = crossfit.out_of_fold(frame, fit, 3, 0, n_jobs=1, min_pool_rows=0)
+shared, fold2 = crossfit.out_of_fold(frame, fit, 3, 0, n_jobs=2, min_pool_rows=0)
+assert np.array_equal(fold, fold2)
+assert np.array_equal(shared["tfidf_svm"], alone["tfidf_svm"]) and alone["tfidf_svm"].any()
+print("same bits")
+"""
+
+
+@pytest.mark.slow
+def test_folds_fitted_in_worker_processes_give_the_in_process_bits():
+    """label_audit.n_jobs is a runtime knob: the folds fitted side by side in spawned processes give the same
+    out-of-fold probabilities as one process. Run in a fresh interpreter that imports rakuten first, as the
+    stage does (this test process loaded numpy before the numeric policy pinned its BLAS)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", FOLDS_SCRIPT], cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "same bits", done.stderr[-2000:]
+
+
 @pytest.mark.param_effect("label_audit.models")
 def test_models_choose_who_is_cross_fitted():
     frame = _text_frame()
@@ -248,7 +280,7 @@ def _product(path, hue: int, rng: np.random.Generator, round_shape: bool) -> Non
     cv2.imwrite(str(path), img)
 
 
-def test_image_features_tell_products_apart_and_mark_missing_images(tmp_path):
+def test_image_features_tell_products_apart_and_mark_missing_images(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     paths, codes = [], []
     for i in range(60):
@@ -261,6 +293,9 @@ def test_image_features_tell_products_apart_and_mark_missing_images(tmp_path):
     matrix = image_features.feature_matrix([*paths, "60.jpg", "absent.jpg"], readable, tmp_path)
     assert matrix.shape == (62, image_features.N_FEATURES)
     assert (matrix[:60, -1] == 0).all() and (matrix[60:, -1] == 1).all() and not matrix[60:, :-1].any()
+    monkeypatch.setattr(image_features, "CHUNK", 16)  # 4 chunks over 2 processes, back in input order
+    pooled = image_features.feature_matrix([*paths, "60.jpg", "absent.jpg"], readable, tmp_path, n_jobs=2)
+    assert np.array_equal(pooled, matrix)
     frame = pd.DataFrame({"prdtypecode": codes, image_features.FEATURES: list(matrix[:60])})
     model = image_features.train(frame.iloc[:40])
     probs = image_features.predict_proba(model, frame.iloc[40:])

@@ -423,6 +423,47 @@ def test_fit_fusion_scores_out_of_fold_and_refits_on_all_rows():
     assert fitted.strategies["soft_vote_fit"].weights_.tolist() == full.weights_.tolist()
 
 
+WORKERS_SCRIPT = """
+import rakuten  # first, as a stage script does: the numeric policy pins BLAS before numpy loads
+from dataclasses import replace
+import numpy as np
+from rakuten.contracts.classes import CLASS_CODES, N_CLASSES, codes_to_indices
+from rakuten.fusion import selection
+from rakuten.fusion.strategies import STRATEGIES
+from tests.helpers.fusion_fakes import ALL, FIRST_HALF, SECOND_HALF, model_proba, small_config
+
+y = np.repeat(np.arange(N_CLASSES), 12)
+probs = [model_proba(y, FIRST_HALF, seed=1), model_proba(y, SECOND_HALF, seed=2), model_proba(y, ALL, seed=3)]
+labels = codes_to_indices(np.asarray(CLASS_CODES)[y])
+cfg = small_config(["tfidf_svm", "resnet50", "camembert"])
+alone = selection.fit_fusion(probs, labels, replace(cfg, workers=1), min_pool_rows=0)
+shared = selection.fit_fusion(probs, labels, replace(cfg, workers=2), min_pool_rows=0)
+assert list(shared.strategies) == list(alone.strategies) == list(STRATEGIES)
+assert shared.val_scores == alone.val_scores
+other = [model_proba(y, ALL, seed=s) for s in (7, 8, 9)]
+for name in STRATEGIES:
+    assert np.array_equal(shared.oof[name], alone.oof[name]), name
+    a, b = alone.strategies[name].predict_proba(other), shared.strategies[name].predict_proba(other)
+    assert np.array_equal(a, b), name
+print("same bits")
+"""
+
+
+@pytest.mark.slow
+def test_fit_fusion_in_worker_processes_gives_the_in_process_bits():
+    """fusion.workers is a runtime knob: the fits spread over spawned processes return the same out-of-fold
+    probabilities and fitted strategies (same predictions, bit for bit) as one process. Run in a fresh
+    interpreter that imports rakuten first, as the stage does (this test process loaded numpy before the
+    numeric policy pinned its BLAS, so its own logistic regressions round differently from the workers')."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", WORKERS_SCRIPT], cwd=root, capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "same bits", done.stderr[-2000:]
+
+
 def test_fit_fusion_accepts_class_indices_as_floats():
     y = np.repeat(np.arange(3), 3)
     probs = [onehot(y, hot=0.8), onehot((y + 1) % 3, hot=0.6)]

@@ -277,6 +277,22 @@ def _catalog_frame(tiny_split) -> pd.DataFrame:
     return frame
 
 
+def test_embedding_in_worker_processes_gives_the_stages_table(tiny_built_repo, monkeypatch, tmp_path):
+    """embed.workers is a runtime knob: chunks of both passes shared by spawned workers (each loading and
+    checking the trained encoders) give the bytes the stage wrote in one process."""
+    from rakuten.core.io import write_parquet
+
+    monkeypatch.chdir(tiny_built_repo)
+    frame = embed.load_frame()
+    monkeypatch.setattr(embed, "CHUNK", max(1, len(frame) // 5))  # several chunks of each pass per worker
+    table = embed.embed_catalog(frame, embed.EmbedConfig(workers=2), min_pool_rows=0)
+    write_parquet(table, tmp_path / "pooled.parquet")
+    committed = embeddings.read_embeddings(tiny_built_repo / embeddings.EMBEDDINGS)
+    for modality in ("text", "image"):
+        np.testing.assert_array_equal(embeddings.matrix(table, modality), embeddings.matrix(committed, modality))
+    assert (tmp_path / "pooled.parquet").read_bytes() == (tiny_built_repo / embeddings.EMBEDDINGS).read_bytes()
+
+
 def test_embed_frame_covers_every_row_with_flags_and_same_bytes(tiny_split, monkeypatch, tmp_path):
     from rakuten.core.io import write_parquet
 

@@ -177,6 +177,27 @@ def test_bad_params_name_the_key(key, value):
     assert f"resnet50.{key}" in str(err.value) and "\n" not in str(err.value)
 
 
+def test_scoring_on_every_core_gives_the_one_thread_bits_and_the_epoch_pass_the_final_ones(trained, tiny_split):
+    """The stage trains on resnet50.num_threads but scores (val each epoch, the final predictions) on every
+    core: images go one by one through the convolutions and the head row by row, so the thread count moves
+    no bit, and an epoch's val logits are the bits the saved model's predictions give."""
+    from rakuten.models.resnet50.inference import _eval_rows, batch_logits
+    from rakuten.runtime.torch_setup import softmax_proba, threads
+
+    model, _ = trained
+    rows = model_frame(tiny_split)
+    rows = rows[rows["split"].isin(["val", "test"])].reset_index(drop=True).iloc[:40]
+    with threads(1):
+        one = R.predict_and_embed(model, rows)
+    with threads(4):  # more threads than cores: still a different split of the work
+        many = R.predict_and_embed(model, rows)
+        loader, runtime = _eval_rows(model, rows)
+        epoch = batch_logits(model.net, loader, runtime, "val", torch.contiguous_format)
+    np.testing.assert_array_equal(one[0], many[0])
+    np.testing.assert_array_equal(one[1], many[1])
+    np.testing.assert_array_equal(softmax_proba(epoch), one[0])
+
+
 def test_a_rows_outputs_do_not_depend_on_the_rows_beside_it(trained, tiny_split):
     """Chunks, single rows and a reversed order give the same bits (predict streams, the service batches);
     one pass gives both outputs, equal to the separate calls. The batched head is what broke it: a

@@ -62,6 +62,14 @@ class FusionConfig:
         "OpenMP spin-waits made 2 threads 14x slower on a shared 2-core box",
         lo=1,
     )
+    workers: int = knob(
+        2,
+        "processes fitting the strategies and their CV folds side by side (0 = one per core; in-process below "
+        "2,000 val rows): every fit is independent and single-threaded, so the results are the same whatever the count",
+        lo=0,
+        hi=256,
+        runtime=True,
+    )
     logreg: LogregMeta = knob(LogregMeta(), "stacking_logreg meta-learner")
     linear_svm: LinearSvmMeta = knob(LinearSvmMeta(), "stacking_linear_svm meta-learner")
     xgboost: XgboostMeta = knob(XgboostMeta(), "stacking_xgboost meta-learner (the study's best)")

@@ -69,13 +69,21 @@ def per_class_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def fit_and_report(
-    name: str, module: ModuleType, config: Any, frame: pd.DataFrame, model_dir: Path | None = None, **train_options: Any
+    name: str,
+    module: ModuleType,
+    config: Any,
+    frame: pd.DataFrame,
+    model_dir: Path | None = None,
+    predict_threads: int | None = None,
+    **train_options: Any,
 ) -> tuple[Any, dict]:
     """Train ``module`` on the train rows, write ``models/<name>/``, the probabilities, the metrics
     and ``reports/per_class/<name>.csv``; return the model and the metrics.
 
-    ``train_options`` go to ``module.train`` beside the config: run-time arguments that are not
-    knobs (e.g. the deep models' ``live_dir`` for their learning curves)."""
+    ``predict_threads``: torch CPU threads of the final predictions (0 = all cores; None = as training left
+    them), for a model whose predictions are the same bits whatever the count. ``train_options`` go to
+    ``module.train`` beside the config: run-time arguments that are not knobs (e.g. the deep models'
+    ``live_dir`` for their learning curves)."""
     train = frame[frame["split"] == "train"].reset_index(drop=True)
     val = frame[frame["split"] == "val"].reset_index(drop=True)
     start = time.perf_counter()
@@ -83,7 +91,14 @@ def fit_and_report(
     fit_s = time.perf_counter() - start
     module.save(model, model_dir or Path("models") / name)
     scored = frame[frame["split"].isin(PREDICTED_SPLITS)].reset_index(drop=True)
-    table = proba_frame(scored, module.predict_proba(model, scored))
+    if predict_threads is None:
+        proba = module.predict_proba(model, scored)
+    else:
+        from rakuten.runtime.torch_setup import threads  # torch only for the models that run on it
+
+        with threads(predict_threads):
+            proba = module.predict_proba(model, scored)
+    table = proba_frame(scored, proba)
     # no timings in the metrics file: a forced rerun must reproduce it byte for byte
     metrics = write_model_outputs(name, table, {"train_rows": int(len(train))})
     write_csv(per_class_table(table), PER_CLASS_DIR / f"{name}.csv")

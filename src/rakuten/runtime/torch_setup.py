@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import random
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -71,6 +73,19 @@ def set_threads(num_threads: int) -> int:
     :func:`rakuten.core.numerics.configure_torch` (same bits on any machine of this kind) covers them both.
     """
     return configure_torch(num_threads)
+
+
+@contextmanager
+def threads(num_threads: int) -> Iterator[int]:
+    """``num_threads`` torch CPU threads (0 = all cores) inside the block, the previous count after it.
+
+    For inference passes whose bits do not depend on the count (images one by one through ATen's
+    convolutions, heads row by row): a training stage kept on one thread scores on every core."""
+    previous = torch.get_num_threads()
+    try:
+        yield set_threads(num_threads)
+    finally:
+        set_threads(previous)
 
 
 def seed_everything(seed: int) -> None:

@@ -51,23 +51,33 @@ def load_audit_frame(
         images = read_parquet(quality, stage_hint="image_clean")[["row_id", "clean_path", "readable"]]
         frame = frame.merge(images, on="row_id", how="left", validate="one_to_one")
         readable = frame["readable"].fillna(False).to_numpy(dtype=bool)
-        matrix = image_features.feature_matrix(frame["clean_path"].fillna("").tolist(), readable, root)
+        paths = frame["clean_path"].fillna("").tolist()
+        matrix = image_features.feature_matrix(paths, readable, root, cfg.processes())
         frame[image_features.FEATURES] = list(matrix)
         log.info("image features of %d rows (%d without a readable image)", len(frame), int(matrix[:, -1].sum()))
     return frame
 
 
+@dataclass(frozen=True)
+class ModelFitter:
+    """``fit(train, held_out) -> probabilities`` of one audited model (:data:`MODULES`), trained with its params
+    section; a plain object rather than a closure, so the folds can be fitted in other processes."""
+
+    name: str
+    config: Any = None
+
+    def __call__(self, train: pd.DataFrame, held: pd.DataFrame) -> np.ndarray:
+        module = MODULES[self.name]
+        return module.predict_proba(module.train(_fittable(train), None, self.config), held)
+
+
 def fitters(models: tuple[str, ...], configs: Mapping[str, Any]) -> dict[str, Fitter]:
     """One ``fit(train, held_out) -> probabilities`` per audited model, each trained with its params section
     (``configs[name]``; the image features model has none)."""
-
-    def fitter(module, config) -> Fitter:
-        return lambda train, held: module.predict_proba(module.train(_fittable(train), None, config), held)
-
     missing = [m for m in models if m != "image_features" and m not in configs]
     if missing:
         raise PipelineError(f"label_audit.models: no params section parsed for {missing[0]}")
-    return {name: fitter(MODULES[name], configs.get(name)) for name in models}
+    return {name: ModelFitter(name, configs.get(name)) for name in models}
 
 
 def _fittable(train: pd.DataFrame) -> pd.DataFrame:
@@ -94,7 +104,7 @@ def run_audit(frame: pd.DataFrame, cfg: LabelAuditConfig, fit: Mapping[str, Fitt
     if frame.empty:
         raise PipelineError("data/interim/split.parquet: no train rows; expected rows to audit")
     given = frame[LABEL].to_numpy(dtype=np.int64)
-    probs, folds = out_of_fold(frame, fit, cfg.folds, cfg.seed)
+    probs, folds = out_of_fold(frame, fit, cfg.folds, cfg.seed, cfg.processes())
     pooled = pool(probs, cfg.pooling, VIEWS)
     flagged, quality = find_issues(given, pooled, cfg.filter_by)
     issues = issue_table(frame["row_id"].to_numpy(), given, pooled, quality, flagged)

@@ -6,6 +6,7 @@ declaration alone, not cleanlab and the models.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from rakuten.core.config import invalid, knob
@@ -59,6 +60,19 @@ class LabelAuditConfig:
         "data/interim/training_split.parquet)",
         choices=POLICIES,
     )
+
+    n_jobs: int = knob(
+        2,
+        "processes for the image features and the cross-fitting folds (0 = one per core; in-process below 2,000 "
+        "train rows): each image and each fold is computed alone, so the results are the same whatever the count",
+        lo=0,
+        hi=256,
+        runtime=True,
+    )
+
+    def processes(self) -> int:
+        """Worker processes: ``n_jobs``, or one per core for 0."""
+        return self.n_jobs or (os.cpu_count() or 1)
 
     def validate(self, key: str) -> None:
         if len(set(self.models)) != len(self.models):

@@ -9,6 +9,7 @@ the other K-1. The held-out rows reach the models without their label column.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import warnings
@@ -22,6 +23,7 @@ from tqdm import tqdm
 from rakuten.contracts.classes import N_CLASSES
 from rakuten.contracts.model_files import check_proba
 from rakuten.core.errors import PipelineError
+from rakuten.core.parallel import process_pool
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,9 @@ GROUP = "group_id"
 FLOOR = 1e-3
 #: ``fit(train rows with labels, held-out rows without) -> (n_held, 27) probabilities``
 Fitter = Callable[[pd.DataFrame, pd.DataFrame], np.ndarray]
+#: below this many rows the folds run in-process: a spawned worker's start (~3 s: a fresh interpreter
+#: importing the models' libraries, and the frame shipped to it) costs more than it saves
+POOL_MIN_ROWS = 2000
 
 
 def assign_folds(labels: np.ndarray, groups: np.ndarray, folds: int, seed: int) -> np.ndarray:
@@ -50,27 +55,69 @@ def assign_folds(labels: np.ndarray, groups: np.ndarray, folds: int, seed: int) 
 
 
 def out_of_fold(
-    frame: pd.DataFrame, fitters: Mapping[str, Fitter], folds: int, seed: int
+    frame: pd.DataFrame,
+    fitters: Mapping[str, Fitter],
+    folds: int,
+    seed: int,
+    n_jobs: int = 1,
+    min_pool_rows: int = POOL_MIN_ROWS,
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """``({model: (n, 27) out-of-fold probabilities}, fold of each row)`` for the rows of ``frame``."""
+    """``({model: (n, 27) out-of-fold probabilities}, fold of each row)`` for the rows of ``frame``.
+
+    With ``n_jobs`` > 1 (and at least ``min_pool_rows`` rows) the folds are fitted side by side in spawned
+    processes (``fitters`` must then pickle): each fold's fits see the same rows in the same order as in one
+    process, so the probabilities are the same bits whatever the count."""
     for column in (LABEL, GROUP):
         if column not in frame.columns:
             raise PipelineError(f"audit frame: missing column {column}; expected the train rows of split.parquet")
     fold = assign_folds(frame[LABEL].to_numpy(), frame[GROUP].to_numpy(), folds, seed)
+    ks = [k for k in range(folds) if (fold == k).any()]
+    workers = min(n_jobs, len(ks))
+    progress = dict(total=len(ks), desc="label_audit folds", unit="fold")
+    if workers <= 1 or len(frame) < min_pool_rows:
+        done = tqdm((fit_fold(frame, fold, fitters, k) for k in ks), **progress)
+        results = list(done)
+    else:
+        init = functools.partial(_set_worker_state, (frame, fold, fitters))
+        with process_pool(workers, initializer=init, spawn=True) as pool:
+            results = list(tqdm(pool.map(_worker_fold, ks), **progress))
     probs = {name: np.zeros((len(frame), N_CLASSES)) for name in fitters}
-    for k in tqdm(range(folds), desc="label_audit folds", unit="fold"):
+    for k, (fold_probs, spent) in zip(ks, results):
         held = fold == k
-        if not held.any():
-            continue
-        train = frame[~held].reset_index(drop=True)
-        blind = frame[held].drop(columns=[LABEL]).reset_index(drop=True)  # no label reaches a prediction
-        spent = {}
-        for name, fit in fitters.items():
-            start = time.perf_counter()
-            probs[name][held] = check_proba(fit(train, blind), f"{name}, fold {k}")
-            spent[name] = round(time.perf_counter() - start, 1)
-        log.info("fold %d/%d: %d rows fitted, %d predicted; seconds %s", k + 1, folds, len(train), held.sum(), spent)
+        for name, p in fold_probs.items():
+            probs[name][held] = p
+        log.info("fold %d/%d: %d rows fitted, %d predicted; seconds %s", k + 1, folds, (~held).sum(), held.sum(), spent)
     return probs, fold
+
+
+def fit_fold(
+    frame: pd.DataFrame, fold: np.ndarray, fitters: Mapping[str, Fitter], k: int
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Fold ``k``: each model fitted on the other folds predicts its rows, given without their label;
+    ``({model: probabilities}, {model: seconds})``."""
+    held = fold == k
+    train = frame[~held].reset_index(drop=True)
+    blind = frame[held].drop(columns=[LABEL]).reset_index(drop=True)  # no label reaches a prediction
+    out, spent = {}, {}
+    for name, fit in fitters.items():
+        start = time.perf_counter()
+        out[name] = check_proba(fit(train, blind), f"{name}, fold {k}")
+        spent[name] = round(time.perf_counter() - start, 1)
+    return out, spent
+
+
+#: what a worker fits from: (frame, fold of each row, fitters), set once per worker
+_WORKER_STATE: tuple | None = None
+
+
+def _set_worker_state(state: tuple) -> None:
+    global _WORKER_STATE
+    _WORKER_STATE = state
+
+
+def _worker_fold(k: int) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    frame, fold, fitters = _WORKER_STATE
+    return fit_fold(frame, fold, fitters, k)
 
 
 def pool(probs: Mapping[str, np.ndarray], how: str, views: Mapping[str, str] | None = None) -> np.ndarray:

@@ -23,9 +23,11 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
+from tqdm import tqdm
 
 from rakuten.contracts.classes import N_CLASSES, codes_to_indices
 from rakuten.core.errors import PipelineError
+from rakuten.core.parallel import process_pool
 
 FEATURES = "image_features"  # the frame column holding each row's feature vector
 HUE_CENTRES = np.arange(0, 180, 2, dtype=np.float64)  # OpenCV hue is 0-179
@@ -97,9 +99,29 @@ def image_vector(bgr: np.ndarray) -> np.ndarray:
     return np.r_[np.sin(angle), np.cos(angle), bumps, _shape(mask), _texture(bgr, mask == 0), 0.0].astype(np.float32)
 
 
-def feature_matrix(paths: list[str], readable: np.ndarray, root: Path = Path(".")) -> np.ndarray:
+def feature_matrix(paths: list[str], readable: np.ndarray, root: Path = Path("."), n_jobs: int = 1) -> np.ndarray:
     """``(n, N_FEATURES)`` features of the images at ``paths`` (relative to ``root``); a row not readable,
-    by image_clean's flag or now, gets zeros and ``no_image`` = 1."""
+    by image_clean's flag or now, gets zeros and ``no_image`` = 1. With ``n_jobs`` > 1, chunks of
+    :data:`CHUNK` images go to a pool of processes (each image's features are its own: same matrix)."""
+    tasks = [
+        (paths[a : a + CHUNK], np.asarray(readable[a : a + CHUNK], dtype=bool), root)
+        for a in range(0, len(paths), CHUNK)
+    ]
+    progress = dict(total=len(tasks), desc="label_audit image features", unit="chunk", mininterval=2.0)
+    if n_jobs <= 1 or len(tasks) < 2:
+        parts = [_features_chunk(t) for t in tqdm(tasks, **progress)]
+    else:
+        with process_pool(min(n_jobs, len(tasks))) as pool:
+            parts = list(tqdm(pool.map(_features_chunk, tasks), **progress))
+    return np.concatenate(parts) if parts else np.zeros((0, N_FEATURES), dtype=np.float32)
+
+
+#: images per task of :func:`feature_matrix`'s pool (~1 s of work each)
+CHUNK = 256
+
+
+def _features_chunk(task: tuple[list[str], np.ndarray, Path]) -> np.ndarray:
+    paths, readable, root = task
     out = np.zeros((len(paths), N_FEATURES), dtype=np.float32)
     for i, (path, ok) in enumerate(zip(paths, readable)):
         image = cv2.imread(str(root / path), cv2.IMREAD_COLOR) if ok else None

@@ -28,10 +28,18 @@ def memory_format(cfg: ResnetConfig, runtime: Runtime) -> torch.memory_format:
 
 
 def batch_logits(
-    net: torch.nn.Module, loader, runtime: Runtime, desc: str, fmt: torch.memory_format = torch.channels_last
+    net: torch.nn.Module,
+    loader,
+    runtime: Runtime,
+    desc: str,
+    fmt: torch.memory_format = torch.channels_last,
+    is_timm: bool = False,
 ) -> np.ndarray:
-    """``net``'s float32 logits over every batch of ``loader`` (eval mode, no gradients)."""
+    """``net``'s float32 logits over every batch of ``loader`` (eval mode, no gradients); on CPU each row's
+    logits are its own (:func:`row_logits`), so the val pass of an epoch gives the bits of the final
+    predictions, whatever the batch and the thread count."""
     net.eval()
+    head = classifier(net, is_timm)
     out = []
     with torch.inference_mode():
         for x, _, _ in tqdm(loader, desc=desc, leave=False, disable=len(loader) < 5):
@@ -39,7 +47,8 @@ def batch_logits(
             if runtime.device == "cuda":
                 x = x.contiguous(memory_format=fmt)
             with runtime.autocast():
-                out.append(net(x).float().cpu().numpy())
+                pooled = _pooled(net, x, is_timm).reshape(len(x), -1)
+                out.append(row_logits(head, pooled, runtime.device == "cpu").float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, N_CLASSES))
 
 

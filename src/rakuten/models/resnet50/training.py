@@ -37,6 +37,7 @@ from rakuten.runtime.torch_setup import (
     frame_labels,
     seed_everything,
     set_threads,
+    threads,
 )
 from rakuten.runtime.training import EpochOutcome, LoopSettings, fit, history_rows
 
@@ -178,6 +179,7 @@ class Epochs:
     train_loader: torch.utils.data.DataLoader
     val_loader: torch.utils.data.DataLoader
     sampler: torch.utils.data.Sampler | None = None
+    is_timm: bool = False  # a timm backbone (its pooled features come from forward_head)
 
     def run(self, epoch: int) -> EpochOutcome | None:
         """Train epoch ``epoch``; rank 0 (or the only process) returns its mean loss and val logits."""
@@ -196,7 +198,8 @@ class Epochs:
             ).tolist()
             if not here.is_main:  # rank 0 validates and decides; the others wait for its decision
                 return None
-        logits = batch_logits(self.net, self.val_loader, runtime, "resnet val", self.parts.fmt)
+        with threads(0):  # scoring on every core: images one by one, head row by row, the same bits
+            logits = batch_logits(self.net, self.val_loader, runtime, "resnet val", self.parts.fmt, self.is_timm)
         return EpochOutcome(loss_sum / max(weight_sum, 1e-12), logits)
 
 
@@ -248,7 +251,7 @@ def train(
     val_loader = make_loader(val_ds, cfg.eval_batch_size, cfg, runtime)
     optimizer, scheduler, scaler = optimiser(net, cfg, runtime, len(train_loader))
     parts = StepParts(step_net, optimizer, scheduler, scaler, runtime, memory_format(cfg, runtime), here)
-    epochs = Epochs(parts, net, train_net, train_loader, val_loader, sampler)
+    epochs = Epochs(parts, net, train_net, train_loader, val_loader, sampler, backbone_library(cfg.arch) == "timm")
     loop = LoopSettings(
         cfg.epochs, cfg.patience, "resnet", live_dir if here.is_main else None, optimizer, synced=here.distributed
     )
