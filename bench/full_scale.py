@@ -1,7 +1,8 @@
 """The whole graph on a full-size generated catalog, per stage: wall time and peak memory (not a test).
 
 Runs the documented full-size command in a clone of this repository (committed code; the clone is
-the ``--workdir``, outside the project, so the default run's outputs here are untouched):
+the ``--workdir``, outside the project, so the default run's outputs here are untouched), with the clone's
+DVC cache hard-linked (``--cache-type``, DVC's setting for large data; the project's default copies):
 
     dvc exp run -S sample.n_train=84916 -S sample.n_test=13812 -S sample.image_size=500
 
@@ -10,15 +11,16 @@ runs ``python stages/<name>.py``; that process and its descendants (worker pools
 Per stage: wall seconds (process start to exit), peak RSS of the stage's whole process tree (the
 sum over its processes: shared pages count once per process, so an upper bound) and of its largest
 process. The DVC overhead between stages (hashing outputs, checking the cache) is the whole run's
-wall time minus the stages' sum. Writes ``reports/bench/full_scale.json`` (with the run's
-metrics, split balance, near-duplicate clusters and detector scores against the planted defects,
-read from its reports) and prints the table docs/benchmarks.md shows.
+wall time minus the stages' sum; ``dvc_gaps_s`` splits it by stage. Writes
+``reports/bench/full_scale.json`` (with the run's metrics, split balance, near-duplicate clusters and
+detector scores against the planted defects, read from its reports) and prints the table
+docs/benchmarks.md shows.
 
 Then (unless ``--no-drop``) the label-noise policy's effect: a second experiment with
 ``-S label_audit.label_noise=drop`` (the flagged training rows left out; every model retrains) and
 ``rakuten compare`` of the two, per model and for the fusion, with paired-bootstrap intervals.
 
-    python bench/full_scale.py                       # ~45 min + ~25 min for the drop run on 2 cores
+    python bench/full_scale.py                       # ~37 min + ~25 min for the drop run on 2 cores
     python bench/full_scale.py --set camembert.demo.max_train_rows=0   # extra -S overrides
 """
 

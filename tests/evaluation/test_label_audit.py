@@ -223,7 +223,8 @@ from rakuten.models import tfidf_svm
 from tests.evaluation.test_label_audit import _text_frame, defaults_of
 
 frame = _text_frame()
-fit = audit.fitters(("tfidf_svm",), {"tfidf_svm": replace(defaults_of(tfidf_svm.TfidfSvmConfig), n_jobs=1)})
+# tfidf_svm.n_jobs 2: in-process its calibration folds run in joblib processes, in a pool worker sequentially
+fit = audit.fitters(("tfidf_svm",), {"tfidf_svm": replace(defaults_of(tfidf_svm.TfidfSvmConfig), n_jobs=2)})
 alone, fold = crossfit.out_of_fold(frame, fit, 3, 0, n_jobs=1, min_pool_rows=0)
 shared, fold2 = crossfit.out_of_fold(frame, fit, 3, 0, n_jobs=2, min_pool_rows=0)
 assert np.array_equal(fold, fold2)
@@ -235,14 +236,16 @@ print("same bits")
 @pytest.mark.slow
 def test_folds_fitted_in_worker_processes_give_the_in_process_bits():
     """label_audit.n_jobs is a runtime knob: the folds fitted side by side in spawned processes give the same
-    out-of-fold probabilities as one process. Run in a fresh interpreter that imports rakuten first, as the
-    stage does (this test process loaded numpy before the numeric policy pinned its BLAS)."""
+    out-of-fold probabilities as one process, and the pool ends with its folds (a model's joblib workers
+    once held a pool worker for loky's 300 s idle timeout: the timeout below catches that). Run in a fresh
+    interpreter that imports rakuten first, as the stage does (this test process loaded numpy before the
+    numeric policy pinned its BLAS)."""
     import subprocess
     import sys
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    done = subprocess.run([sys.executable, "-c", FOLDS_SCRIPT], cwd=root, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", FOLDS_SCRIPT], cwd=root, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0 and done.stdout.strip() == "same bits", done.stderr[-2000:]
 
 

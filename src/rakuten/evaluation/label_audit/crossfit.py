@@ -15,6 +15,7 @@ import time
 import warnings
 from typing import Callable, Mapping
 
+import joblib
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
@@ -116,8 +117,13 @@ def _set_worker_state(state: tuple) -> None:
 
 
 def _worker_fold(k: int) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Fold ``k`` in a pool worker, with joblib sequential (the pool is the parallelism): a model's own joblib
+    processes (tfidf_svm's calibration folds) would outlive the fit as loky's idle workers, and a pool worker
+    cannot exit before its children, so the pool's shutdown waited out loky's 300 s idle timeout (measured
+    at full size); joblib threads would share liblinear's C random state and change the bits (measured)."""
     frame, fold, fitters = _WORKER_STATE
-    return fit_fold(frame, fold, fitters, k)
+    with joblib.parallel_config(backend="sequential"):
+        return fit_fold(frame, fold, fitters, k)
 
 
 def pool(probs: Mapping[str, np.ndarray], how: str, views: Mapping[str, str] | None = None) -> np.ndarray:
