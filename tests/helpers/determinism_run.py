@@ -75,8 +75,10 @@ def mkl_branch() -> int | None:
 
 
 def threads_only(num_threads: int) -> int:
-    torch.set_num_threads(num_threads)
-    return num_threads
+    """configure_torch's thread count (0 = all cores) without the rest of the policy."""
+    n = num_threads if num_threads > 0 else (os.cpu_count() or 1)
+    torch.set_num_threads(n)
+    return n
 
 
 def numpy_ops() -> dict[str, np.ndarray]:

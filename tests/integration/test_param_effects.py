@@ -64,6 +64,13 @@ EXEMPT: dict[str, str] = {
     "(test_image_hashing::test_hash_catalog_on_the_tiny_sample)",
     "image_clean.n_jobs": "runtime knob: identical outputs with 1 or 2 "
     "(test_image_pipeline::test_same_result_in_process_and_in_parallel)",
+    "label_audit.n_jobs": "runtime knob (processes): same out-of-fold bits in-process and in 2 workers "
+    "(test_label_audit::test_folds_fitted_in_worker_processes_give_the_in_process_bits, "
+    "test_image_features_tell_products_apart_and_mark_missing_images)",
+    "fusion.workers": "runtime knob (processes): same fits bit for bit in-process and in 2 workers "
+    "(test_fusion_mutants::test_fit_fusion_in_worker_processes_gives_the_in_process_bits)",
+    "embed.workers": "runtime knob (processes): the stage's bytes from 2 workers sharing chunks "
+    "(test_joint::test_embedding_in_worker_processes_gives_the_stages_table)",
     "fasttext.threads": "speed only, and reproducible only at 1 (test_models_fasttext::"
     "test_single_thread_training_is_deterministic); Hogwild results are not comparable",
     "camembert.num_threads": "torch CPU threads: speed only; numerics pinned by rakuten.core.numerics "
