@@ -32,6 +32,8 @@ import threading
 import time
 from pathlib import Path
 
+from measure import markdown_table
+
 import rakuten  # noqa: F401  first: pins numpy's and the libraries' code paths before they load
 from rakuten.core.io import write_json
 from rakuten.core.logs import setup_logging
@@ -161,16 +163,10 @@ def steady_rates(results: list[dict]) -> dict[str, float]:
 
 
 def table(results: list[dict]) -> str:
-    lines = [
-        "| rows | engine | workers | cluster start s | run s | wall s | rows/s | rows/s after start | peak RSS MiB |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in results:
-        lines.append(
-            f"| {r['rows']:,} | {r['engine']} | {r['workers']} | {r['cluster_start_s']} | {r['run_s']} | "
-            f"{r['wall_s']} | {r['rows_per_s']} | {r['rows_per_s_after_start']} | {r['peak_tree_rss_mib']} |"
-        )
-    return "\n".join(lines)
+    header = ["rows", "engine", "workers", "cluster start s", "run s", "wall s", "rows/s", "rows/s after start"]
+    keys = ["engine", "workers", "cluster_start_s", "run_s", "wall_s", "rows_per_s", "rows_per_s_after_start"]
+    rows = [[f"{r['rows']:,}"] + [r[k] for k in keys] + [r["peak_tree_rss_mib"]] for r in results]
+    return "\n".join(markdown_table(header + ["peak RSS MiB"], rows))
 
 
 def main() -> None:

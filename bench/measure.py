@@ -33,3 +33,9 @@ def run_in_own_process(argv: list[str], show_progress: bool = True) -> dict:
     if done.returncode:
         raise SystemExit(f"{' '.join(argv)}: failed (exit {done.returncode})")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def markdown_table(header: list[str], rows: list[list]) -> list[str]:
+    """The lines of a Markdown table: ``header``, its separator, one line per row (cells as ``str``)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]

@@ -29,7 +29,7 @@ import shutil
 import time
 from pathlib import Path
 
-from measure import cpu_s, peak_rss_mib
+from measure import cpu_s, markdown_table, peak_rss_mib
 
 import rakuten  # noqa: F401  first, as in the stage: pins numpy's and the libraries' code paths before they load
 from rakuten.core.io import write_json
@@ -91,20 +91,19 @@ def run(config: str, x_csv: Path, images: Path, models: Path, out: Path) -> dict
 
 
 def table(results: list[dict]) -> str:
-    lines = [
-        "| workers x chunk | rows | wall s | rows/s | scoring rows/s | load s | CPU s |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for r in results:
-        lines.append(
-            f"| {r['workers']} x {r['chunk_rows']} | {r['rows']:,} | {r['wall_s']} | {r['rows_per_s']} | "
-            f"{r['scoring_rows_per_s']} | {r['load_s']} | {r['cpu_s']} |"
-        )
+    lines = markdown_table(
+        ["workers x chunk", "rows", "wall s", "rows/s", "scoring rows/s", "load s", "CPU s"],
+        [
+            [f"{r['workers']} x {r['chunk_rows']}", f"{r['rows']:,}", r["wall_s"], r["rows_per_s"]]
+            + [r["scoring_rows_per_s"], r["load_s"], r["cpu_s"]]
+            for r in results
+        ],
+    )
     for r in results:
         if "steps" in r:
-            lines += ["", f"steps ({r['workers']} x {r['chunk_rows']}):", "| step | s | own rows/s | share of wall |"]
-            lines.append("|---|---|---|---|")
-            lines += [f"| {k} | {v['s']} | {v['rows_per_s']} | {v['share']:.0%} |" for k, v in r["steps"].items()]
+            steps = [[k, v["s"], v["rows_per_s"], f"{v['share']:.0%}"] for k, v in r["steps"].items()]
+            lines += ["", f"steps ({r['workers']} x {r['chunk_rows']}):"]
+            lines += markdown_table(["step", "s", "own rows/s", "share of wall"], steps)
     return "\n".join(lines)
 
 

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
-from typing import Callable
+from typing import Any, Callable
 
 _PR_SET_PDEATHSIG = 1
 
@@ -42,20 +42,43 @@ def _watch_parent(parent_pid: int) -> None:
     os._exit(1)
 
 
-def _init_worker(parent_pid: int, then: Callable[[], None] | None) -> None:
+#: what this worker process works from (:func:`set_worker_state`); None outside a pool's worker
+_worker_state: Any = None
+
+
+def set_worker_state(state: Any) -> None:
+    """Keep ``state`` (the inputs every task of this worker shares, or what its initializer loaded) for
+    :func:`worker_state`: sent once per worker instead of once per task."""
+    global _worker_state
+    _worker_state = state
+
+
+def worker_state() -> Any:
+    """What :func:`set_worker_state` (or :func:`process_pool`'s ``state``) kept in this worker."""
+    return _worker_state
+
+
+def worker_count(n: int) -> int:
+    """Worker processes of an ``n_jobs`` / ``workers`` knob: ``n``, or one per core for 0."""
+    return n or (os.cpu_count() or 1)
+
+
+def _init_worker(parent_pid: int, then: Callable[[], None] | None, state: Any = None) -> None:
     die_with_parent(parent_pid)
+    set_worker_state(state)
     if then is not None:
         then()
 
 
 def process_pool(
-    n_jobs: int, initializer: Callable[[], None] | None = None, spawn: bool = False
+    n_jobs: int, initializer: Callable[[], None] | None = None, spawn: bool = False, state: Any = None
 ) -> ProcessPoolExecutor:
     """A :class:`ProcessPoolExecutor` of ``n_jobs`` workers that die with this process;
     ``initializer`` (picklable, no arguments: bind them with :func:`functools.partial`) runs in each worker
-    after that is arranged. ``spawn``: fresh interpreters instead of forks, for a parent that already runs
-    torch's threads (a fork copies them mid-state)."""
+    after that is arranged. ``state`` is sent to each worker once, for its tasks to read with
+    :func:`worker_state`. ``spawn``: fresh interpreters instead of forks, for a parent that already runs
+    torch's threads (a fork copies them mid-state) or whose OpenMP pool has run (a fork of it hangs)."""
     context = multiprocessing.get_context("spawn") if spawn else None
     return ProcessPoolExecutor(
-        n_jobs, mp_context=context, initializer=_init_worker, initargs=(os.getpid(), initializer)
+        n_jobs, mp_context=context, initializer=_init_worker, initargs=(os.getpid(), initializer, state)
     )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -20,7 +19,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from rakuten.contracts.classes import N_CLASSES
 from rakuten.contracts.metrics import scores
 from rakuten.core.errors import PipelineError
-from rakuten.core.parallel import process_pool
+from rakuten.core.parallel import process_pool, worker_count
 from rakuten.fusion import persistence  # noqa: F401 (a worker then resolves the names fusion classes pickle by)
 from rakuten.fusion.config import FusionConfig
 from rakuten.fusion.meta import META_LEARNERS, MetaLearner
@@ -116,7 +115,9 @@ class FittedFusion:
 #: below this many validation rows the fits run in-process: a worker's start (~2 s: a fresh interpreter
 #: importing scikit-learn and XGBoost) costs more than the fits it would share
 POOL_MIN_ROWS = 2000
-#: what a worker process fits from: (config, validation probabilities, labels, CV folds), set once per worker
+#: what a worker process fits from: (config, validation probabilities, labels, CV folds), set once per worker.
+#: Its own initializer rather than core.parallel's ``state``: unpickling the initializer imports this module
+#: (and so fusion.persistence, which gives the fusion classes the names they pickle by) before the state.
 _WORKER_STATE: tuple | None = None
 
 
@@ -147,7 +148,7 @@ def _fit_all(
     The costliest strategies (the XGBoost meta-learners, last in the list) are submitted first."""
     factories = strategy_factories(cfg)
     tasks = [(name, k) for name in reversed(list(factories)) for k in range(len(splits) + 1)]
-    workers = min(cfg.workers or (os.cpu_count() or 1), len(tasks))
+    workers = min(worker_count(cfg.workers), len(tasks))
     if workers <= 1 or len(y) < min_pool_rows:
         return {(name, k): _fit_part(factories[name], probs, y, splits, k) for name, k in tasks}
     log.info("fusion: %d fits in %d processes", len(tasks), workers)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from rakuten.contracts.embeddings import EMBEDDINGS, IMAGE, IMAGE_OK, RECORD, TE
 from rakuten.core.config import knob
 from rakuten.core.errors import PipelineError
 from rakuten.core.integrity import ArtifactRecords
-from rakuten.core.parallel import process_pool
+from rakuten.core.parallel import process_pool, set_worker_state, worker_count, worker_state
 from rakuten.models.resnet50 import model as resnet50
 from rakuten.models.runner import load_text_frame
 from rakuten.runtime.torch_setup import set_threads
@@ -84,7 +83,7 @@ class EmbedConfig:
 
     def processes(self) -> int:
         """Worker processes: ``workers``, or one per core for 0."""
-        return self.workers or (os.cpu_count() or 1)
+        return worker_count(self.workers)
 
     @property
     def encoders(self) -> dict[str, str]:
@@ -182,20 +181,18 @@ CHUNK = 2048
 #: below this many rows :func:`embed_catalog` encodes in-process: each worker first loads and checks both
 #: encoders (~3 s), more than it would save
 POOL_MIN_ROWS = 5000
-#: a worker's frame and loaded encoders, set once by :func:`_start_worker`
-_WORKER: tuple | None = None
 
 
 def _start_worker(cfg: EmbedConfig, models_dir: Path, frame: pd.DataFrame) -> None:
-    global _WORKER
+    """A worker's state: the frame and both encoders, loaded (and checked) once, on one torch thread."""
     text_model, image_model = load_encoders(cfg, models_dir)
     set_threads(1)
-    _WORKER = (frame, text_model, image_model, cfg.encoders)
+    set_worker_state((frame, text_model, image_model, cfg.encoders))
 
 
 def _encode_part(task: tuple[str, int, int]) -> np.ndarray:
     modality, a, b = task
-    frame, text_model, image_model, encoders = _WORKER
+    frame, text_model, image_model, encoders = worker_state()
     part = frame.iloc[a:b].reset_index(drop=True)
     if modality == "text":
         return np.asarray(_function(TEXT_ENCODERS[encoders["text"]], "embed_texts")(text_model, part), np.float32)

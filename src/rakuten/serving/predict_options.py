@@ -8,11 +8,11 @@ and :mod:`rakuten.serving.distributed` import torch and the models; kept here, `
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import dataclass
 
 from rakuten.core.config import knob
 from rakuten.core.errors import PipelineError
+from rakuten.core.parallel import worker_count
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class StreamConfig:
 
     def processes(self) -> int:
         """Worker processes: ``workers``, or one per core for 0."""
-        return self.workers or (os.cpu_count() or 1)
+        return worker_count(self.workers)
 
 
 def add_cluster_options(p: argparse.ArgumentParser) -> None:

@@ -25,7 +25,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Callable, Iterator
 
 import pandas as pd
 from tqdm import tqdm
@@ -33,7 +33,7 @@ from tqdm import tqdm
 from rakuten.core.errors import PipelineError
 from rakuten.core.integrity import ArtifactRecords
 from rakuten.core.io import atomic_path
-from rakuten.core.parallel import process_pool
+from rakuten.core.parallel import process_pool, set_worker_state, worker_state
 from rakuten.serving.predict import Prediction, Predictor
 from rakuten.serving.predict_options import StreamConfig
 
@@ -58,22 +58,22 @@ def chunks(rows: pd.DataFrame, size: int) -> Iterator[pd.DataFrame]:
 
 # ------------------------------------------------------------------------------------------ workers
 
-_WORKER: dict[str, Any] = {}
-
 
 def _start_worker(models_dir: Path, params: dict | None, params_name: str, lock: Path | None) -> None:
-    """A worker's initialiser: load (and verify) the models once; cleaning in this process (one core each)."""
+    """A worker's initialiser: load (and verify) the models once; cleaning in this process (one core each).
+    The worker's state: the predictor and its own temporary folder (kept, so it lives as long as the worker)."""
     from rakuten.core.logs import setup_logging
 
     setup_logging()
     records = ArtifactRecords.from_lock(lock) if lock is not None else ArtifactRecords.for_path(models_dir)
-    _WORKER["predictor"] = Predictor.load(models_dir, params, params_name, records=records).in_process()
-    _WORKER["work"] = tempfile.TemporaryDirectory(prefix="rakuten-predict-worker-")
+    predictor = Predictor.load(models_dir, params, params_name, records=records).in_process()
+    set_worker_state((predictor, tempfile.TemporaryDirectory(prefix="rakuten-predict-worker-")))
 
 
 def _score_chunk(rows: pd.DataFrame) -> pd.DataFrame:
     """One chunk's prediction table, in a worker (cleaned images in the worker's own temporary folder)."""
-    return _WORKER["predictor"].predict_rows(rows, _WORKER["work"].name).table
+    predictor, work = worker_state()
+    return predictor.predict_rows(rows, work.name).table
 
 
 def _pool(cfg: StreamConfig, models_dir: Path, params: dict | None, params_name: str, lock: Path | None):

@@ -6,10 +6,10 @@ declaration alone, not cleanlab and the models.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from rakuten.core.config import invalid, knob
+from rakuten.core.parallel import worker_count
 
 #: the models the audit can cross-fit: the two cheap text models (each with its own params section) and a
 #: cheap image classifier of its own (:mod:`.image_features`); the deep models cost too much to fit K times
@@ -72,7 +72,7 @@ class LabelAuditConfig:
 
     def processes(self) -> int:
         """Worker processes: ``n_jobs``, or one per core for 0."""
-        return self.n_jobs or (os.cpu_count() or 1)
+        return worker_count(self.n_jobs)
 
     def validate(self, key: str) -> None:
         if len(set(self.models)) != len(self.models):

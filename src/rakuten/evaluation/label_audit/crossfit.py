@@ -9,7 +9,6 @@ the other K-1. The held-out rows reach the models without their label column.
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 import warnings
@@ -24,7 +23,7 @@ from tqdm import tqdm
 from rakuten.contracts.classes import N_CLASSES
 from rakuten.contracts.model_files import check_proba
 from rakuten.core.errors import PipelineError
-from rakuten.core.parallel import process_pool
+from rakuten.core.parallel import process_pool, worker_state
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +78,7 @@ def out_of_fold(
         done = tqdm((fit_fold(frame, fold, fitters, k) for k in ks), **progress)
         results = list(done)
     else:
-        init = functools.partial(_set_worker_state, (frame, fold, fitters))
-        with process_pool(workers, initializer=init, spawn=True) as pool:
+        with process_pool(workers, spawn=True, state=(frame, fold, fitters)) as pool:
             results = list(tqdm(pool.map(_worker_fold, ks), **progress))
     probs = {name: np.zeros((len(frame), N_CLASSES)) for name in fitters}
     for k, (fold_probs, spent) in zip(ks, results):
@@ -107,21 +105,12 @@ def fit_fold(
     return out, spent
 
 
-#: what a worker fits from: (frame, fold of each row, fitters), set once per worker
-_WORKER_STATE: tuple | None = None
-
-
-def _set_worker_state(state: tuple) -> None:
-    global _WORKER_STATE
-    _WORKER_STATE = state
-
-
 def _worker_fold(k: int) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Fold ``k`` in a pool worker, with joblib sequential (the pool is the parallelism): a model's own joblib
     processes (tfidf_svm's calibration folds) would outlive the fit as loky's idle workers, and a pool worker
     cannot exit before its children, so the pool's shutdown waited out loky's 300 s idle timeout (measured
     at full size); joblib threads would share liblinear's C random state and change the bits (measured)."""
-    frame, fold, fitters = _WORKER_STATE
+    frame, fold, fitters = worker_state()  # sent once per worker by out_of_fold
     with joblib.parallel_config(backend="sequential"):
         return fit_fold(frame, fold, fitters, k)
 
